@@ -1,0 +1,1 @@
+"""Deployment: the embedded one-machine stack (`deploy.embedded`) and production manifests."""

@@ -1,0 +1,3 @@
+from oanet.cli import main
+
+raise SystemExit(main())

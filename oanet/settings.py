@@ -1,0 +1,218 @@
+"""Effective configuration: environment (`OANET_` prefix, `__` nesting), `.env`, defaults.
+
+Command-line flags override settings by passing keyword arguments to `load_settings`, which
+pydantic-settings gives the highest priority. Every model is frozen: a component receives its
+settings once and cannot be surprised by a change elsewhere.
+
+Endpoint defaults follow the embedded stack: when `kafka.bootstrap_servers` or `triton.url`
+is not set, it points at the embedded broker / Triton ports from `stack`, so changing a stack
+port is enough for every client to follow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from oanet.contracts import MIB
+from oanet.errors import ConfigError
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StackSettings(_Frozen):
+    """The embedded one-machine stack: Tansu broker and tritonserver from wheels."""
+
+    state_dir: Path = Path(".oanet/stack")
+    host: str = "127.0.0.1"
+    broker_port: int = Field(9092, ge=1, le=65535)
+    triton_http_port: int = Field(8000, ge=1, le=65535)
+    triton_grpc_port: int = Field(8001, ge=1, le=65535)
+    triton_metrics_port: int = Field(8002, ge=1, le=65535)
+    model_repository: Path = Path("artifacts/model_repository")
+    startup_timeout_s: float = Field(120.0, gt=0)
+    stop_timeout_s: float = Field(20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> StackSettings:
+        ports = [self.broker_port, self.triton_http_port, self.triton_grpc_port, self.triton_metrics_port]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"stack ports must all differ, got {ports}")
+        return self
+
+
+class KafkaSettings(_Frozen):
+    bootstrap_servers: str = ""  # empty: the embedded broker (see module docstring)
+    client_id: str = "oanet"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    request_timeout_ms: int = Field(30_000, ge=1000)
+    # Tansu completes a group join in about half the session timeout; Kafka's 10 s default
+    # made the first join take over 20 s there. 6 s keeps failover quick on real Kafka too.
+    session_timeout_ms: int = Field(6_000, ge=1000)
+    heartbeat_interval_ms: int = Field(1_000, ge=100)
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism is None:
+                raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username and sasl_password")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be smaller than session_timeout_ms")
+        return self
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection and security arguments shared by kafka-python's clients."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.security_protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        if self.security_protocol.endswith("SSL"):
+            kwargs["ssl_check_hostname"] = self.ssl_check_hostname
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                value = getattr(self, name)
+                if value is not None:
+                    kwargs[name] = str(value)
+            if self.ssl_password is not None:
+                kwargs["ssl_password"] = self.ssl_password.get_secret_value()
+        return kwargs
+
+
+class TopicSettings(_Frozen):
+    frames: str = "aoi.frames"
+    verdicts: str = "aoi.verdicts"
+    dead_letter: str = "aoi.frames.dlq"
+    frames_partitions: int = Field(6, ge=1)
+    verdicts_partitions: int = Field(6, ge=1)
+    dead_letter_partitions: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    max_frame_bytes: int = Field(8 * MIB, ge=1024)
+    # Room for headers and record framing on top of the largest frame.
+    message_overhead_bytes: int = Field(1 * MIB, ge=0)
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.max_frame_bytes + self.message_overhead_bytes
+
+    @property
+    def partitions(self) -> dict[str, int]:
+        return {
+            self.frames: self.frames_partitions,
+            self.verdicts: self.verdicts_partitions,
+            self.dead_letter: self.dead_letter_partitions,
+        }
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> TopicSettings:
+        if len({self.frames, self.verdicts, self.dead_letter}) != 3:
+            raise ValueError("frames, verdicts and dead_letter topics must have different names")
+        return self
+
+
+class TritonSettings(_Frozen):
+    url: str = ""  # gRPC host:port; empty: the embedded Triton (see module docstring)
+    model_name: str = "oanet"
+    request_timeout_s: float = Field(10.0, gt=0)
+    ssl: bool = False
+    root_certificates: Path | None = None
+    private_key: Path | None = None
+    certificate_chain: Path | None = None
+
+    def grpc_client_kwargs(self) -> dict[str, Any]:
+        """Arguments for `tritonclient.grpc.InferenceServerClient` (and its aio twin)."""
+        kwargs: dict[str, Any] = {"url": self.url, "ssl": self.ssl}
+        if self.ssl:
+            for name in ("root_certificates", "private_key", "certificate_chain"):
+                value = getattr(self, name)
+                if value is not None:
+                    kwargs[name] = str(value)
+        return kwargs
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OANET_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        frozen=True,
+        extra="forbid",
+    )
+
+    stack: StackSettings = StackSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    triton: TritonSettings = TritonSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_endpoints(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        stack = data.get("stack", {})
+        if not isinstance(stack, StackSettings):
+            try:
+                stack = StackSettings(**(stack or {}))
+            except (ValidationError, TypeError):
+                return data  # field validation reports it, with its full location
+        for section, key, value in (
+            ("kafka", "bootstrap_servers", f"{stack.host}:{stack.broker_port}"),
+            ("triton", "url", f"{stack.host}:{stack.triton_grpc_port}"),
+        ):
+            current = data.get(section) or {}
+            if isinstance(current, BaseModel):
+                current = current.model_dump()
+            if not current.get(key):
+                data[section] = {**current, key: value}
+        return data
+
+    def masked(self) -> dict[str, Any]:
+        """Effective settings as plain data with every secret replaced by '**********'."""
+        return json.loads(self.model_dump_json())
+
+
+def _one_line(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "settings"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from env/.env with `overrides` (from command-line flags) on top.
+
+    Overrides are nested dicts, e.g. `load_settings(stack={"broker_port": 19092})`; `None`
+    values are dropped so an unset flag never hides a setting.
+    """
+    cleaned = _drop_none(overrides)
+    try:
+        return Settings(**cleaned)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {_one_line(exc)}") from None
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value

@@ -1,0 +1,1 @@
+"""OCR stage: PaddleOCR reads the printed parameter panel into a ParameterRecord."""

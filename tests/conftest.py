@@ -1,0 +1,114 @@
+"""Session fixtures that start the real servers: the Tansu broker and tritonserver.
+
+Every integration test uses these (free ports, a temporary state directory), so the suite
+never touches a developer's own `oanet stack` on the default ports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.embedded.stack import EmbeddedStack
+from oanet.settings import Settings, StackSettings, load_settings
+
+TEST_DATA = Path(__file__).parent / "data"
+TEST_MODEL_REPOSITORY = TEST_DATA / "model_repository"
+OANET = [sys.executable, "-m", "oanet"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def stack_settings_factory(tmp_path_factory) -> Callable[..., StackSettings]:
+    """Stack settings on fresh free ports and their own state directory."""
+
+    def make(**overrides) -> StackSettings:
+        values = dict(
+            state_dir=tmp_path_factory.mktemp("stack"),
+            broker_port=free_port(),
+            triton_http_port=free_port(),
+            triton_grpc_port=free_port(),
+            triton_metrics_port=free_port(),
+            model_repository=TEST_MODEL_REPOSITORY,
+            startup_timeout_s=90,
+            stop_timeout_s=10,
+        )
+        values.update(overrides)
+        return StackSettings(**values)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def embedded_stack(tmp_path_factory) -> Iterator[EmbeddedStack]:
+    """One broker + tritonserver (with the test model repository) for the whole session."""
+    settings = StackSettings(
+        state_dir=tmp_path_factory.mktemp("session-stack"),
+        broker_port=free_port(),
+        triton_http_port=free_port(),
+        triton_grpc_port=free_port(),
+        triton_metrics_port=free_port(),
+        model_repository=TEST_MODEL_REPOSITORY,
+        startup_timeout_s=120,
+    )
+    stack = EmbeddedStack(settings)
+    stack.up()
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def settings(embedded_stack: EmbeddedStack) -> Settings:
+    """Settings whose Kafka and Triton endpoints are the session stack's."""
+    return load_settings(stack=embedded_stack.settings.model_dump())
+
+
+@pytest.fixture
+def unique_topics(settings: Settings) -> Settings:
+    """Settings with topic names of their own, so tests never see each other's messages."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = settings.topics.model_copy(update={
+        "frames": f"test.{suffix}.frames",
+        "verdicts": f"test.{suffix}.verdicts",
+        "dead_letter": f"test.{suffix}.dlq",
+        "frames_partitions": 3,
+        "verdicts_partitions": 2,
+    })
+    return settings.model_copy(update={"topics": topics})
+
+
+@pytest.fixture
+def run_oanet(tmp_path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run the real `oanet` command line in a clean working directory."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("OANET_")}
+        full_env.update(env or {})
+        return subprocess.run([*OANET, *args], capture_output=True, text=True, timeout=timeout,
+                              env=full_env, cwd=cwd or tmp_path)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def kcat() -> str:
+    path = shutil.which("kcat") or shutil.which("kafkacat")
+    if path is None:
+        pytest.skip("Debian's kcat is not installed (apt-get install kcat); .ci/run installs it")
+    return path

@@ -1,0 +1,26 @@
+"""Fixtures of the training tests: one small synthetic dataset per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from oanet.profile import load_profile
+from oanet.profile import DEFAULT_PROFILE_PATH
+from training.synth.generate import generate
+
+SMALL_N = 24
+
+
+@pytest.fixture(scope="session")
+def line_profile():
+    return load_profile(DEFAULT_PROFILE_PATH)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory, line_profile) -> Path:
+    """24 frames of the default line, seed 5, made once (about a second)."""
+    root = tmp_path_factory.mktemp("synth") / "small"
+    generate(root, line_profile, SMALL_N, seed=5, workers=1, progress=False)
+    return root

@@ -1,0 +1,1 @@
+"""Synthetic AOI frames for `oanet synth`: scene (package and defects), panel (printed parameters), params (ground truth and the cross-modal relation), nuisance (capture effects), generate (orchestration)."""
