@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oanet.contracts import MIB
 from oanet.errors import ConfigError
+from stream.ocr.settings import OcrSettings
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -163,6 +164,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     triton: TritonSettings = TritonSettings()
+    ocr: OcrSettings = OcrSettings()
 
     @model_validator(mode="before")
     @classmethod

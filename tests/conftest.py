@@ -31,40 +31,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def stack_settings_factory(tmp_path_factory) -> Callable[..., StackSettings]:
-    """Stack settings on fresh free ports and their own state directory."""
-
-    def make(**overrides) -> StackSettings:
-        values = dict(
-            state_dir=tmp_path_factory.mktemp("stack"),
-            broker_port=free_port(),
-            triton_http_port=free_port(),
-            triton_grpc_port=free_port(),
-            triton_metrics_port=free_port(),
-            model_repository=TEST_MODEL_REPOSITORY,
-            startup_timeout_s=90,
-            stop_timeout_s=10,
-        )
-        values.update(overrides)
-        return StackSettings(**values)
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def embedded_stack(tmp_path_factory) -> Iterator[EmbeddedStack]:
-    """One broker + tritonserver (with the test model repository) for the whole session."""
-    settings = StackSettings(
-        state_dir=tmp_path_factory.mktemp("session-stack"),
+def fresh_stack_settings(tmp_path_factory, **overrides) -> StackSettings:
+    """Stack settings on fresh free ports, with a state directory of their own."""
+    values = dict(
+        state_dir=tmp_path_factory.mktemp("stack"),
         broker_port=free_port(),
         triton_http_port=free_port(),
         triton_grpc_port=free_port(),
         triton_metrics_port=free_port(),
         model_repository=TEST_MODEL_REPOSITORY,
         startup_timeout_s=120,
+        stop_timeout_s=10,
     )
-    stack = EmbeddedStack(settings)
+    values.update(overrides)
+    return StackSettings(**values)
+
+
+@pytest.fixture
+def stack_settings_factory(tmp_path_factory) -> Callable[..., StackSettings]:
+    return lambda **overrides: fresh_stack_settings(tmp_path_factory, **overrides)
+
+
+@pytest.fixture(scope="session")
+def embedded_stack(tmp_path_factory) -> Iterator[EmbeddedStack]:
+    """One broker + tritonserver (with the test model repository) for the whole session."""
+    stack = EmbeddedStack(fresh_stack_settings(tmp_path_factory))
     stack.up()
     try:
         yield stack

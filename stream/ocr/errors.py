@@ -1,0 +1,26 @@
+"""Exceptions of the OCR stage. Each is one actionable line for the user or the dead-letter topic."""
+
+from stream.errors import StreamError
+
+
+class OcrError(StreamError):
+    """The OCR stage cannot read a frame or cannot start."""
+
+
+class ImageDecodeError(OcrError):
+    """The frame bytes are empty or not a decodable PNG/JPEG image."""
+
+    code = "undecodable_image"
+
+
+class FrameMismatchError(OcrError):
+    """The frame cannot be mapped onto the line profile (its shape differs too much)."""
+
+    code = "frame_profile_mismatch"
+
+
+class OcrModelError(OcrError):
+    """The OCR model files are missing or incomplete (set-up has not run)."""
+
+    exit_code = 2
+    code = "ocr_models_missing"

@@ -1,0 +1,108 @@
+"""Score parameter records against a dataset's ground truth (pure; used by `oanet ocr` and bench).
+
+Fields are scored in three groups, because they fail for different reasons:
+- `clean`: fields of frames without nuisance (the OCR stage's own accuracy);
+- `nuisance`: fields of frames with lighting/blur/noise/shift nuisance, minus smudged fields;
+- `smudged`: fields whose printed line was deliberately smudged or occluded (expected to be
+  missing often; a *wrong* value there is still an error worth seeing).
+A manifest without nuisance information puts every field in `clean`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from oanet.profile import LineProfile
+from stream.ocr.parse import values_equal
+from stream.ocr.records import ParameterRecord
+
+GROUPS = ("clean", "nuisance", "smudged")
+# Issue 3 targets: exact match on clean frames and on nuisance frames (smudged excluded).
+TARGETS = {"clean": 0.995, "nuisance": 0.97}
+
+
+@dataclass
+class Tally:
+    total: int = 0
+    correct: int = 0
+    missing: int = 0
+    wrong: int = 0  # a value was read and it differs from the truth: the costly error
+
+    def add(self, correct: bool, missing: bool) -> None:
+        self.total += 1
+        self.correct += int(correct)
+        self.missing += int(missing and not correct)
+        self.wrong += int(not correct and not missing)
+
+    def merge(self, other: Tally) -> None:
+        self.total += other.total
+        self.correct += other.correct
+        self.missing += other.missing
+        self.wrong += other.wrong
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.total if self.total else None
+
+    @property
+    def missing_rate(self) -> float | None:
+        return self.missing / self.total if self.total else None
+
+
+@dataclass
+class Score:
+    profile: LineProfile
+    # (group, field) -> tally; fields without ground truth are only counted in `unscored`.
+    tallies: dict[tuple[str, str], Tally] = field(default_factory=dict)
+    unscored_missing: dict[str, list[bool]] = field(default_factory=dict)
+    frames: dict[str, int] = field(default_factory=lambda: {g: 0 for g in ("clean", "nuisance")})
+    errors: int = 0
+    examples: list[tuple[str, str, object, str]] = field(default_factory=list)
+
+    def add(
+        self,
+        record: ParameterRecord,
+        truth: dict[str, object],
+        nuisance: bool,
+        smudged: frozenset[str] = frozenset(),
+    ) -> None:
+        self.frames["nuisance" if nuisance else "clean"] += 1
+        for reading in record.readings:
+            spec = self.profile.field(reading.name)
+            if reading.name not in truth:
+                self.unscored_missing.setdefault(reading.name, []).append(reading.missing)
+                continue
+            group = "smudged" if reading.name in smudged else ("nuisance" if nuisance else "clean")
+            ok = values_equal(spec, reading.value, truth[reading.name])  # type: ignore[arg-type]
+            self.tallies.setdefault((group, reading.name), Tally()).add(ok, reading.missing)
+            if not ok and not reading.missing and group != "smudged" and len(self.examples) < 20:
+                self.examples.append((record.frame_id or "?", reading.name, truth[reading.name], reading.raw_text))
+
+    def group(self, name: str) -> Tally:
+        total = Tally()
+        for (group, _), tally in self.tallies.items():
+            if group == name:
+                total.merge(tally)
+        return total
+
+    def field_total(self, name: str, groups: Sequence[str] = GROUPS) -> Tally:
+        total = Tally()
+        for group in groups:
+            tally = self.tallies.get((group, name))
+            if tally:
+                total.merge(tally)
+        return total
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return float(values[0])
+    return float(statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1])
+
+
+def fmt_pct(value: float | None) -> str:
+    return "   n/a" if value is None else f"{100 * value:6.2f}%"

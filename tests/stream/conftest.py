@@ -1,0 +1,56 @@
+"""Factories for stream tests: rendered frames in a profile's layout, real OCR engines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from oanet.profile import LineProfile, load_profile
+from tests.stream.frames import DEFAULT_PROFILE, render_frame, sample_value
+
+
+@pytest.fixture(scope="session")
+def line_profile() -> LineProfile:
+    return load_profile(DEFAULT_PROFILE)
+
+
+@pytest.fixture
+def make_frame(line_profile: LineProfile) -> Callable[..., tuple[np.ndarray, dict[str, Any]]]:
+    """make_frame(seed, profile=None, **render options) -> (BGR frame, printed params)."""
+
+    def factory(seed: int, profile: LineProfile | None = None, **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        profile = profile or line_profile
+        rng = np.random.default_rng(1000 + seed)
+        params = {f.name: sample_value(f, rng) for f in profile.fields}
+        return render_frame(profile, params, seed=seed, **options), params
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def ocr_settings(tmp_path_factory: pytest.TempPathFactory):
+    from stream.ocr.settings import OcrSettings
+
+    return OcrSettings(cache_dir=tmp_path_factory.mktemp("ocr-cache"))
+
+
+@pytest.fixture(scope="session")
+def template_engine(line_profile: LineProfile, ocr_settings):
+    """The real PaddleOCR recognizer, loaded once per test session."""
+    from stream.ocr.engine import OcrEngine
+
+    engine = OcrEngine(line_profile, ocr_settings, mode="template")
+    engine.warm_up()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def full_engine(line_profile: LineProfile, ocr_settings):
+    from stream.ocr.engine import OcrEngine
+
+    engine = OcrEngine(line_profile, ocr_settings, mode="full")
+    engine.warm_up()
+    return engine

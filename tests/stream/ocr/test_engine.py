@@ -1,0 +1,136 @@
+"""The real PaddleOCR (offline PP-OCRv4 models from `make setup`) on rendered and generated frames.
+
+Models load once per session (fixtures in tests/stream/conftest.py). Frame counts are small so
+the whole module stays well under a minute on two cores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from oanet.dataset import load_dataset
+from oanet.profile import LineProfile, parse_profile
+from stream.ocr.engine import OcrEngine
+from stream.ocr.errors import FrameMismatchError, ImageDecodeError, OcrModelError
+from stream.ocr.parse import values_equal
+from stream.ocr.records import REASON_NO_LABEL, REASON_NO_TEXT, ParameterRecord
+from stream.ocr.scoring import TARGETS, Score
+from stream.ocr.settings import OcrSettings
+from tests.stream.frames import encode
+
+pytestmark = pytest.mark.slow
+
+
+def _accuracy(profile: LineProfile, records: list[ParameterRecord], truths: list[dict]) -> float:
+    pairs = [
+        (profile.field(r.name), r.value, truth[r.name])
+        for record, truth in zip(records, truths, strict=True)
+        for r in record.readings
+    ]
+    return sum(values_equal(*p) for p in pairs) / len(pairs)
+
+
+def test_template_mode_reads_rendered_frames(template_engine: OcrEngine, make_frame) -> None:
+    frames = [make_frame(seed, dark_panel=seed % 3 == 0) for seed in range(12)]
+    records = [template_engine.read(encode(image), f"r{i}") for i, (image, _) in enumerate(frames)]
+    assert _accuracy(template_engine.profile, records, [p for _, p in frames]) >= TARGETS["clean"]
+    record = records[0]
+    assert record.frame_id == "r0" and record.mode == "template"
+    assert record.names == template_engine.profile.feature_names
+    assert all(0.0 < r.confidence <= 1.0 for r in record.readings if not r.missing)
+    assert record.timings_ms["ocr"] > 0
+
+
+def test_read_batch_pools_frames_and_keeps_errors_in_place(template_engine: OcrEngine, make_frame) -> None:
+    (a, truth_a), (b, truth_b) = make_frame(21), make_frame(22)
+    results = template_engine.read_batch([encode(a), b"", b], ["a", "bad", "b"])
+    assert isinstance(results[1], ImageDecodeError)
+    assert _accuracy(template_engine.profile, [results[0], results[2]], [truth_a, truth_b]) == 1.0
+
+
+def test_full_mode_reads_rendered_frames(full_engine: OcrEngine, make_frame) -> None:
+    frames = [make_frame(seed) for seed in (31, 32, 33)]
+    records = [full_engine.read(image) for image, _ in frames]
+    assert _accuracy(full_engine.profile, records, [p for _, p in frames]) >= TARGETS["nuisance"]
+    assert records[0].mode == "full"
+
+
+def test_generated_dataset_meets_the_targets(template_engine: OcrEngine, tmp_path: Path, line_profile) -> None:
+    from training.synth.generate import generate
+
+    generate(tmp_path / "d", line_profile, 24, seed=3, workers=1, progress=False)
+    dataset = load_dataset(tmp_path / "d")
+    score = Score(dataset.profile)
+    engine = OcrEngine(dataset.profile, template_engine.settings, mode="template")
+    for entry in dataset.entries:
+        record = engine.read(dataset.read_bytes(entry), entry.id)
+        score.add(record, entry.params, bool(entry.nuisance_kinds), entry.smudged_fields)
+    for group in ("clean", "nuisance"):
+        tally = score.group(group)
+        if tally.total:
+            assert tally.accuracy >= TARGETS[group], (group, score.examples)
+
+
+@pytest.mark.parametrize("fill", [0, 255, 128])
+def test_blank_or_black_frames_are_all_missing(template_engine: OcrEngine, full_engine: OcrEngine, fill: int) -> None:
+    image = np.full((768, 1024, 3), fill, np.uint8)
+    for engine in (template_engine, full_engine):
+        record = engine.read(encode(image))
+        assert all(record.missing_mask)
+        assert {r.reason for r in record.readings} == {REASON_NO_TEXT}
+
+
+def test_noise_frame_does_not_crash(template_engine: OcrEngine) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+    record = template_engine.read(encode(noise))
+    assert len(record.readings) == len(template_engine.profile.fields)
+
+
+def test_frames_of_another_size_are_scaled_and_read(template_engine: OcrEngine, make_frame) -> None:
+    image, truth = make_frame(41, height_px=24)
+    small = cv2.resize(image, (1280, 960), interpolation=cv2.INTER_LINEAR)
+    record = template_engine.read(encode(small, ".jpg"))
+    assert _accuracy(template_engine.profile, [record], [truth]) == 1.0
+
+
+def test_bad_inputs_raise_specific_errors(template_engine: OcrEngine) -> None:
+    with pytest.raises(ImageDecodeError, match="empty"):
+        template_engine.read(b"")
+    with pytest.raises(ImageDecodeError, match="not a decodable"):
+        template_engine.read(b"GIF89a garbage")
+    with pytest.raises(FrameMismatchError, match="does not fit line profile"):
+        template_engine.read(encode(np.zeros((1024, 768, 3), np.uint8)))
+
+
+def test_missing_models_fail_with_the_setup_hint(line_profile: LineProfile, tmp_path: Path) -> None:
+    with pytest.raises(OcrModelError, match="make setup"):
+        OcrEngine(line_profile, OcrSettings(model_dir=tmp_path))
+
+
+def _with_unprinted_fields(profile: LineProfile) -> LineProfile:
+    data = profile.model_dump(mode="json", exclude_none=True)
+    data["fields"] += [
+        # A slot below the last printed line that the machine never fills...
+        {"name": "vacuum", "label": "VACUUM", "unit": "kPa", "decimals": 1, "roi": [504, 712, 496, 36]},
+        # ...and a field without a ROI: template mode looks for it with detection.
+        {"name": "flow", "label": "N2 FLOW", "unit": "l/min", "decimals": 1},
+    ]
+    return parse_profile(data)
+
+
+def test_a_field_that_is_never_printed_is_always_missing(make_frame, line_profile: LineProfile, ocr_settings) -> None:
+    profile = _with_unprinted_fields(line_profile)
+    template = OcrEngine(profile, ocr_settings, mode="template")
+    full = OcrEngine(profile, ocr_settings, mode="full")
+    for seed in (51, 52):
+        image, truth = make_frame(seed, profile=profile, printed=set(line_profile.feature_names))
+        for engine in (template, full):
+            record = engine.read(image)
+            assert record.reading("vacuum").missing and record.reading("flow").missing
+            assert record.reading("flow").reason in (REASON_NO_TEXT, REASON_NO_LABEL)
+            printed = [r for r in record.readings if r.name in line_profile.feature_names]
+            assert sum(values_equal(profile.field(r.name), r.value, truth[r.name]) for r in printed) >= 9
