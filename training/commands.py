@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsers
     synth.add_argument("--workers", type=int, metavar="K", help=f"worker processes (default: {os.cpu_count()})")
     synth.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     synth.set_defaults(func=_synth)
+    register_models(subparsers)
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -65,3 +66,16 @@ def _synth(args: argparse.Namespace) -> int:
     print(f"{result.frames} frames in {result.seconds:.1f} s: {result.frames_per_second:.1f} frames/s "
           f"({result.frames_per_second * 60:.0f} frames/min)")
     return 0
+
+
+# --------------------------------------------------------------------------- train, evaluate, ablation, export
+# Registered by `register_models` (called from `register`); heavy imports stay in the handlers.
+
+
+def register_models(subparsers: argparse._SubParsersAction) -> None:
+    from training.options import add_ablation_parser, add_evaluate_parser, add_export_parser, add_train_parser
+
+    add_train_parser(subparsers)
+    add_evaluate_parser(subparsers)
+    add_ablation_parser(subparsers)
+    add_export_parser(subparsers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from importlib import resources
 
 import pytest
@@ -92,3 +93,9 @@ def test_profiles_are_immutable():
     with pytest.raises(Exception):
         profile.name = "other"  # type: ignore[misc]
     assert isinstance(profile, LineProfile)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "oanet" / "profiles").glob("*.yaml")))
+def test_every_shipped_profile_is_valid(path):
+    profile = load_profile(path)
+    assert profile.feature_names

@@ -24,3 +24,14 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory, line_profile) -> Pat
     root = tmp_path_factory.mktemp("synth") / "small"
     generate(root, line_profile, SMALL_N, seed=5, workers=1, progress=False)
     return root
+
+
+E2E_N = 120
+
+
+@pytest.fixture(scope="session")
+def e2e_dataset(tmp_path_factory: pytest.TempPathFactory, line_profile) -> Path:
+    """120 tiny frames (256x192) of the default line for train -> evaluate -> export tests."""
+    root = tmp_path_factory.mktemp("synth-e2e") / "d120"
+    generate(root, line_profile, E2E_N, seed=11, width=256, height=192, workers=1, progress=False)
+    return root

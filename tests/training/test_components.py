@@ -1,0 +1,219 @@
+"""Each training component's maths on small tensors: alignment losses, GridMask, OCR dropout,
+torch/numpy parity of the fusion layers, the TorchScript encoder, the LightGBM bag, thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training import options
+from training.augment import grid_mask, grid_mask_one, ocr_dropout
+from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
+from training.data import FEATURE_SOURCES
+from training.encoders import (
+    ENCODERS,
+    AlignmentNet,
+    FusedClassifier,
+    ImageEncoder,
+    cosine_alignment_loss,
+    infonce_alignment_loss,
+)
+from training.errors import TrainingError
+from training.fusion import FusionOptions, FusionRows, alignment_weights, fit_fusion, reference_stats, threshold_for_recall
+from training.metrics import binary_metrics
+from training.train import export_torchscript
+from triton_models.oanet_fusion import core
+
+
+def test_option_mirrors_match_the_modules():
+    assert options.ENCODERS == ENCODERS
+    assert options.TREE_KINDS == KINDS
+    assert options.FEATURE_SOURCES == FEATURE_SOURCES
+
+
+def test_cosine_alignment_loss_values():
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert cosine_alignment_loss(a, a * 3).item() == pytest.approx(0.0, abs=1e-6)
+    assert cosine_alignment_loss(a, -a).item() == pytest.approx(2.0)
+    assert cosine_alignment_loss(a, a.flip(1)).item() == pytest.approx(1.0)
+
+
+def test_infonce_prefers_matching_pairs_and_gradients_align():
+    torch.manual_seed(0)
+    a = torch.randn(8, 4)
+    matched = infonce_alignment_loss(a, a + 0.01 * torch.randn(8, 4))
+    shuffled = infonce_alignment_loss(a, a[torch.randperm(8)])
+    assert matched < shuffled
+    b = torch.randn(8, 4, requires_grad=True)
+    optim = torch.optim.SGD([b], lr=5.0)
+    before = cosine_alignment_loss(a, b).item()
+    for _ in range(100):
+        loss = cosine_alignment_loss(a, b)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert cosine_alignment_loss(a, b).item() < before * 0.5
+
+
+def test_grid_mask_hides_about_a_quarter_and_is_seeded():
+    images = np.full((4, 64, 64, 3), 255, np.uint8)
+    same, applied = grid_mask(images, 0.0, np.random.default_rng(0))
+    assert not applied.any() and (same == images).all()
+    masked, applied = grid_mask(images, 1.0, np.random.default_rng(0))
+    assert applied.all()
+    hidden = (masked == 0).all(axis=3).mean(axis=(1, 2))
+    assert ((hidden > 0.15) & (hidden < 0.40)).all(), hidden
+    again, _ = grid_mask(images, 1.0, np.random.default_rng(0))
+    assert (again == masked).all()
+    assert (images == 255).all()  # input untouched
+    one = grid_mask_one(np.full((10, 10), 9, np.uint8), np.random.default_rng(1))
+    assert (one == 0).any() and (one == 9).any()
+    with pytest.raises(ValueError):
+        grid_mask(images, 1.5, np.random.default_rng(0))
+
+
+def test_ocr_dropout_rate_and_mask_consistency():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(500, 9)).astype(np.float32)
+    missing = np.zeros((500, 9), bool)
+    missing[:, 0] = True
+    values[missing] = np.nan
+    v0, m0 = ocr_dropout(values, missing, 0.0, rng)
+    assert (m0 == missing).all()
+    v, m = ocr_dropout(values, missing, 0.6, rng)
+    assert m[:, 0].all()  # missing stays missing
+    assert 0.55 < m[:, 1:].mean() < 0.65
+    assert np.isnan(v[m]).all() and np.isfinite(v[~m]).all()
+    _, m1 = ocr_dropout(values, missing, 1.0, rng)
+    assert m1.all()
+
+
+def test_torch_alignment_and_classifier_match_the_numpy_core():
+    torch.manual_seed(0)
+    n, E, Fn = 7, 6, 4
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(n, E))
+    values = rng.normal(size=(n, Fn))
+    missing = rng.random((n, Fn)) < 0.3
+    values[missing] = np.nan
+    ref = reference_stats(emb, values, missing)
+    net = AlignmentNet(E, Fn, tab_dim=5, align_dim=3, hidden=8).eval()
+    w = {**ref, **alignment_weights(net)}
+    e_std = torch.tensor((emb - ref["ref_img_mu"]) / ref["ref_img_sigma"], dtype=torch.float32)
+    t = torch.tensor(core.tabular_input(values, missing, ref["feat_mean"], ref["feat_std"]), dtype=torch.float32)
+    with torch.no_grad():
+        a_img_t, a_tab_t, _ = net(e_std, t)
+    probe = core.FusionCore.__new__(core.FusionCore)
+    probe.w = w
+    a_img, a_tab = probe.aligned(emb, values, missing)
+    assert np.allclose(a_img, a_img_t.numpy(), atol=1e-5)
+    assert np.allclose(a_tab, a_tab_t.numpy(), atol=1e-5)
+    clf = FusedClassifier(8, hidden=5).eval()
+    x = rng.normal(size=(n, 8))
+    with torch.no_grad():
+        torch_p = torch.sigmoid(clf(torch.tensor(x, dtype=torch.float32))).numpy()
+    W = {k: v.detach().double().numpy() for k, v in clf.state_dict().items()}
+    numpy_p = core.sigmoid(core.linear(core.relu(core.linear(x, W["fc1.weight"], W["fc1.bias"])),
+                                       W["fc2.weight"], W["fc2.bias"])[:, 0])
+    assert np.allclose(numpy_p, torch_p, atol=1e-5)
+
+
+def test_fit_fusion_writes_every_array_the_core_needs(tmp_path):
+    rng = np.random.default_rng(1)
+    n, E, Fn = 80, 6, 3
+    labels = (rng.random(n) < 0.4).astype(int)
+    emb = rng.normal(size=(n, E)) + labels[:, None]
+    values = rng.normal(size=(n, Fn)) + 2 * labels[:, None]
+    missing = rng.random((n, Fn)) < 0.2
+    values[missing] = np.nan
+    rows = FusionRows(emb, values, missing, labels, np.arange(n), p_params=np.clip(0.2 + 0.6 * labels, 0, 1))
+    opts = FusionOptions(refine_rounds=2, pca_components=3, epochs_align=3, epochs_fused=3, tab_dim=4,
+                         align_dim=4, hidden=8)
+    weights, history = fit_fusion(rows, reference_stats(emb, values, missing), opts, progress=False)
+    assert weights["pca_comp_0"].shape == (3, 8) and weights["pca_comp_1"].shape == (3, 11)
+    assert weights["cls_w1"].shape[1] == 8 + 6 + 2
+    assert len(history["alignment"]) == 3 and len(history["fused_classifier"]) == 3
+    probe = core.FusionCore.__new__(core.FusionCore)
+    probe.w = weights
+    probe._rounds = [(weights[f"pca_mean_{r}"], weights[f"pca_comp_{r}"]) for r in range(2)]
+    a_img, a_tab = probe.aligned(emb, values, missing)
+    p = probe.fused_probability(a_img, a_tab, rows.p_params, (~missing).mean(axis=1))
+    assert p.shape == (n,) and ((p >= 0) & (p <= 1)).all()
+
+
+def test_alignment_loss_pulls_the_modalities_together():
+    rng = np.random.default_rng(2)
+    n = 200
+    labels = (rng.random(n) < 0.5).astype(int)
+    emb = rng.normal(size=(n, 8)) + labels[:, None]
+    values = rng.normal(size=(n, 3)) + labels[:, None]
+    missing = np.zeros((n, 3), bool)
+    rows = FusionRows(emb, values, missing, labels, np.arange(n), p_params=np.full(n, 0.5))
+    ref = reference_stats(emb, values, missing)
+    from training.fusion import fit_alignment
+
+    base = FusionOptions(epochs_align=15, seed=0)
+    _, with_align = fit_alignment(rows, ref, base, progress=False)
+    _, without = fit_alignment(rows, ref, FusionOptions(epochs_align=15, seed=0, align=False), progress=False)
+    assert with_align[-1]["align_loss"] < 0.7 * without[-1]["align_loss"]
+
+
+@pytest.mark.parametrize("name,size", [("resnet18", 32), ("alexnet", 64), ("vgg16", 32)])
+def test_image_encoder_takes_uint8_nhwc_and_traces(tmp_path, name, size):
+    torch.manual_seed(0)
+    model = ImageEncoder(name, embedding_dim=8).eval()
+    x = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
+    emb, logit = model(x)
+    assert emb.shape == (2, 8) and logit.shape == (2, 1)
+    if name == "resnet18":
+        traced = export_torchscript(model, size, tmp_path / "enc.pt")
+        loaded = torch.jit.load(str(tmp_path / "enc.pt"))
+        e2, l2 = loaded(x)
+        assert torch.allclose(e2, emb, atol=1e-5) and torch.allclose(l2, logit, atol=1e-5)
+        assert traced is not None
+        e3, _ = loaded(torch.randint(0, 256, (5, size, size, 3), dtype=torch.uint8))  # other batch size
+        assert e3.shape == (5, 8)
+
+
+def test_lightgbm_bag_out_of_fold_by_frame_and_text_round_trip(tmp_path):
+    import lightgbm
+
+    rng = np.random.default_rng(3)
+    frames = 60
+    labels = (rng.random(frames) < 0.4).astype(int)
+    x = rng.normal(size=(frames, 4)) + 1.5 * labels[:, None]
+    # two copies per frame, the second with missing values
+    x2 = x.copy()
+    x2[rng.random(x2.shape) < 0.5] = np.nan
+    values = np.concatenate([x, x2])
+    row_labels = np.concatenate([labels, labels])
+    row_frame = np.concatenate([np.arange(frames), np.arange(frames)])
+    folds = frame_folds(labels, 5, seed=0)
+    assert sorted(np.bincount(folds).tolist()) == [12] * 5
+    bag = fit_bag(values, row_labels, row_frame, folds, kinds=KINDS, rounds=10, seed=0, threads=1, progress=False)
+    assert len(bag.boosters) == 4 * 5 and bag.oof.shape == (2 * frames,)
+    assert binary_metrics(row_labels, bag.oof, 0.5)["auroc"] > 0.7
+    paths = bag.save(tmp_path / "trees")
+    loaded = TreeBag([lightgbm.Booster(model_file=str(p)) for p in paths], bag.names)
+    assert np.allclose(loaded.predict(values), bag.predict(values), atol=1e-12)
+    with pytest.raises(TrainingError, match="too few frames"):
+        frame_folds(np.array([0] * 10 + [1] * 3), 5, 0)
+
+
+def test_threshold_for_recall_and_metrics():
+    labels = np.array([0, 0, 1, 1, 1, 1])
+    scores = np.array([0.1, 0.6, 0.2, 0.7, 0.8, 0.9])
+    t = threshold_for_recall(labels, scores, 0.75)
+    assert t == pytest.approx(0.7)
+    m = binary_metrics(labels, scores, t)
+    assert m["recall"] == 0.75 and m["confusion_matrix"] == [[2, 0], [1, 3]]
+    assert m["precision"] == 1.0 and m["accuracy"] == pytest.approx(5 / 6)
+    assert threshold_for_recall(labels, scores, 1.0) == pytest.approx(0.2)
+    assert binary_metrics(np.zeros(3), np.zeros(3), 0.5)["auroc"] is None
+
+
+def test_encoder_forward_argument_is_named_like_the_triton_input():
+    import inspect
+
+    assert list(inspect.signature(ImageEncoder.forward).parameters)[1] == core.ROI_INPUT

@@ -1,0 +1,121 @@
+"""Torch modules: the image encoder (exported as TorchScript), the tabular encoder, the
+alignment projections, the fused classifier and the alignment losses.
+
+The image encoder's forward takes what the stream client sends, so serving needs no Python
+preprocessing: a uint8 batch [N, S, S, 3] of BGR object ROIs (channels last, as OpenCV
+decodes them, resized by `crop_object_roi`), converted to float and normalised with the
+training set's per-channel mean/std inside the graph. It returns (embedding [N, E],
+image_logit [N, 1]).
+
+The fusion-stage modules are plain Linear/ReLU stacks whose weights are exported to
+`fusion_weights.npz` and evaluated by numpy in `triton_models/oanet_fusion/core.py`; their
+forward passes here mirror that file operation for operation (tests check the parity).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ENCODERS = ("resnet18", "vgg16", "alexnet")
+MIN_IMAGE_SIZE = {"resnet18": 32, "vgg16": 32, "alexnet": 64}
+
+
+def _backbone(name: str) -> tuple[nn.Module, int]:
+    import torchvision
+
+    if name == "resnet18":
+        model = torchvision.models.resnet18(weights=None)
+        dim = model.fc.in_features
+        model.fc = nn.Identity()
+        return model, dim
+    if name == "vgg16":
+        # VGG-16 with batch normalisation: the plain VGG-16 does not train from scratch with
+        # SGD at lr 0.01 (no pretrained weights can be downloaded here).
+        model = torchvision.models.vgg16_bn(weights=None)
+        return nn.Sequential(model.features, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 512
+    if name == "alexnet":
+        model = torchvision.models.alexnet(weights=None)
+        return nn.Sequential(model.features, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 256
+    raise ValueError(f"unknown encoder {name!r}; expected one of {', '.join(ENCODERS)}")
+
+
+class ImageEncoder(nn.Module):
+    """CNN backbone + embedding head + image-only head, on uint8 NHWC BGR input."""
+
+    def __init__(self, name: str = "resnet18", embedding_dim: int = 64,
+                 mean: tuple[float, float, float] = (0.5, 0.5, 0.5), std: tuple[float, float, float] = (0.25, 0.25, 0.25)):
+        super().__init__()
+        self.name = name
+        self.backbone, feat_dim = _backbone(name)
+        self.embed = nn.Linear(feat_dim, embedding_dim)
+        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(0.2), nn.Linear(embedding_dim, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    # The argument is named like the Triton input tensor (core.ROI_INPUT): Triton's libtorch
+    # backend matches config input names to the TorchScript forward's argument names.
+    def forward(self, OBJECT_ROI: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: N803
+        x = OBJECT_ROI.permute(0, 3, 1, 2).float().div(255.0)
+        x = (x - self.mean) / self.std
+        embedding = self.embed(self.backbone(x))
+        return embedding, self.head(embedding)
+
+
+class TabularEncoder(nn.Module):
+    """MLP on [z-scored values (0 where missing), missing mask] -> tabular embedding."""
+
+    def __init__(self, n_features: int, hidden: int = 64, out_dim: int = 32):
+        super().__init__()
+        self.fc1 = nn.Linear(2 * n_features, hidden)
+        self.fc2 = nn.Linear(hidden, out_dim)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(t)))
+
+
+class AlignmentNet(nn.Module):
+    """Tabular encoder + the two alignment projections (+ an auxiliary classifier, training only)."""
+
+    def __init__(self, embedding_dim: int, n_features: int, tab_dim: int = 32, align_dim: int = 32, hidden: int = 64):
+        super().__init__()
+        self.tab = TabularEncoder(n_features, hidden, tab_dim)
+        self.proj_img = nn.Linear(embedding_dim, align_dim)
+        self.proj_tab = nn.Linear(tab_dim, align_dim)
+        self.aux = nn.Linear(2 * align_dim, 1)
+
+    def forward(self, e_std: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        a_img = F.normalize(self.proj_img(e_std), dim=1, eps=1e-8)
+        a_tab = F.normalize(self.proj_tab(self.tab(t)), dim=1, eps=1e-8)
+        return a_img, a_tab, self.aux(torch.cat([a_img, a_tab], dim=1)).squeeze(1)
+
+
+class FusedClassifier(nn.Module):
+    """MLP on [refined features, logit(p_params), present fraction] -> fused logit."""
+
+    def __init__(self, in_dim: int, hidden: int = 64):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.fc2 = nn.Linear(hidden, 1)
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(F.relu(self.fc1(x)))).squeeze(1)
+
+
+def cosine_alignment_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean (1 - cosine similarity) of paired rows; 0 when every pair points the same way."""
+    return (1.0 - F.cosine_similarity(a, b, dim=1, eps=1e-8)).mean()
+
+
+def infonce_alignment_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP-style): row i of a matches row i of b, the other rows are negatives."""
+    a = F.normalize(a, dim=1, eps=1e-8)
+    b = F.normalize(b, dim=1, eps=1e-8)
+    logits = a @ b.t() / temperature
+    target = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+ALIGN_LOSSES = {"cosine": cosine_alignment_loss, "infonce": infonce_alignment_loss}

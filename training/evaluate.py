@@ -1,0 +1,138 @@
+"""`oanet evaluate`: score a run with what Triton serves (TorchScript CNN + fusion core).
+
+Metrics per model, as fractions: `fused` (the gated verdict), `image` (CNN head alone) and
+`params` (LightGBM bag alone), each at its operating threshold (chosen on validation for the
+target recall) with the confusion matrix [[tn, fp], [fn, tp]], recall per defect cause, and
+the same at threshold 0.5 (`at_0.5`, the paper's argmax protocol). Corruption for the
+robustness study is seeded: `--ocr-missing P` turns each present field missing with
+probability P, `--grid-mask P` GridMasks each object image with probability P.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import data as data_mod
+from training.augment import grid_mask, ocr_dropout
+from training.data import Frames
+from training.errors import TrainingError
+from triton_models.oanet_fusion import core
+
+MODEL_DIR = "model"
+ENCODER_FILE = "image_encoder.pt"
+FUSION_DIR = "fusion"
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    args: dict[str, Any]
+    encoder: Any  # torch.jit.ScriptModule
+    fusion: core.FusionCore
+
+
+def load_run(run: str | Path, device: str = "cpu") -> LoadedRun:
+    import torch
+
+    run = Path(run)
+    args_file = run / "args.json"
+    model_dir = run / MODEL_DIR
+    if not args_file.is_file() or not (model_dir / ENCODER_FILE).is_file():
+        raise TrainingError(f"{run} is not a finished training run (args.json or {MODEL_DIR}/{ENCODER_FILE} missing)")
+    args = json.loads(args_file.read_text(encoding="utf-8"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch 2.14 flags torch.jit as deprecated; Triton loads it
+            encoder = torch.jit.load(str(model_dir / ENCODER_FILE), map_location=device).eval()
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise TrainingError(f"cannot load {model_dir / ENCODER_FILE}: {exc}") from None
+    try:
+        fusion = core.FusionCore.load(model_dir / FUSION_DIR)
+    except core.CoreError as exc:
+        raise TrainingError(str(exc)) from None
+    return LoadedRun(run, args, encoder, fusion)
+
+
+def corrupt(frames: Frames, ocr_missing: float, grid_mask_p: float, seed: int) -> Frames:
+    if not 0.0 <= ocr_missing <= 1.0 or not 0.0 <= grid_mask_p <= 1.0:
+        raise TrainingError("--ocr-missing and --grid-mask must be probabilities in [0, 1]")
+    rng = np.random.default_rng([seed, 4242])
+    rois, _ = grid_mask(frames.rois, grid_mask_p, rng)
+    values, missing = ocr_dropout(frames.values, frames.missing, ocr_missing, rng)
+    return Frames(frames.ids, frames.labels, frames.causes, rois, values, missing)
+
+
+def predict(encoder: Any, fusion: core.FusionCore, frames: Frames, device: str = "cpu") -> dict[str, np.ndarray]:
+    from training.cnn import extract
+
+    emb, logit = extract(encoder, frames.rois, device)
+    return fusion.predict(emb, logit, np.where(frames.missing, np.nan, frames.values), frames.missing)
+
+
+def load_frames(run: LoadedRun, data: str | Path, split: str, features: str | None, progress: bool) -> Frames:
+    dataset = data_mod.open_dataset(data)
+    names = data_mod.numeric_fields(dataset)
+    if names != run.fusion.feature_names:
+        raise TrainingError(
+            f"profile/model mismatch: dataset {dataset.root} has number fields {names}, the model was trained on "
+            f"{run.fusion.feature_names}"
+        )
+    entries = dataset.split(split)
+    if not entries:
+        raise TrainingError(f"the {split} split of {dataset.root} has no frames")
+    return data_mod.load_split(dataset, entries, names, int(run.args["image_size"]), features or run.args["features"],
+                               progress=progress, desc=f"{split} images")
+
+
+def summary_lines(metrics: dict[str, Any]) -> list[str]:
+    lines = [f"{'model':8s} {'thr':>6s} {'acc':>6s} {'prec':>6s} {'recall':>6s} {'f1':>6s} {'auroc':>6s}  "
+             f"recall@0.5 prec@0.5  [[tn fp] [fn tp]]"]
+    for name, m in metrics.items():
+        auroc = "  n/a" if m["auroc"] is None else f"{m['auroc']:.3f}"
+        half = m["at_0.5"]
+        lines.append(f"{name:8s} {m['threshold']:6.3f} {m['accuracy']:6.3f} {m['precision']:6.3f} {m['recall']:6.3f} "
+                     f"{m['f1']:6.3f} {auroc:>6s}  {half['recall']:10.3f} {half['precision']:8.3f}  "
+                     f"{m['confusion_matrix']}")
+    return lines
+
+
+def main(args: argparse.Namespace) -> int:
+    from training.train import model_metrics, write_json
+
+    progress = not args.quiet
+    run = load_run(args.run, args.device)
+    frames = load_frames(run, args.data, args.split, args.features, progress)
+    frames = corrupt(frames, args.ocr_missing, args.grid_mask, args.seed)
+    out = predict(run.encoder, run.fusion, frames, args.device)
+    models = ("image",) if args.image_only else ("params",) if args.params_only else core.BRANCHES
+    metrics = model_metrics(frames.labels, frames.causes, out, run.fusion, models)
+    metrics = {"fused" if k == "fused" else k: v for k, v in metrics.items()}
+    report = {
+        **metrics,
+        "run": str(args.run),
+        "data": str(args.data),
+        "split": args.split,
+        "frames": len(frames),
+        "ocr_missing": args.ocr_missing,
+        "grid_mask": args.grid_mask,
+        "seed": args.seed,
+        "mean_gate_weights": dict(zip(core.BRANCHES, out["gate_weights"].mean(axis=0).round(4).tolist(), strict=True)),
+        "modality_off_share": {
+            "image": float((out["kl_scores"][:, 0] > run.fusion.gate_params["image"]["off"]).mean()),
+            "params": float((out["kl_scores"][:, 1] > run.fusion.gate_params["params"]["off"]).mean()),
+        },
+    }
+    target = args.out or Path(args.run) / f"eval-{args.split}.json"
+    write_json(Path(target), report)
+    print(f"{len(frames)} {args.split} frames of {args.data} (ocr-missing {args.ocr_missing}, grid-mask {args.grid_mask})")
+    for line in summary_lines(metrics):
+        print("  " + line)
+    print(f"metrics: {target}")
+    return 0

@@ -1,0 +1,47 @@
+"""Binary classification metrics as fractions (defect = positive class 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, Any]:
+    """accuracy, precision, recall, f1, auroc (None with one class) and the confusion matrix
+    [[tn, fp], [fn, tp]] of `probs >= threshold`."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels).astype(int)
+    p = np.asarray(probs, dtype=np.float64)
+    pred = (p >= threshold).astype(int)
+    tp = int(((pred == 1) & (y == 1)).sum())
+    tn = int(((pred == 0) & (y == 0)).sum())
+    fp = int(((pred == 1) & (y == 0)).sum())
+    fn = int(((pred == 0) & (y == 1)).sum())
+    n = len(y)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    auroc = float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else None
+    return {
+        "accuracy": (tp + tn) / n if n else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "auroc": auroc,
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+        "threshold": float(threshold),
+        "n": n,
+    }
+
+
+def recall_by_cause(labels: np.ndarray, probs: np.ndarray, causes: list[str], threshold: float) -> dict[str, float]:
+    """Recall on object-caused and parameter-caused defects separately."""
+    out = {}
+    pred = np.asarray(probs) >= threshold
+    for cause in ("object", "param"):
+        idx = np.array([c == cause for c in causes], dtype=bool)
+        if idx.any():
+            out[cause] = float(pred[idx].mean())
+    return out

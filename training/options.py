@@ -1,0 +1,172 @@
+"""Command-line options of `oanet train|evaluate|ablation|export` (light: no torch imports).
+
+The handlers import the heavy modules (torch, torchvision, LightGBM) only when they run, so
+`oanet --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# Mirrors of training.encoders.ENCODERS, training.bagging.KINDS and training.data.FEATURE_SOURCES
+# (tests check they agree), kept here so building the parser imports nothing heavy.
+ENCODERS = ("resnet18", "vgg16", "alexnet")
+TREE_KINDS = ("gbdt", "dart", "goss", "rf")
+FEATURE_SOURCES = ("truth", "ocr")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model/training options, shared by `train` and `ablation`."""
+    parser.add_argument("--encoder", choices=ENCODERS, default="resnet18", help="image encoder (default resnet18)")
+    parser.add_argument("--image-size", type=int, default=96, metavar="N",
+                        help="object ROI side in pixels the CNN sees (default 96; the paper-size 224 is slow on CPU)")
+    parser.add_argument("--image-target", choices=("object", "label"), default="object",
+                        help="what the image head learns: 'object' = object-caused defects only (parameter defects "
+                        "are invisible in the object image), 'label' = every defect, as the paper (default object)")
+    parser.add_argument("--epochs", type=int, default=10, metavar="N", help="CNN epochs (default 10; the paper: 30)")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="CNN batch size (default 32)")
+    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01, the paper's)")
+    parser.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (default 5e-4)")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    parser.add_argument("--embedding-dim", type=int, default=64, metavar="E", help="image embedding size (default 64)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    parser.add_argument("--no-align", dest="align", action="store_false", help="no feature-alignment loss")
+    parser.add_argument("--align-loss", choices=("cosine", "infonce"), default="cosine",
+                        help="alignment loss (default cosine, the paper's)")
+    parser.add_argument("--align-weight", type=float, default=1.0, help="weight of the alignment loss (default 1)")
+    parser.add_argument("--refine-rounds", type=int, default=2, metavar="R", help="PCA refinement rounds (default 2)")
+    parser.add_argument("--no-refine", dest="refine_rounds", action="store_const", const=0,
+                        help="no PCA feature refinement (same as --refine-rounds 0)")
+    parser.add_argument("--pca-components", type=int, default=8, metavar="K", help="PCA components per round (default 8)")
+    parser.add_argument("--no-gate", dest="gate", action="store_false",
+                        help="no gate: the fused classifier's probability is the verdict")
+    parser.add_argument("--gate-margin", type=float, default=2.0,
+                        help="a modality is switched off above margin x the 99.5th percentile of validation KLs (default 2)")
+    parser.add_argument("--gate-weights", default="auto", metavar="I,P,F",
+                        help="base weights of the image, params and fused branches, or 'auto': the grid point "
+                        "with the best validation average precision (default auto)")
+    parser.add_argument("--ocr-mask-rate", type=float, default=0.3, metavar="P",
+                        help="mask learning: OCR-field dropout rate of the augmented copies (default 0.3)")
+    parser.add_argument("--grid-mask", type=float, default=0.3, metavar="P",
+                        help="GridMask probability on training images (default 0.3)")
+    parser.add_argument("--mask-copies", type=int, default=3, metavar="K",
+                        help="augmented copies per frame for the bag and fusion stage (default 3)")
+    parser.add_argument("--target-recall", type=float, default=0.95, help="operating-point recall on val (default 0.95)")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds of the LightGBM bag (default 5)")
+    parser.add_argument("--tree-kinds", default=",".join(TREE_KINDS), metavar="K,...",
+                        help=f"LightGBM kinds of the bag (default {','.join(TREE_KINDS)})")
+    parser.add_argument("--tree-rounds", type=int, default=100, metavar="N", help="boosting rounds (default 100)")
+    parser.add_argument("--fusion-epochs", type=int, default=30, metavar="N",
+                        help="epochs of the alignment and fused-classifier stages (default 30)")
+    parser.add_argument("--features", choices=FEATURE_SOURCES, default="ocr",
+                        help="parameter features: 'truth' = the manifest's params (perfect OCR), 'ocr' = the OCR "
+                        "stage's readings through its feature cache (default ocr)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train the OANet model (CNN, LightGBM bag, alignment, refinement, gate) on a dataset",
+        description="Train the image encoder on the profile's object ROI, the LightGBM intra-bag on the numeric "
+        "OCR fields (5-fold CV), the alignment / PCA refinement / fused classifier and the KL gate, then pick the "
+        "operating threshold on validation frames for the target recall. Resumable with --resume.",
+    )
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset folder (profile.yaml, manifest.jsonl)")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder to write")
+    add_train_arguments(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.set_defaults(func=_train)
+
+
+def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a trained run on a dataset split (fused, image-only, params-only models)",
+        description="Run the exported TorchScript CNN and the fusion core (the code Triton serves) on a split and "
+        "print accuracy, precision, recall, F1 and AUROC per model; optional corruption: random OCR-field "
+        "missingness and GridMask on the image.",
+    )
+    p.add_argument("--run", type=Path, required=True, metavar="RUN", help="run folder written by `oanet train`")
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset folder")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test", help="split to score (default test)")
+    p.add_argument("--ocr-missing", type=float, default=0.0, metavar="P",
+                   help="turn each present OCR field missing with probability P (default 0)")
+    p.add_argument("--grid-mask", type=float, default=0.0, metavar="P",
+                   help="apply GridMask to each object image with probability P (default 0)")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--image-only", action="store_true", help="report the image-only model only")
+    only.add_argument("--params-only", action="store_true", help="report the parameter (LightGBM bag) model only")
+    p.add_argument("--features", choices=FEATURE_SOURCES, help="parameter features (default: the run's)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the corruption (default 0)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="metrics JSON file (default RUN/eval-<split>.json)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_evaluate)
+
+
+def add_ablation_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "ablation",
+        help="reproduce the paper's Table 1 (encoder x alignment x refinement x gate) and Table 2 (robustness)",
+        description="For each encoder and repeat: train the CNN and the LightGBM bag once, then every fusion "
+        "variant; score on the test split clean, with random OCR missingness, with GridMask and both. Writes "
+        "table1.md, table2.md, results.json and PNG plots (PR curves, confusion matrices, gate weights).",
+    )
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset folder")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="report folder to write")
+    p.add_argument("--repeats", type=int, default=5, metavar="N", help="repeats with different seeds (default 5)")
+    p.add_argument("--encoders", nargs="+", choices=ENCODERS, default=["resnet18"], metavar="ENC",
+                   help=f"image encoders among {', '.join(ENCODERS)} (default resnet18)")
+    p.add_argument("--missing-rate", type=float, default=0.6, metavar="P",
+                   help="Table 2: share of OCR fields made missing (default 0.6, the paper's)")
+    p.add_argument("--eval-grid-mask", type=float, default=1.0, metavar="P",
+                   help="Table 2: probability of GridMask on each test image (default 1)")
+    add_train_arguments(p)
+    p.set_defaults(func=_ablation)
+
+
+def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="write a trained run into a versioned Triton model repository with a sha256 manifest",
+        description="Write oanet_image_encoder (TorchScript), oanet_fusion (Python backend: core.py + JSON/npz/"
+        "LightGBM-text artifacts) and the oanet ensemble as version N of REPO; versions accumulate, nothing is "
+        "overwritten. --verify only checks an existing version against its manifest.",
+    )
+    p.add_argument("--run", type=Path, metavar="RUN", help="run folder written by `oanet train`")
+    p.add_argument("--repo", type=Path, required=True, metavar="REPO", help="model repository folder")
+    p.add_argument("--version", type=int, metavar="N", help="version to write (default: the next free one)")
+    p.add_argument("--cnn-backend", choices=("python", "libtorch"), default="python",
+                   help="serve the CNN with the Python backend (pip Triton) or libtorch (NGC container); default python")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="instance kind (default cpu)")
+    p.add_argument("--max-batch", type=int, default=64, metavar="N", help="max batch size (default 64)")
+    p.add_argument("--instances", type=int, default=1, metavar="N", help="instances per model (default 1)")
+    p.add_argument("--verify", action="store_true", help="verify version --version (default latest) of REPO and exit")
+    p.set_defaults(func=_export)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.train import main
+
+    return main(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import main
+
+    return main(args)
+
+
+def _ablation(args: argparse.Namespace) -> int:
+    from training.ablation import main
+
+    return main(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from training.export import main
+
+    return main(args)

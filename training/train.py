@@ -1,0 +1,419 @@
+"""`oanet train`: image encoder -> LightGBM bag -> alignment/refinement/fused classifier -> gate
+calibration and operating threshold -> a run folder that `evaluate` and `export` read.
+
+Run folder:
+```
+RUN/args.json              the arguments (also inside the checkpoint)
+RUN/checkpoint.pt          resumable: args, stage, epoch, CNN + optimizer state, history
+RUN/metrics.json           training history and validation metrics per model
+RUN/model/image_encoder.pt TorchScript CNN: uint8 [N, S, S, 3] BGR -> (embedding, image logit)
+RUN/model/fusion/          fusion.json, fusion_weights.npz, trees/*.txt (read by the fusion core)
+RUN/model/profile.yaml     the line profile the model was trained for
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training import data as data_mod
+from training.augment import grid_mask, ocr_dropout
+from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
+from training.cnn import build_encoder, extract, make_optimizer, train_cnn
+from training.data import DataBundle, Frames
+from training.encoders import MIN_IMAGE_SIZE, ImageEncoder
+from training.errors import TrainingError
+from training.fusion import FusionOptions, FusionRows, fit_fusion, reference_stats, threshold_for_recall
+from training.metrics import binary_metrics, recall_by_cause
+from triton_models.oanet_fusion import core
+
+CHECKPOINT = "checkpoint.pt"
+MODEL_DIR = "model"
+ENCODER_FILE = "image_encoder.pt"
+FUSION_DIR = "fusion"
+
+# Arguments that define a run (everything `train` accepts except where output goes and how).
+RUN_ARGS = (
+    "encoder", "image_size", "epochs", "batch_size", "lr", "weight_decay", "momentum", "embedding_dim", "seed",
+    "align", "align_loss", "align_weight", "refine_rounds", "pca_components", "gate", "gate_margin",
+    "gate_weights", "ocr_mask_rate", "grid_mask", "mask_copies", "target_recall", "folds", "tree_kinds",
+    "tree_rounds", "features", "fusion_epochs", "image_target",
+)
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    checks = [
+        (args.image_size >= MIN_IMAGE_SIZE[args.encoder],
+         f"--image-size must be at least {MIN_IMAGE_SIZE[args.encoder]} for {args.encoder}"),
+        (args.image_size <= 1024, "--image-size must be at most 1024"),
+        (args.epochs >= 1, "--epochs must be at least 1"),
+        (args.batch_size >= 2, "--batch-size must be at least 2"),
+        (args.embedding_dim >= 2, "--embedding-dim must be at least 2"),
+        (args.refine_rounds >= 0, "--refine-rounds must be >= 0"),
+        (args.pca_components >= 1, "--pca-components must be >= 1"),
+        (0.0 <= args.ocr_mask_rate <= 1.0, "--ocr-mask-rate must be in [0, 1]"),
+        (0.0 <= args.grid_mask <= 1.0, "--grid-mask must be in [0, 1]"),
+        (args.mask_copies >= 0, "--mask-copies must be >= 0"),
+        (0.0 < args.target_recall <= 1.0, "--target-recall must be in (0, 1]"),
+        (args.folds >= 2, "--folds must be at least 2"),
+        (args.tree_rounds >= 1, "--tree-rounds must be at least 1"),
+        (args.fusion_epochs >= 1, "--fusion-epochs must be at least 1"),
+        (args.gate_margin >= 1.0, "--gate-margin must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise TrainingError(message)
+    kinds = tree_kinds(args)
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise TrainingError(f"--tree-kinds must name some of {', '.join(KINDS)}, got {args.tree_kinds!r}")
+    gate_weights(args)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda requested but torch sees no CUDA device")
+
+
+def tree_kinds(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(k.strip() for k in str(args.tree_kinds).split(",") if k.strip())
+
+
+def gate_weights(args: argparse.Namespace) -> dict[str, float] | None:
+    """Explicit base weights, or None for "auto" (chosen on validation frames)."""
+    if str(args.gate_weights).strip().lower() == "auto":
+        return None
+    try:
+        parts = [float(v) for v in str(args.gate_weights).split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
+        raise TrainingError(f"--gate-weights must be 'auto' or three non-negative numbers I,P,F, "
+                            f"got {args.gate_weights!r}")
+    return dict(zip(core.BRANCHES, parts, strict=True))
+
+
+def fusion_options(args: argparse.Namespace) -> FusionOptions:
+    return FusionOptions(
+        align=args.align, align_loss=args.align_loss, align_weight=args.align_weight,
+        refine_rounds=args.refine_rounds, pca_components=args.pca_components, gate=args.gate,
+        gate_margin=args.gate_margin, base_weights=gate_weights(args) or dict(DEFAULT_BASE_WEIGHTS),
+        auto_base_weights=gate_weights(args) is None, epochs_align=args.fusion_epochs,
+        epochs_fused=args.fusion_epochs, seed=args.seed,
+    )
+
+
+def run_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in RUN_ARGS}
+
+
+# --------------------------------------------------------------------------- stages
+
+
+@dataclass
+class ImageStage:
+    """What the fusion variants of one run share: the CNN, the bag and the fusion table."""
+
+    model: ImageEncoder
+    history: list
+    rows: FusionRows
+    bag: TreeBag
+    ref: dict[str, np.ndarray]
+    val_embedding: np.ndarray
+    val_logit: np.ndarray
+
+
+def set_seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def build_rows(model: ImageEncoder, train: Frames, args: argparse.Namespace, progress: bool = True) -> FusionRows:
+    """Copy 0 = clean frames; copies 1..K = OCR dropout + GridMask (mask learning)."""
+    embs, values, missing, labels, frames = [], [], [], [], []
+    for copy in range(args.mask_copies + 1):
+        if copy == 0:
+            rois, v, m = train.rois, train.values, train.missing
+        else:
+            rng = np.random.default_rng([args.seed, 1000 + copy])
+            rois, _ = grid_mask(train.rois, args.grid_mask, rng)
+            v, m = ocr_dropout(train.values, train.missing, args.ocr_mask_rate, rng)
+        e, _ = extract(model, rois, args.device)
+        embs.append(e)
+        values.append(np.where(m, np.nan, v).astype(np.float32))
+        missing.append(m)
+        labels.append(train.labels)
+        frames.append(np.arange(len(train)))
+    return FusionRows(np.concatenate(embs), np.concatenate(values), np.concatenate(missing),
+                      np.concatenate(labels), np.concatenate(frames))
+
+
+def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Path | None = None,
+                resume: dict | None = None, progress: bool = True) -> ImageStage:
+    """Train the CNN (resumable through `checkpoint`), build the fusion table, fit the bag."""
+    set_seed(args.seed)
+    train, val = bundle.splits["train"], bundle.splits["val"]
+    model = build_encoder(args.encoder, args.embedding_dim, train.rois).to(args.device)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay, args.momentum)
+    start, history = 0, []
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        if resume.get("optimizer") is not None:
+            optimizer.load_state_dict(resume["optimizer"])
+        start, history = int(resume["epoch"]), list(resume["history"])
+
+    def save(epoch: int, record: dict) -> None:
+        history.append(record)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, args, "cnn", epoch + 1, model, optimizer, history)
+
+    train_cnn(model, optimizer, train, val, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+              grid_mask_p=args.grid_mask, seed=args.seed, device=args.device, start_epoch=start,
+              on_epoch=save, progress=progress, target=args.image_target)
+    model.eval()
+    rows = build_rows(model, train, args, progress)
+    folds = frame_folds(train.labels, args.folds, args.seed)
+    bag = fit_bag(rows.values, rows.labels, rows.frame, folds, kinds=tree_kinds(args), rounds=args.tree_rounds,
+                  seed=args.seed, threads=max(1, torch.get_num_threads()), progress=progress)
+    rows.p_params = bag.oof
+    clean = np.arange(len(rows.frame)) < len(train)  # copy 0 (the clean frames) comes first
+    ref = reference_stats(rows.embedding[clean], train.values, train.missing)
+    val_emb, val_logit = extract(model, val.rois, args.device)
+    return ImageStage(model, history, rows, bag, ref, val_emb, val_logit)
+
+
+def fusion_config(bundle: DataBundle, args: argparse.Namespace, opts: FusionOptions, tree_files: list[str]) -> dict:
+    return {
+        "format_version": core.FORMAT_VERSION,
+        "profile": bundle.dataset.profile.name,
+        "feature_names": list(bundle.feature_names),
+        "embedding_dim": int(args.embedding_dim),
+        "image_size": int(args.image_size),
+        "refine_rounds": int(opts.refine_rounds),
+        "trees": tree_files,
+        "gate": {"enabled": bool(opts.gate), "base_weights": dict(opts.base_weights)},
+        "threshold": 0.5,
+        "branch_thresholds": {b: 0.5 for b in core.BRANCHES},
+        "target_recall": float(args.target_recall),
+        "options": opts.to_json(),
+    }
+
+
+def write_fusion_dir(folder: Path, config: dict, weights: dict[str, np.ndarray], bag: TreeBag) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = bag.save(folder / core.TREES_DIR)
+    config["trees"] = [f"{core.TREES_DIR}/{p.name}" for p in paths]
+    np.savez(folder / core.WEIGHTS_FILE, **{k: np.asarray(v, dtype=np.float64) for k, v in weights.items()})
+    write_json(folder / core.CONFIG_FILE, config)
+
+
+DEFAULT_BASE_WEIGHTS = {"image": 1.0, "params": 1.0, "fused": 2.0}
+BASE_WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0)
+
+
+def choose_base_weights(labels: np.ndarray, out: dict[str, np.ndarray], gate_params: dict) -> dict[str, float]:
+    """The gate's base weights (image, params, fused) with the best average precision of the gated
+    verdict on validation frames, over a small grid; ties go to the default 1, 1, 2."""
+    import itertools
+
+    from sklearn.metrics import average_precision_score
+
+    kl, present, branches = out["kl_scores"].astype(np.float64), out["present_fraction"], out["branch_probabilities"]
+    best, best_key = dict(DEFAULT_BASE_WEIGHTS), None
+    for combo in itertools.product(BASE_WEIGHT_GRID, repeat=3):
+        if sum(combo) == 0:
+            continue
+        params = {**gate_params, "base_weights": dict(zip(core.BRANCHES, combo, strict=True))}
+        p = (core.gate(kl[:, 0], kl[:, 1], present, params) * branches).sum(axis=1)
+        ap = round(float(average_precision_score(labels, p)), 6)
+        distance = sum(abs(c / max(sum(combo), 1e-9) - d / 4.0) for c, d in zip(combo, (1, 1, 2), strict=True))
+        key = (ap, -distance)
+        if best_key is None or key > best_key:
+            best, best_key = dict(zip(core.BRANCHES, map(float, combo), strict=True)), key
+    return best
+
+
+def calibrate(fusion_dir: Path, val: Frames, val_embedding: np.ndarray, val_logit: np.ndarray) -> core.FusionCore:
+    """Gate constants from validation KL scores, then operating thresholds for the target recall."""
+    fc = core.FusionCore.load(fusion_dir)
+    values = np.where(val.missing, np.nan, val.values)
+    kl = fc.kl_scores(val_embedding.astype(np.float64), values.astype(np.float64), val.missing)
+    margin = fc.config["options"]["gate_margin"]
+    quantile = fc.config["options"]["gate_quantile"]
+    config = fc.config
+    config["gate"]["image"] = core.gate_calibration(kl[:, 0], margin, quantile)
+    config["gate"]["params"] = core.gate_calibration(kl[:, 1], margin, quantile)
+    write_json(fusion_dir / core.CONFIG_FILE, config)
+    fc = core.FusionCore.load(fusion_dir)
+    out = fc.predict(val_embedding, val_logit, values, val.missing)
+    if config["gate"]["enabled"] and config["options"].get("auto_base_weights"):
+        config["gate"]["base_weights"] = choose_base_weights(val.labels, out, config["gate"])
+        write_json(fusion_dir / core.CONFIG_FILE, config)
+        fc = core.FusionCore.load(fusion_dir)
+        out = fc.predict(val_embedding, val_logit, values, val.missing)
+    target = config["target_recall"]
+    config["threshold"] = threshold_for_recall(val.labels, out["defect_probability"], target)
+    config["branch_thresholds"] = {
+        b: threshold_for_recall(val.labels, out["branch_probabilities"][:, i], target)
+        for i, b in enumerate(core.BRANCHES)
+    }
+    write_json(fusion_dir / core.CONFIG_FILE, config)
+    return core.FusionCore.load(fusion_dir)
+
+
+def fusion_stage(bundle: DataBundle, stage: ImageStage, args: argparse.Namespace, fusion_dir: Path,
+                 progress: bool = True) -> tuple[core.FusionCore, dict]:
+    opts = fusion_options(args)
+    weights, history = fit_fusion(stage.rows, stage.ref, opts, progress)
+    config = fusion_config(bundle, args, opts, [])
+    if fusion_dir.exists():
+        shutil.rmtree(fusion_dir)
+    write_fusion_dir(fusion_dir, config, weights, stage.bag)
+    fc = calibrate(fusion_dir, bundle.splits["val"], stage.val_embedding, stage.val_logit)
+    return fc, history
+
+
+def export_torchscript(model: ImageEncoder, image_size: int, path: Path) -> torch.jit.ScriptModule:
+    import warnings
+
+    model = model.eval().cpu()
+    example = torch.zeros((2, image_size, image_size, 3), dtype=torch.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, example, check_trace=False)
+    probe = torch.randint(0, 256, (3, image_size, image_size, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        eager, scripted = model(probe), traced(probe)
+    for a, b in zip(eager, scripted, strict=True):
+        if not torch.allclose(a, b, atol=1e-5):
+            raise TrainingError("the traced image encoder disagrees with the eager model")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    traced.save(str(path))
+    return traced
+
+
+def predict_frames(model: torch.nn.Module, fc: core.FusionCore, frames: Frames, device: str = "cpu") -> dict[str, np.ndarray]:
+    emb, logit = extract(model, frames.rois, device)
+    return fc.predict(emb, logit, np.where(frames.missing, np.nan, frames.values), frames.missing)
+
+
+def model_metrics(labels: np.ndarray, causes: list[str], out: dict[str, np.ndarray], fc: core.FusionCore,
+                  models: tuple[str, ...] = core.BRANCHES) -> dict[str, Any]:
+    """Per model (fused = the gated verdict, image, params) at its operating threshold, plus 0.5."""
+    result = {}
+    for name in models:
+        if name == "fused":
+            probs, threshold = out["defect_probability"], fc.threshold
+        else:
+            probs = out["branch_probabilities"][:, core.BRANCHES.index(name)]
+            threshold = fc.config["branch_thresholds"][name]
+        entry = binary_metrics(labels, probs, threshold)
+        entry["recall_by_cause"] = recall_by_cause(labels, probs, causes, threshold)
+        entry["at_0.5"] = binary_metrics(labels, probs, 0.5)
+        entry["at_0.5"]["recall_by_cause"] = recall_by_cause(labels, probs, causes, 0.5)
+        result[name] = entry
+    return result
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def save_checkpoint(path: Path, args: argparse.Namespace, stage: str, epoch: int, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None, history: list, metrics: dict | None = None) -> None:
+    state = {
+        "args": run_args(args),
+        "stage": stage,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        # JSON round trip: plain Python types only, so weights_only loading accepts them.
+        "history": json.loads(json.dumps(history)),
+        "metrics": json.loads(json.dumps(metrics or {})),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same user error
+        raise TrainingError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def prepare_run(args: argparse.Namespace) -> tuple[Path, dict | None]:
+    """The run folder, and the checkpoint to resume from (None: fresh run)."""
+    run = Path(args.out)
+    ckpt = run / CHECKPOINT
+    if run.exists() and not run.is_dir():
+        raise TrainingError(f"--out {run} exists and is not a folder")
+    if ckpt.is_file():
+        if not args.resume:
+            raise TrainingError(f"{run} already holds a training run; pass --resume to continue it "
+                                "or choose another --out")
+        state = load_checkpoint(ckpt)
+        for key, value in state["args"].items():  # the run's own arguments win
+            setattr(args, key, value)
+        if state["stage"] == "done":
+            return run, {**state, "epoch": args.epochs}
+        return run, state
+    if run.is_dir() and any(run.iterdir()):
+        raise TrainingError(f"--out {run} is not empty and holds no checkpoint; choose an empty folder")
+    if args.resume:
+        raise TrainingError(f"--resume given but {ckpt} does not exist")
+    run.mkdir(parents=True, exist_ok=True)
+    return run, None
+
+
+def main(args: argparse.Namespace) -> int:
+    progress = not args.quiet
+    started = time.perf_counter()
+    run, resume = prepare_run(args)
+    validate_args(args)
+    write_json(run / "args.json", {**run_args(args), "data": str(args.data)})
+    bundle = data_mod.prepare(args.data, args.image_size, args.features, progress=progress)
+    data_mod.check_trainable(bundle, args.folds)
+    loaded = time.perf_counter()
+    stage = image_stage(bundle, args, checkpoint=run / CHECKPOINT, resume=resume, progress=progress)
+    model_dir = run / MODEL_DIR
+    export_torchscript(stage.model, args.image_size, model_dir / ENCODER_FILE)
+    fc, fusion_history = fusion_stage(bundle, stage, args, model_dir / FUSION_DIR, progress)
+    shutil.copyfile(bundle.dataset.root / "profile.yaml", model_dir / "profile.yaml")
+    stage.model.to(args.device)
+    val = bundle.splits["val"]
+    val_out = predict_frames(stage.model, fc, val, args.device)
+    metrics = {
+        "val": model_metrics(val.labels, val.causes, val_out, fc),
+        "threshold": fc.threshold,
+        "branch_thresholds": fc.config["branch_thresholds"],
+        "gate": fc.config["gate"],
+        "cnn_history": stage.history,
+        "fusion_history": fusion_history,
+        "frames": {name: len(f) for name, f in bundle.splits.items()},
+        "seconds": {"load": round(loaded - started, 1), "total": round(time.perf_counter() - started, 1)},
+        "data": str(args.data),
+    }
+    write_json(run / "metrics.json", metrics)
+    save_checkpoint(run / CHECKPOINT, args, "done", args.epochs, stage.model, None, stage.history, metrics)
+    v = metrics["val"]
+    print(f"trained {args.encoder} ({args.image_size}px, {args.epochs} epochs) + {len(stage.bag.boosters)} LightGBM "
+          f"models in {metrics['seconds']['total']:.0f} s -> {run}")
+    for name in core.BRANCHES:
+        m = v[name]
+        print(f"  val {name:6s} recall {m['recall']:.3f} precision {m['precision']:.3f} f1 {m['f1']:.3f} "
+              f"auroc {m['auroc'] if m['auroc'] is None else round(m['auroc'], 3)} (threshold {m['threshold']:.3f})")
+    return 0

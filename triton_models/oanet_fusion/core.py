@@ -1,0 +1,503 @@
+"""OANet fusion core: the inference maths of the fusion model, written once.
+
+This file is self-contained on purpose (numpy + lightgbm, and OpenCV only inside
+`crop_object_roi`; no torch, no imports from `oanet`, `training` or `stream`):
+
+* training and evaluation import it as `triton_models.oanet_fusion.core`;
+* `oanet export` copies this very file beside the Triton Python-backend `model.py` of
+  `oanet_fusion`, which imports it from its own folder;
+
+so the probabilities a served frame gets are computed by the same code as the ones the
+evaluation reported.
+
+Artifacts are read only from formats that cannot execute code when loaded: JSON
+(`fusion.json`), `.npz` read with `allow_pickle=False` (`fusion_weights.npz`) and LightGBM
+text model files (`trees/*.txt`).
+
+Inference pipeline for a batch of N frames (`FusionCore.predict`)
+------------------------------------------------------------------
+Inputs: `embedding` [N, E] and `image_logit` [N] from the TorchScript CNN, `values` [N, F]
+float32 (NaN where missing) and `missing` [N, F] bool, F = numeric profile fields in profile
+order (text fields such as `lot_id` are not features).
+
+1. Tabular features: z = (value - feat_mean) / feat_std, 0 where missing; tabular input
+   t = [z, missing].
+2. Parameter branch (external-modality intra-bagging): mean probability of every LightGBM
+   booster (several kinds x 5 CV folds) on the raw values with NaN for missing.
+3. Image branch: sigmoid(image_logit).
+4. Fused branch: image embedding standardised with the reference statistics,
+   a_img = normalize(P_img e); tabular encoder MLP(t) -> a_tab = normalize(P_tab h);
+   f_0 = [a_img, a_tab]; refinement round r: f_{r+1} = [f_r, (f_r - pca_mean_r) @ pca_comp_r^T];
+   fused classifier MLP([f_R, logit(p_params), present_fraction]) -> p_fused.
+5. Gate (per frame, deterministic, no running state; see `gate`):
+   KL_m = KL( N(x, diag s^2) || N(mu, diag s^2) ) averaged over dimensions
+        = mean over dims of ((x - mu) / s)^2 / 2,
+   for m = image (x = the embedding, all E dims) and m = params (x = the present numeric
+   fields only; KL_params = 0 when none is present), with mu, s the per-dimension mean and
+   standard deviation of the training frames.  Soft weight
+   g_m = 0 if KL_m > off_m else exp(-max(0, KL_m - center_m) / tau_m),
+   center_m = median validation KL, off_m = margin x 99.5th percentile of validation KLs,
+   tau_m = (99.5th percentile - median).  Branch weights
+   w_image = b_image g_image, w_params = b_params g_params present_fraction,
+   w_fused = b_fused min(g_image, g_params); normalised to sum 1 (all zero: the fused branch
+   alone).  Final probability = sum_b w_b p_b.  With the gate disabled the final probability
+   is p_fused and the weights are (0, 0, 1); KL scores are still reported.
+
+Outputs (all float32): `defect_probability` [N], `branch_probabilities` [N, 3]
+(image, params, fused), `gate_weights` [N, 3] (same order), `kl_scores` [N, 2]
+(image, params), `present_fraction` [N].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "fusion.json"
+WEIGHTS_FILE = "fusion_weights.npz"
+TREES_DIR = "trees"
+MANIFEST_FILE = "manifest.json"
+
+BRANCHES = ("image", "params", "fused")
+MODALITIES = ("image", "params")
+
+# Model names of the Triton repository and the tensors between them, defined once.
+ENSEMBLE_MODEL = "oanet"
+ENCODER_MODEL = "oanet_image_encoder"
+FUSION_MODEL = "oanet_fusion"
+
+ROI_INPUT = "OBJECT_ROI"  # UINT8 [S, S, 3] per frame: BGR, channels last (NHWC batch)
+EMBEDDING = "EMBEDDING"  # FP32 [E]
+IMAGE_LOGIT = "IMAGE_LOGIT"  # FP32 [1]
+PARAM_VALUES = "PARAM_VALUES"  # FP32 [F], NaN where missing
+PARAM_MISSING = "PARAM_MISSING"  # BOOL [F]
+DEFECT_PROBABILITY = "DEFECT_PROBABILITY"  # FP32 [1]
+BRANCH_PROBABILITIES = "BRANCH_PROBABILITIES"  # FP32 [3] image, params, fused
+GATE_WEIGHTS = "GATE_WEIGHTS"  # FP32 [3] image, params, fused
+KL_SCORES = "KL_SCORES"  # FP32 [2] image, params
+
+
+class CoreError(Exception):
+    """Artifacts or inputs the fusion core cannot use (message meant for a user)."""
+
+
+def io_spec(image_size: int, embedding_dim: int, n_features: int) -> dict[str, Any]:
+    """Tensor names, dtypes and per-frame shapes of the three Triton models."""
+    return {
+        ENCODER_MODEL: {
+            "inputs": [{"name": ROI_INPUT, "dtype": "UINT8", "dims": [image_size, image_size, 3]}],
+            "outputs": [
+                {"name": EMBEDDING, "dtype": "FP32", "dims": [embedding_dim]},
+                {"name": IMAGE_LOGIT, "dtype": "FP32", "dims": [1]},
+            ],
+        },
+        FUSION_MODEL: {
+            "inputs": [
+                {"name": EMBEDDING, "dtype": "FP32", "dims": [embedding_dim]},
+                {"name": IMAGE_LOGIT, "dtype": "FP32", "dims": [1]},
+                {"name": PARAM_VALUES, "dtype": "FP32", "dims": [n_features]},
+                {"name": PARAM_MISSING, "dtype": "BOOL", "dims": [n_features]},
+            ],
+            "outputs": [
+                {"name": DEFECT_PROBABILITY, "dtype": "FP32", "dims": [1]},
+                {"name": BRANCH_PROBABILITIES, "dtype": "FP32", "dims": [len(BRANCHES)]},
+                {"name": GATE_WEIGHTS, "dtype": "FP32", "dims": [len(BRANCHES)]},
+                {"name": KL_SCORES, "dtype": "FP32", "dims": [len(MODALITIES)]},
+            ],
+        },
+        ENSEMBLE_MODEL: {
+            "inputs": [
+                {"name": ROI_INPUT, "dtype": "UINT8", "dims": [image_size, image_size, 3]},
+                {"name": PARAM_VALUES, "dtype": "FP32", "dims": [n_features]},
+                {"name": PARAM_MISSING, "dtype": "BOOL", "dims": [n_features]},
+            ],
+            "outputs": [
+                {"name": DEFECT_PROBABILITY, "dtype": "FP32", "dims": [1]},
+                {"name": BRANCH_PROBABILITIES, "dtype": "FP32", "dims": [len(BRANCHES)]},
+                {"name": GATE_WEIGHTS, "dtype": "FP32", "dims": [len(BRANCHES)]},
+                {"name": KL_SCORES, "dtype": "FP32", "dims": [len(MODALITIES)]},
+            ],
+        },
+    }
+
+
+# --------------------------------------------------------------------------- client side
+
+
+def scale_roi(roi: Sequence[int], frame_size: tuple[int, int], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """A profile ROI [x, y, w, h] (profile frame `frame_size` = (width, height)) on an image
+    of `shape` (frames of another size are scaled to the profile frame, DESIGN.md)."""
+    x, y, w, h = (int(v) for v in roi)
+    fw, fh = frame_size
+    height, width = shape[:2]
+    if (width, height) == (fw, fh):
+        return x, y, w, h
+    sx, sy = width / fw, height / fh
+    x0, y0 = int(round(x * sx)), int(round(y * sy))
+    x1, y1 = int(round((x + w) * sx)), int(round((y + h) * sy))
+    x0, y0 = min(max(x0, 0), width - 1), min(max(y0, 0), height - 1)
+    return x0, y0, max(1, min(x1, width) - x0), max(1, min(y1, height) - y0)
+
+
+def crop_object_roi(frame: np.ndarray, roi: Sequence[int], frame_size: tuple[int, int], size: int) -> np.ndarray:
+    """The CNN input of one frame: the object ROI resized to size x size, uint8 BGR HWC.
+
+    `frame` is the decoded frame (BGR uint8, any size of the profile's aspect ratio; grey
+    images are expanded to 3 channels), `roi` the profile's object_roi and `frame_size`
+    (width, height) the profile frame. Resizing uses cv2.INTER_AREA. Training and the stream
+    client both call this function, so the CNN sees the same pixels in both.
+    """
+    import cv2
+
+    image = np.asarray(frame)
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise CoreError(f"frame must be a uint8 BGR image, got dtype {image.dtype} shape {tuple(image.shape)}")
+    x, y, w, h = scale_roi(roi, frame_size, image.shape)
+    patch = image[y : y + h, x : x + w]
+    out = cv2.resize(patch, (int(size), int(size)), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def param_arrays(rows: Sequence[Mapping[str, Any]], feature_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Parameter dicts (name -> number | None) -> values float32 [N, F] (NaN missing), missing bool.
+
+    A value that is None, absent, not a number, NaN or infinite counts as missing.
+    """
+    values = np.full((len(rows), len(feature_names)), np.nan, dtype=np.float32)
+    for i, row in enumerate(rows):
+        for j, name in enumerate(feature_names):
+            value = row.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+                continue
+            if math.isfinite(float(value)):
+                values[i, j] = float(value)
+    return values, np.isnan(values)
+
+
+# --------------------------------------------------------------------------- maths
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+
+
+def logit(p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
+    return np.log(p) - np.log1p(-p)
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """torch.nn.Linear: x @ W^T + b (W is [out, in])."""
+    return x @ weight.T + bias
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """torch.nn.functional.normalize(x, dim=1, eps=eps)."""
+    norm = np.sqrt((x * x).sum(axis=1, keepdims=True))
+    return x / np.maximum(norm, eps)
+
+
+def tabular_input(values: np.ndarray, missing: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """[z, missing] with z = (value - mean) / std and 0 where missing; [N, 2F] float64."""
+    values = np.asarray(values, dtype=np.float64)
+    missing = np.asarray(missing, dtype=bool) | ~np.isfinite(values)
+    z = (np.where(missing, 0.0, values) - mean) / std
+    z = np.where(missing, 0.0, z)
+    return np.concatenate([z, missing.astype(np.float64)], axis=1)
+
+
+def pca_refine(features: np.ndarray, rounds: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Feature refinement: f_{r+1} = [f_r, (f_r - mean_r) @ comp_r^T] for each (mean_r, comp_r)."""
+    f = features
+    for mean, comp in rounds:
+        f = np.concatenate([f, (f - mean) @ comp.T], axis=1)
+    return f
+
+
+def fit_pca(features: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA by SVD of the centred features: (mean [D], components [k, D]); deterministic signs."""
+    x = np.asarray(features, dtype=np.float64)
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    k = max(1, min(int(n_components), vt.shape[0]))
+    comp = vt[:k]
+    # Sign convention: the largest-magnitude loading of each component is positive.
+    signs = np.sign(comp[np.arange(k), np.abs(comp).argmax(axis=1)])
+    signs[signs == 0] = 1.0
+    return mean, comp * signs[:, None]
+
+
+def fit_refinement(features: np.ndarray, n_rounds: int, n_components: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rounds = []
+    f = np.asarray(features, dtype=np.float64)
+    for _ in range(int(n_rounds)):
+        mean, comp = fit_pca(f, n_components)
+        rounds.append((mean, comp))
+        f = np.concatenate([f, (f - mean) @ comp.T], axis=1)
+    return rounds
+
+
+def diag_gaussian_kl(x: np.ndarray, mu: np.ndarray, sigma: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+    """Per-row KL(N(x, diag s^2) || N(mu, diag s^2)) averaged over (present) dimensions.
+
+    Equals the mean squared z-score / 2; rows without any present dimension get 0.
+    """
+    z2 = ((np.asarray(x, dtype=np.float64) - mu) / sigma) ** 2
+    if present is None:
+        return 0.5 * z2.mean(axis=1)
+    present = np.asarray(present, dtype=bool)
+    z2 = np.where(present, z2, 0.0)
+    count = present.sum(axis=1)
+    return np.where(count > 0, 0.5 * z2.sum(axis=1) / np.maximum(count, 1), 0.0)
+
+
+def soft_gate(kl: np.ndarray, center: float, tau: float, off: float) -> np.ndarray:
+    """0 above the switch-off threshold, else exp(-max(0, KL - center) / tau)."""
+    kl = np.asarray(kl, dtype=np.float64)
+    weight = np.exp(-np.maximum(kl - center, 0.0) / max(tau, 1e-12))
+    return np.where(kl > off, 0.0, weight)
+
+
+def gate(
+    kl_image: np.ndarray,
+    kl_params: np.ndarray,
+    present_fraction: np.ndarray,
+    params: Mapping[str, Any],
+) -> np.ndarray:
+    """Normalised branch weights [N, 3] (image, params, fused) of the KL gate (module docstring)."""
+    g_img = soft_gate(kl_image, params["image"]["center"], params["image"]["tau"], params["image"]["off"])
+    g_par = soft_gate(kl_params, params["params"]["center"], params["params"]["tau"], params["params"]["off"])
+    base = params["base_weights"]
+    w = np.stack(
+        [
+            base["image"] * g_img,
+            base["params"] * g_par * present_fraction,
+            base["fused"] * np.minimum(g_img, g_par),
+        ],
+        axis=1,
+    )
+    total = w.sum(axis=1, keepdims=True)
+    fallback = np.tile(np.array([0.0, 0.0, 1.0]), (len(w), 1))
+    return np.where(total > 0, w / np.where(total > 0, total, 1.0), fallback)
+
+
+def gate_calibration(kl: np.ndarray, margin: float, quantile: float = 99.5) -> dict[str, float]:
+    """Gate constants of one modality from its KL scores on reference (validation) frames."""
+    kl = np.asarray(kl, dtype=np.float64)
+    kl = kl[np.isfinite(kl)]
+    if kl.size == 0:
+        return {"center": 0.0, "tau": 1.0, "off": float("inf"), "quantile": quantile, "margin": margin}
+    center = float(np.median(kl))
+    high = float(np.percentile(kl, quantile))
+    return {
+        "center": center,
+        "tau": max(high - center, 1e-3),
+        "off": max(high * margin, center + 1e-3),
+        "quantile": quantile,
+        "margin": margin,
+    }
+
+
+# --------------------------------------------------------------------------- model
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_manifest(root: str | Path, manifest: Mapping[str, Any] | None = None) -> list[str]:
+    """Problems of a folder against its manifest (`files`: relative path -> sha256); [] if sound.
+
+    `root` is the folder the manifest's paths are relative to; with `manifest` None,
+    `root/manifest.json` is read.
+    """
+    root = Path(root)
+    if manifest is None:
+        path = root / MANIFEST_FILE
+        if not path.is_file():
+            return [f"manifest not found: {path}"]
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return [f"manifest {path} is unreadable: {exc}"]
+    files = manifest.get("files") if isinstance(manifest, Mapping) else None
+    if not isinstance(files, Mapping) or not files:
+        return ["manifest lists no files"]
+    problems = []
+    for rel, expected in sorted(files.items()):
+        target = (root / rel).resolve()
+        if not target.is_file():
+            problems.append(f"missing file: {rel}")
+            continue
+        actual = sha256_file(target)
+        if actual != expected:
+            problems.append(f"sha256 mismatch: {rel} (expected {expected[:12]}..., got {actual[:12]}...)")
+    return problems
+
+
+def verify_version(version_dir: str | Path) -> list[str]:
+    """Problems of one exported version (`REPO/oanet_fusion/<v>/manifest.json`, paths relative to
+    REPO); [] when every listed file is present with its sha256."""
+    version_dir = Path(version_dir)
+    path = version_dir / MANIFEST_FILE
+    if not path.is_file():
+        return [f"manifest not found: {path}"]
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [f"manifest {path} is unreadable: {exc}"]
+    return verify_manifest(version_dir.parent.parent, manifest)
+
+
+class FusionCore:
+    """The fusion model of one artifact folder (`fusion.json`, `fusion_weights.npz`, `trees/`)."""
+
+    def __init__(self, config: Mapping[str, Any], weights: Mapping[str, np.ndarray], boosters: Sequence[Any]):
+        self.config = dict(config)
+        self.w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+        self.boosters = list(boosters)
+        self.feature_names: list[str] = list(config["feature_names"])
+        self.embedding_dim = int(config["embedding_dim"])
+        self.refine_rounds = int(config.get("refine_rounds", 0))
+        self.gate_params = config["gate"]
+        self.threshold = float(config.get("threshold", 0.5))
+        self._rounds = [(self.w[f"pca_mean_{r}"], self.w[f"pca_comp_{r}"]) for r in range(self.refine_rounds)]
+        self._check()
+
+    def _check(self) -> None:
+        need = ["feat_mean", "feat_std", "ref_img_mu", "ref_img_sigma", "tab_w1", "tab_b1", "tab_w2", "tab_b2",
+                "proj_img_w", "proj_img_b", "proj_tab_w", "proj_tab_b", "cls_w1", "cls_b1", "cls_w2", "cls_b2"]
+        absent = [k for k in need if k not in self.w]
+        if absent:
+            raise CoreError(f"{WEIGHTS_FILE} lacks arrays: {', '.join(absent)}")
+        F, E = len(self.feature_names), self.embedding_dim
+        if self.w["feat_mean"].shape != (F,) or self.w["ref_img_mu"].shape != (E,):
+            raise CoreError(f"{WEIGHTS_FILE} does not match {CONFIG_FILE} ({F} features, embedding {E})")
+        if not self.boosters:
+            raise CoreError("the parameter branch has no LightGBM boosters")
+
+    @classmethod
+    def load(cls, folder: str | Path, num_threads: int | None = None) -> FusionCore:
+        import lightgbm
+
+        folder = Path(folder)
+        cfg_path = folder / CONFIG_FILE
+        try:
+            config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise CoreError(f"cannot read {cfg_path}: {exc}") from None
+        except ValueError as exc:
+            raise CoreError(f"{cfg_path} is not valid JSON: {exc}") from None
+        if config.get("format_version") != FORMAT_VERSION:
+            raise CoreError(f"{cfg_path}: format_version {config.get('format_version')!r}, expected {FORMAT_VERSION}")
+        try:
+            with np.load(folder / WEIGHTS_FILE, allow_pickle=False) as npz:
+                weights = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as exc:
+            raise CoreError(f"cannot read {folder / WEIGHTS_FILE}: {exc}") from None
+        boosters = []
+        for rel in config["trees"]:
+            path = folder / rel
+            if not path.is_file():
+                raise CoreError(f"LightGBM model file missing: {path}")
+            booster = lightgbm.Booster(model_file=str(path))
+            boosters.append(booster)
+        core = cls(config, weights, boosters)
+        core.num_threads = num_threads
+        return core
+
+    num_threads: int | None = None
+
+    # -- branches -----------------------------------------------------------------
+
+    def _validate(self, embedding, image_logit, values, missing):
+        embedding = np.asarray(embedding, dtype=np.float64)
+        image_logit = np.asarray(image_logit, dtype=np.float64).reshape(-1)
+        values = np.asarray(values, dtype=np.float64)
+        missing = np.asarray(missing, dtype=bool)
+        n, F, E = len(image_logit), len(self.feature_names), self.embedding_dim
+        if embedding.shape != (n, E):
+            raise CoreError(f"embedding must be [{n}, {E}], got {list(embedding.shape)}")
+        if values.shape != (n, F) or missing.shape != (n, F):
+            raise CoreError(f"parameter values and missing mask must be [{n}, {F}], got "
+                            f"{list(values.shape)} and {list(missing.shape)}")
+        if not np.isfinite(embedding).all() or not np.isfinite(image_logit).all():
+            raise CoreError("embedding and image logit must be finite")
+        missing = missing | ~np.isfinite(values)
+        return embedding, image_logit, np.where(missing, np.nan, values), missing
+
+    def params_probability(self, values: np.ndarray) -> np.ndarray:
+        """Mean probability of the LightGBM bag on raw values (NaN = missing)."""
+        x = np.asarray(values, dtype=np.float64)
+        if len(x) == 0:
+            return np.zeros(0)
+        kwargs = {} if self.num_threads is None else {"num_threads": self.num_threads}
+        return np.mean([b.predict(x, **kwargs) for b in self.boosters], axis=0)
+
+    def aligned(self, embedding: np.ndarray, values: np.ndarray, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(a_img, a_tab): the L2-normalised aligned embeddings."""
+        w = self.w
+        e = (embedding - w["ref_img_mu"]) / w["ref_img_sigma"]
+        a_img = l2_normalize(linear(e, w["proj_img_w"], w["proj_img_b"]))
+        t = tabular_input(values, missing, w["feat_mean"], w["feat_std"])
+        h = linear(relu(linear(t, w["tab_w1"], w["tab_b1"])), w["tab_w2"], w["tab_b2"])
+        a_tab = l2_normalize(linear(h, w["proj_tab_w"], w["proj_tab_b"]))
+        return a_img, a_tab
+
+    def fused_probability(self, a_img, a_tab, p_params, present_fraction) -> np.ndarray:
+        w = self.w
+        f = pca_refine(np.concatenate([a_img, a_tab], axis=1), self._rounds)
+        x = np.concatenate([f, logit(p_params)[:, None], np.asarray(present_fraction)[:, None]], axis=1)
+        out = linear(relu(linear(x, w["cls_w1"], w["cls_b1"])), w["cls_w2"], w["cls_b2"])
+        return sigmoid(out[:, 0])
+
+    def kl_scores(self, embedding: np.ndarray, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        w = self.w
+        kl_img = diag_gaussian_kl(embedding, w["ref_img_mu"], w["ref_img_sigma"])
+        z_values = np.where(missing, 0.0, values)
+        kl_par = diag_gaussian_kl(z_values, w["feat_mean"], w["feat_std"], present=~missing)
+        return np.stack([kl_img, kl_par], axis=1)
+
+    def predict(self, embedding, image_logit, values, missing) -> dict[str, np.ndarray]:
+        """The fusion model's outputs for a batch (module docstring); float32 arrays."""
+        embedding, image_logit, values, missing = self._validate(embedding, image_logit, values, missing)
+        n = len(image_logit)
+        present_fraction = (~missing).sum(axis=1) / max(1, missing.shape[1]) if n else np.zeros(0)
+        p_image = sigmoid(image_logit)
+        p_params = self.params_probability(values)
+        a_img, a_tab = self.aligned(embedding, values, missing)
+        p_fused = self.fused_probability(a_img, a_tab, p_params, present_fraction)
+        kl = self.kl_scores(embedding, values, missing)
+        branches = np.stack([p_image, p_params, p_fused], axis=1) if n else np.zeros((0, 3))
+        if self.gate_params.get("enabled", True):
+            weights = gate(kl[:, 0], kl[:, 1], present_fraction, self.gate_params)
+        else:
+            weights = np.tile(np.array([0.0, 0.0, 1.0]), (n, 1))
+        final = (weights * branches).sum(axis=1)
+        return {
+            "defect_probability": final.astype(np.float32),
+            "branch_probabilities": branches.astype(np.float32),
+            "gate_weights": weights.astype(np.float32),
+            "kl_scores": kl.astype(np.float32),
+            "present_fraction": np.asarray(present_fraction, dtype=np.float32),
+        }
