@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsers
     synth.add_argument("--height", type=int, metavar="H", help="frame height (default: the profile's)")
     synth.add_argument("--defect-rate", type=float, default=0.40, metavar="P",
                        help="share of defective frames, object and parameter causes (default 0.40)")
+    synth.add_argument("--package", choices=("bga", "wirebond", "mixed"), default="bga",
+                       help="package type the line inspects: 'bga' (ball side), 'wirebond' (die, wires) or "
+                       "'mixed' (either, per frame, as before; harder for the image model) (default bga)")
     synth.add_argument("--profile", type=Path, metavar="FILE",
                        help="line profile YAML (default: the built-in line-a profile)")
     synth.add_argument("--preview", type=Path, metavar="FILE.png", help="also write a grid of 12 thumbnails")
@@ -56,9 +59,10 @@ def _synth(args: argparse.Namespace) -> int:
         image_format=args.image_format,
         workers=args.workers,
         overwrite=args.overwrite,
+        package=args.package,
     )
     causes = ", ".join(f"{k} {v}" for k, v in sorted(result.causes.items()))
-    print(f"wrote {result.frames} frames to {args.out} ({causes}; {result.nuisance_frames} with nuisance, "
+    print(f"wrote {result.frames} {args.package} frames to {args.out} ({causes}; {result.nuisance_frames} with nuisance, "
           f"{result.smudged_frames} smudged)")
     if args.preview is not None:
         dataset = load_dataset(args.out)

@@ -17,9 +17,10 @@ def test_demo_round_trips_frames_and_leaves_nothing_running(stack_settings_facto
     result = run_oanet("demo", env=_stack_env(s), timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "8/8 frames back intact" in result.stdout
-    # Two fields of the demo's frames are smudged on purpose; every other field must read exactly.
+    # Three fields of the demo's frames (seed 20261122, the default bga package) are smudged on
+    # purpose; every other field must read exactly.
     exact, total = map(int, re.search(r"OCR exact field matches: (\d+)/(\d+)", result.stdout).groups())
-    assert total == 80 and exact >= 78
+    assert total == 80 and exact >= 77
     assert "stopped triton" in result.stdout and "stopped broker" in result.stdout
     leftovers = [p for p in psutil.process_iter(["pid", "name"])
                  if p.pid not in before and p.info["name"] in ("tansu", "tritonserver")]

@@ -15,7 +15,7 @@ from oanet.cli import main
 from oanet.dataset import load_dataset
 from training.synth.generate import FrameSpec, SynthError, generate, render_frame
 from training.synth.nuisance import NUISANCE_KINDS
-from training.synth.params import OBJECT_KINDS, sample_truth
+from training.synth.params import OBJECT_KINDS, object_kinds, sample_truth
 from training.synth.panel import field_slots
 from training.synth.scene import draw_object
 
@@ -98,6 +98,31 @@ def test_every_object_kind_renders(line_profile):
         for subtle in (False, True):
             image = draw_object(448, 448, kind, subtle, np.random.default_rng(1))
             assert image.shape == (448, 448, 3) and image.dtype == np.uint8
+
+
+def test_one_package_type_per_dataset(tmp_path, small_dataset, line_profile, capsys):
+    """`--package`: a dataset shows one package type (default bga); only its defect kinds occur."""
+    assert {e.extra["package"] for e in load_dataset(small_dataset)} == {"bga"}
+    wire, ball = {"missing_wire", "bridged_wire"}, {"missing_ball", "bridged_ball"}
+    assert set(object_kinds("bga")) == set(OBJECT_KINDS) - wire
+    assert set(object_kinds("wirebond")) == set(OBJECT_KINDS) - ball
+    assert object_kinds("mixed") == OBJECT_KINDS
+    for package in ("bga", "wirebond"):
+        kinds = {sample_truth(line_profile, np.random.default_rng([4, i]), 1.0, np.random.default_rng(0),
+                              package=package).object_kind for i in range(400)}
+        assert kinds - {None} == set(object_kinds(package))
+    with pytest.raises(ValueError, match="cannot show"):
+        draw_object(448, 448, "missing_wire", False, np.random.default_rng(0), package="bga")
+    out = tmp_path / "wb"
+    assert main(["synth", "--out", str(out), "--n", "4", "--seed", "5", "--workers", "1",
+                 "--package", "wirebond"]) == 0
+    assert "4 wirebond frames" in capsys.readouterr().out
+    assert {e.extra["package"] for e in load_dataset(out)} == {"wirebond"}
+    again = tmp_path / "wb2"
+    generate(again, line_profile, 4, seed=5, workers=1, progress=False, package="wirebond")
+    assert _digest(again) == _digest(out)  # deterministic by seed for a package too
+    with pytest.raises(SynthError, match="--package must be one of"):
+        generate(tmp_path / "x", line_profile, 2, seed=0, progress=False, package="qfn")
 
 
 def test_defect_rate_is_honoured(line_profile):

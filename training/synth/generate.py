@@ -61,6 +61,7 @@ class FrameSpec:
     width: int
     height: int
     image_format: str = "png"
+    package: str = params.DEFAULT_PACKAGE
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,12 @@ def render_frame(spec: FrameSpec, index: int, total: int) -> Frame:
     profile = spec.profile
     rng = np.random.default_rng([spec.seed, index])
     lot_rng = np.random.default_rng([spec.seed, index // params.FRAMES_PER_LOT, 7])
-    truth = params.sample_truth(profile, rng, spec.defect_rate, lot_rng)
+    truth = params.sample_truth(profile, rng, spec.defect_rate, lot_rng, package=spec.package)
 
     frame = np.empty((profile.frame.height, profile.frame.width, 3), np.uint8)
     frame[:] = _BACKGROUND
     ox, oy, ow, oh = profile.object_roi
-    obj = scene.draw_object(ow, oh, truth.object_kind, truth.subtle, rng)
+    obj = scene.draw_object(ow, oh, truth.object_kind, truth.subtle, rng, package=spec.package)
     frame[oy : oy + oh, ox : ox + ow] = nuisance.sensor_noise(obj, rng, rng.uniform(1.2, 2.4))
 
     captured = _LINE_START + dt.timedelta(seconds=index * 2.4 + float(rng.uniform(0, 0.8)))
@@ -121,7 +122,8 @@ def render_frame(spec: FrameSpec, index: int, total: int) -> Frame:
         defect=truth.defect,
         params=dict(truth.params),
         split=split_for_id(fid),
-        extra={EXTRA_SMUDGED: smudged, EXTRA_NUISANCE: kinds + (["smudge"] if smudged else [])},
+        extra={EXTRA_SMUDGED: smudged, EXTRA_NUISANCE: kinds + (["smudge"] if smudged else []),
+               "package": spec.package},
     )
     return Frame(frame, entry)
 
@@ -152,7 +154,8 @@ def _produce(index: int) -> ManifestEntry:
 
 
 def validate_options(n: int, defect_rate: float, width: int | None, height: int | None,
-                     image_format: str, workers: int | None, seed: int) -> None:
+                     image_format: str, workers: int | None, seed: int,
+                     package: str = params.DEFAULT_PACKAGE) -> None:
     if n <= 0:
         raise SynthError(f"--n must be a positive number of frames, got {n}")
     if not 0.0 <= defect_rate <= 1.0:
@@ -166,6 +169,8 @@ def validate_options(n: int, defect_rate: float, width: int | None, height: int 
         raise SynthError(f"--format must be one of {', '.join(FORMATS)}, got {image_format!r}")
     if workers is not None and workers <= 0:
         raise SynthError(f"--workers must be >= 1, got {workers}")
+    if package not in params.PACKAGES:
+        raise SynthError(f"--package must be one of {', '.join(params.PACKAGES)}, got {package!r}")
 
 
 def prepare_output(root: Path, overwrite: bool) -> None:
@@ -200,12 +205,13 @@ def generate(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    package: str = params.DEFAULT_PACKAGE,
 ) -> SynthResult:
-    """Write a dataset folder of `n` frames; progress goes to stderr."""
-    validate_options(n, defect_rate, width, height, image_format, workers, seed)
+    """Write a dataset folder of `n` frames of one `package` type ("mixed": both); progress to stderr."""
+    validate_options(n, defect_rate, width, height, image_format, workers, seed, package)
     prepare_output(root, overwrite)
     spec = FrameSpec(profile, seed, defect_rate, width or profile.frame.width,
-                     height or profile.frame.height, image_format)
+                     height or profile.frame.height, image_format, package)
     save_profile(profile, root / PROFILE_FILENAME)
     workers = min(workers or os.cpu_count() or 1, n)
 

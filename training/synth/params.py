@@ -37,6 +37,19 @@ OBJECT_KINDS = (
 )
 # Relative frequency of object defect kinds among object defects.
 _KIND_WEIGHTS = np.array([1.2, 0.9, 1.1, 1.0, 0.8, 0.8, 0.8, 0.8, 1.0])
+# Package types a line can inspect (`oanet synth --package`): a real AOI line inspects one
+# product, so a dataset shows one type; "mixed" draws either type per frame.
+PACKAGES = ("bga", "wirebond", "mixed")
+DEFAULT_PACKAGE = "bga"
+_PACKAGE_ONLY_KINDS = {"bga": ("missing_wire", "bridged_wire"), "wirebond": ("missing_ball", "bridged_ball")}
+
+
+def object_kinds(package: str = "mixed") -> tuple[str, ...]:
+    """The object defect kinds that can occur on a line inspecting `package`."""
+    if package not in PACKAGES:
+        raise ValueError(f"unknown package {package!r}; expected one of {', '.join(PACKAGES)}")
+    excluded = _PACKAGE_ONLY_KINDS.get(package, ())
+    return tuple(kind for kind in OBJECT_KINDS if kind not in excluded)
 
 # Which parameter regime raises which object defect, for the default line's field names:
 # (field, direction) with direction +1 = high edge of spec, -1 = low edge.
@@ -206,9 +219,18 @@ def drivers_for(kind: str, profile: LineProfile) -> list[tuple[str, int]]:
 
 
 def sample_truth(
-    profile: LineProfile, rng: np.random.Generator, defect_rate: float, lot_rng: np.random.Generator
+    profile: LineProfile,
+    rng: np.random.Generator,
+    defect_rate: float,
+    lot_rng: np.random.Generator,
+    package: str = "mixed",
 ) -> FrameTruth:
-    """The ground truth of one frame: defect cause and printed parameter values."""
+    """The ground truth of one frame: defect cause and printed parameter values.
+
+    Object defect kinds are those `package` can show (ball defects need a BGA, wire defects a
+    wire-bonded die; "mixed" allows all).
+    """
+    allowed = object_kinds(package)
     specced = [f for f in profile.fields if f.kind == "number" and f.spec is not None]
     z = {f.name: rng.normal(0.0, _NORMAL_SD) for f in specced}
 
@@ -219,7 +241,8 @@ def sample_truth(
     kind = None
     subtle = False
     if cause == "object":
-        kind = OBJECT_KINDS[rng.choice(len(OBJECT_KINDS), p=_KIND_WEIGHTS / _KIND_WEIGHTS.sum())]
+        weights = np.array([w for k, w in zip(OBJECT_KINDS, _KIND_WEIGHTS) if k in allowed])
+        kind = allowed[rng.choice(len(allowed), p=weights / weights.sum())]
         subtle = bool(rng.random() < SUBTLE_SHARE)
         drivers = drivers_for(kind, profile)
         if drivers and rng.random() < RELATION_STRENGTH:

@@ -1,9 +1,12 @@
 """The inspected object: a semiconductor package as the AOI camera sees it, with or without a defect.
 
-Two package styles share the line: a BGA seen from the ball side (solder balls on solder mask)
-and a wire-bonded die before moulding (die, bond pads, gold wires, lead fingers). Surface
-defects (scratch, void, particle, crack, contamination) can hit either style; ball defects need
-a BGA and wire defects a wire-bonded die. Drawing is plain OpenCV on a small contiguous image;
+Two package styles: a BGA seen from the ball side (solder balls on solder mask) and a
+wire-bonded die before moulding (die, bond pads, gold wires, lead fingers). A dataset shows one
+style (`package`), or both when it is "mixed". Surface defects (scratch, void, particle, crack,
+contamination) can hit either style; ball defects need a BGA and wire defects a wire-bonded die.
+Sizes are in pixels of a 448 px object ROI (scaled with the ROI): a non-subtle defect spans
+about 20 px or more, so it stays several pixels wide at the CNN's 96 px input; subtle ones
+stay small and faint. Drawing is plain OpenCV on a small contiguous image;
 textures come from per-process banks generated from fixed seeds and cropped at a random
 offset, which keeps a frame cheap and still deterministic.
 """
@@ -93,10 +96,17 @@ class _Layout:
 
 
 def draw_object(
-    width: int, height: int, kind: str | None, subtle: bool, rng: np.random.Generator
+    width: int, height: int, kind: str | None, subtle: bool, rng: np.random.Generator, package: str = "mixed"
 ) -> np.ndarray:
-    """The object region of a frame (BGR uint8), showing `kind` of defect or none."""
-    if kind in BALL_KINDS:
+    """The object region of a frame (BGR uint8) of a `package` ("bga", "wirebond" or "mixed":
+    either, as the defect allows), showing `kind` of defect or none."""
+    if package in ("bga", "wirebond"):
+        style = package
+        if kind in (WIRE_KINDS if package == "bga" else BALL_KINDS):
+            raise ValueError(f"a {package} package cannot show a {kind} defect")
+    elif package != "mixed":
+        raise ValueError(f"unknown package {package!r}")
+    elif kind in BALL_KINDS:
         style = "bga"
     elif kind in WIRE_KINDS:
         style = "wirebond"
@@ -143,7 +153,7 @@ def _draw_bga(
     rh, rw = region.shape[:2]
     region += (_crop(_grain(image.shape[0], image.shape[1]), rng, rh, rw) * 5)[..., None]
 
-    count = int(rng.choice([8, 10, 12]))
+    count = int(rng.choice([6, 7, 8]))  # ball diameter about 26-34 px: 5-7 px at 96 px
     margin = side * 0.1
     pitch = (side - 2 * margin) / (count - 1)
     radius = max(3, int(pitch * rng.uniform(0.28, 0.33)))
@@ -158,16 +168,20 @@ def _draw_bga(
                        [px + inset + 3, py + inset + 3 + t]], np.int32)
     cv2.fillPoly(image, [corner], (70, 135, 190), cv2.LINE_AA)
 
-    missing = bridged = -1
+    missing: set[int] = set()
+    bridged = -1
     if kind == "missing_ball":
-        missing = int(rng.integers(len(centers)))
+        first = int(rng.integers(len(centers)))
+        missing = {first}
+        if not subtle and rng.random() < 0.5 and first % count < count - 1:  # sometimes a neighbour too
+            missing.add(first + 1)
     elif kind == "bridged_ball":
         row, col = int(rng.integers(count)), int(rng.integers(count - 1))
         bridged = row * count + col
     pad_color = _jitter_color(rng, (75, 140, 195), 10).tolist()
     for index, (cx, cy) in enumerate(centers):
         cv2.circle(image, (cx, cy), int(radius * 0.92), pad_color, -1, cv2.LINE_AA)
-        if index == missing:
+        if index in missing:
             # Subtle: a flattened ball remnant rather than a bare pad.
             if subtle:
                 cv2.circle(image, (cx, cy), int(radius * 0.75), (150, 150, 148), -1, cv2.LINE_AA)
@@ -175,7 +189,7 @@ def _draw_bga(
         _paste_ball(image, cx, cy, radius)
     if bridged >= 0:
         (x0, y0), (x1, y1) = centers[bridged], centers[bridged + 1]
-        neck = max(2, int(radius * (0.45 if subtle else 0.95)))
+        neck = max(2, int(radius * (0.45 if subtle else 1.2)))
         cv2.line(image, (x0, y0), (x1, y1), (170, 172, 175), neck, cv2.LINE_AA)
         cv2.line(image, (x0, y0 - neck // 4), (x1, y1 - neck // 4), (215, 218, 222), max(1, neck // 4),
                  cv2.LINE_AA)
@@ -222,7 +236,7 @@ def _draw_wirebond(
                                             * rng.uniform(10, 18))[..., None]
     cv2.rectangle(image, (dx + 2, dy + 2), (dx + die - 3, dy + die - 3), (silicon + 40).tolist(), 1)
 
-    per_side = int(rng.integers(6, 10))
+    per_side = int(rng.integers(4, 7))
     pad = max(4, int(die * 0.055))
     inset = int(die * 0.07)
     finger_len, finger_w = int(side * 0.12), max(4, int(side * 0.028))
@@ -250,17 +264,21 @@ def _draw_wirebond(
         cv2.rectangle(image, (int(ax - pad / 2), int(ay - pad / 2)), (int(ax + pad / 2), int(ay + pad / 2)),
                       aluminium, -1)
 
-    missing = bridged = -1
+    missing: set[int] = set()
+    bridged = -1
     if kind == "missing_wire":
-        missing = int(rng.integers(len(pads_and_fingers)))
+        first = int(rng.integers(len(pads_and_fingers)))
+        missing = {first}
+        if not subtle:  # two neighbouring wires gone: a gap of two wire pitches
+            missing.add(first + 1 if first % per_side < per_side - 1 else first - 1)
     elif kind == "bridged_wire":
         bridged = int(rng.integers(len(pads_and_fingers) - 1))
         if bridged % per_side == per_side - 1:  # keep the neighbour on the same side
             bridged -= 1
-    thickness = max(1, int(round(1.6 * scale)))
+    thickness = max(2, int(round(4 * scale)))  # thick enough to survive the 96 px input
     wire_color = _jitter_color(rng, (95, 195, 230), 10).tolist()
     for index, ((ax, ay), (fx, fy), s) in enumerate(pads_and_fingers):
-        if index == missing:
+        if index in missing:
             if subtle:  # the ball bond stays; only the wire is gone
                 cv2.circle(image, (int(ax), int(ay)), max(2, pad // 3), (205, 215, 225), -1, cv2.LINE_AA)
             continue
@@ -269,7 +287,7 @@ def _draw_wirebond(
             # The wire sweeps sideways onto its neighbour's path.
             (nx, ny), (nfx, nfy), _ = pads_and_fingers[index + 1]
             target = ((nx + nfx) / 2, (ny + nfy) / 2)
-            reach = 0.55 if subtle else 1.1
+            reach = 0.55 if subtle else 1.3
             control = ((ax + fx) / 2 + reach * (target[0] - (ax + fx) / 2),
                        (ay + fy) / 2 + reach * (target[1] - (ay + fy) / 2))
         else:
@@ -309,27 +327,28 @@ def _draw_surface_defect(
     delta = np.zeros((height, width), np.float32)  # brightness change, added to all channels
     where = _random_point(layout.surface, rng)
     if kind == "scratch":
-        length = rng.uniform(30, 70) if subtle else rng.uniform(90, 260)
+        length = rng.uniform(30, 70) if subtle else rng.uniform(110, 260)
         angle = rng.uniform(0, np.pi)
         steps = np.linspace(-0.5, 0.5, 12)[:, None] * length * scale
         direction = np.array([np.cos(angle), np.sin(angle)])
         normal = np.array([-direction[1], direction[0]])
         wobble = np.cumsum(rng.normal(0, 0.8, (12, 1)), axis=0)
         points = np.round(where + steps * direction + wobble * normal).astype(np.int32)
-        cv2.polylines(delta, [points], False, float(rng.uniform(12, 20) if subtle else rng.uniform(35, 70)),
-                      1 if subtle else int(rng.integers(1, 3)), cv2.LINE_AA)
+        cv2.polylines(delta, [points], False, float(rng.uniform(12, 20) if subtle else rng.uniform(45, 80)),
+                      1 if subtle else max(2, int(rng.uniform(6, 11) * scale)), cv2.LINE_AA)
     elif kind == "crack":
-        _crack(delta, where, (rng.uniform(20, 45) if subtle else rng.uniform(60, 190)) * scale,
-               -(rng.uniform(18, 28) if subtle else rng.uniform(55, 95)), rng)
+        _crack(delta, where, (rng.uniform(20, 45) if subtle else rng.uniform(100, 220)) * scale,
+               -(rng.uniform(18, 28) if subtle else rng.uniform(60, 100)), rng,
+               1 if subtle else max(2, int(rng.uniform(5, 9) * scale)))
     elif kind == "particle":
         for _ in range(1 if subtle else int(rng.integers(1, 4))):
             center = where + rng.normal(0, 10 * scale, 2)
-            radius = (rng.uniform(1.5, 3) if subtle else rng.uniform(3, 9)) * scale
+            radius = (rng.uniform(1.5, 3) if subtle else rng.uniform(10, 18)) * scale
             blob = _blob(center, radius, 7, 0.35, rng)
             cv2.fillPoly(delta, [blob + np.array([2, 2], np.int32)], -18.0, cv2.LINE_AA)  # shadow
             cv2.fillPoly(delta, [blob], -(rng.uniform(20, 35) if subtle else rng.uniform(60, 100)), cv2.LINE_AA)
     elif kind == "void":
-        radius = (rng.uniform(3, 5) if subtle else rng.uniform(5, 13)) * scale
+        radius = (rng.uniform(3, 5) if subtle else rng.uniform(11, 22)) * scale
         center = tuple(int(v) for v in where)
         depth = rng.uniform(18, 30) if subtle else rng.uniform(50, 85)
         cv2.circle(delta, center, int(radius + 1), depth * 0.45, max(1, int(radius / 4)), cv2.LINE_AA)
@@ -343,7 +362,9 @@ def _draw_surface_defect(
     image += delta[..., None]
 
 
-def _crack(delta: np.ndarray, start: np.ndarray, length: float, depth: float, rng: np.random.Generator) -> None:
+def _crack(
+    delta: np.ndarray, start: np.ndarray, length: float, depth: float, rng: np.random.Generator, width: int = 1
+) -> None:
     """A jagged, sometimes branching fracture line, dark with a bright lip on one side."""
     branches = [(start, rng.uniform(0, 2 * np.pi), length)]
     while branches:
@@ -358,8 +379,9 @@ def _crack(delta: np.ndarray, start: np.ndarray, length: float, depth: float, rn
             if rng.random() < 0.06 and len(branches) < 2:
                 branches.append((point, heading + rng.choice([-1, 1]) * rng.uniform(0.5, 1.1), remaining * 0.5))
         line = np.round(np.array(points)).astype(np.int32)
-        cv2.polylines(delta, [line + np.array([1, 1], np.int32)], False, -depth * 0.35, 1, cv2.LINE_AA)
-        cv2.polylines(delta, [line], False, depth, 1, cv2.LINE_AA)
+        lip = np.array([1 + width // 2] * 2, np.int32)
+        cv2.polylines(delta, [line + lip], False, -depth * 0.35, width, cv2.LINE_AA)
+        cv2.polylines(delta, [line], False, depth, width, cv2.LINE_AA)
 
 
 def _blob(center: np.ndarray, radius: float, vertices: int, roughness: float, rng: np.random.Generator) -> np.ndarray:
@@ -379,7 +401,7 @@ def _contamination(
     for _ in range(int(rng.integers(1, 4))):  # satellite droplets
         cv2.fillPoly(mask, [_blob(where + rng.normal(0, radius, 2), radius * 0.3, 9, 0.4, rng)], 1.0, cv2.LINE_AA)
     mask = cv2.GaussianBlur(mask, (0, 0), radius * 0.18 + 1)
-    opacity = rng.uniform(0.1, 0.16) if subtle else rng.uniform(0.3, 0.55)
+    opacity = rng.uniform(0.1, 0.16) if subtle else rng.uniform(0.4, 0.65)
     tint = np.asarray([(35, 85, 125), (205, 205, 200), (30, 45, 55)][int(rng.integers(3))], np.float32)
     alpha = (mask * opacity)[..., None]
     image *= 1 - alpha
