@@ -90,9 +90,21 @@ class CoreError(Exception):
 
 def io_spec(image_size: int, embedding_dim: int, n_features: int) -> dict[str, Any]:
     """Tensor names, dtypes and per-frame shapes of the three Triton models."""
+    roi_input = {"name": ROI_INPUT, "dtype": "UINT8", "dims": [image_size, image_size, 3]}
+    param_inputs = [
+        {"name": PARAM_VALUES, "dtype": "FP32", "dims": [n_features]},
+        {"name": PARAM_MISSING, "dtype": "BOOL", "dims": [n_features]},
+    ]
+    # The ensemble answers with exactly what the fusion model computes.
+    verdict_outputs = [
+        {"name": DEFECT_PROBABILITY, "dtype": "FP32", "dims": [1]},
+        {"name": BRANCH_PROBABILITIES, "dtype": "FP32", "dims": [len(BRANCHES)]},
+        {"name": GATE_WEIGHTS, "dtype": "FP32", "dims": [len(BRANCHES)]},
+        {"name": KL_SCORES, "dtype": "FP32", "dims": [len(MODALITIES)]},
+    ]
     return {
         ENCODER_MODEL: {
-            "inputs": [{"name": ROI_INPUT, "dtype": "UINT8", "dims": [image_size, image_size, 3]}],
+            "inputs": [roi_input],
             "outputs": [
                 {"name": EMBEDDING, "dtype": "FP32", "dims": [embedding_dim]},
                 {"name": IMAGE_LOGIT, "dtype": "FP32", "dims": [1]},
@@ -102,28 +114,16 @@ def io_spec(image_size: int, embedding_dim: int, n_features: int) -> dict[str, A
             "inputs": [
                 {"name": EMBEDDING, "dtype": "FP32", "dims": [embedding_dim]},
                 {"name": IMAGE_LOGIT, "dtype": "FP32", "dims": [1]},
-                {"name": PARAM_VALUES, "dtype": "FP32", "dims": [n_features]},
-                {"name": PARAM_MISSING, "dtype": "BOOL", "dims": [n_features]},
+                *param_inputs,
             ],
-            "outputs": [
-                {"name": DEFECT_PROBABILITY, "dtype": "FP32", "dims": [1]},
-                {"name": BRANCH_PROBABILITIES, "dtype": "FP32", "dims": [len(BRANCHES)]},
-                {"name": GATE_WEIGHTS, "dtype": "FP32", "dims": [len(BRANCHES)]},
-                {"name": KL_SCORES, "dtype": "FP32", "dims": [len(MODALITIES)]},
-            ],
+            "outputs": verdict_outputs,
         },
         ENSEMBLE_MODEL: {
             "inputs": [
-                {"name": ROI_INPUT, "dtype": "UINT8", "dims": [image_size, image_size, 3]},
-                {"name": PARAM_VALUES, "dtype": "FP32", "dims": [n_features]},
-                {"name": PARAM_MISSING, "dtype": "BOOL", "dims": [n_features]},
+                roi_input,
+                *param_inputs,
             ],
-            "outputs": [
-                {"name": DEFECT_PROBABILITY, "dtype": "FP32", "dims": [1]},
-                {"name": BRANCH_PROBABILITIES, "dtype": "FP32", "dims": [len(BRANCHES)]},
-                {"name": GATE_WEIGHTS, "dtype": "FP32", "dims": [len(BRANCHES)]},
-                {"name": KL_SCORES, "dtype": "FP32", "dims": [len(MODALITIES)]},
-            ],
+            "outputs": verdict_outputs,
         },
     }
 
