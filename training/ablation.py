@@ -216,11 +216,7 @@ def write_plots(plots: dict, encoders: list[str], out: Path) -> list[Path]:
             ax.set_ylim(0, 1.02)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="lower left")
-        path = out / f"pr_curves_{enc}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out / f"pr_curves_{enc}.png"))
 
         fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
         cells = [("image only", "clean"), (FULL, "clean"), (FULL, "missing"), (FULL, "both")]
@@ -236,11 +232,7 @@ def write_plots(plots: dict, encoders: list[str], out: Path) -> list[Path]:
             ax.set_xticks([0, 1], ["pred good", "pred defect"])
             ax.set_yticks([0, 1], ["good", "defect"])
             ax.set_title(f"{'image only' if name == 'image only' else 'OANet'}, {cond}", fontsize=9)
-        path = out / f"confusion_{enc}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out / f"confusion_{enc}.png"))
 
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
         for b, ax in enumerate(axes):
@@ -250,12 +242,17 @@ def write_plots(plots: dict, encoders: list[str], out: Path) -> list[Path]:
                     ax.hist(item["weights"][:, b], bins=20, range=(0, 1), alpha=0.5, label=cond)
             ax.set_title(f"gate weight: {core.BRANCHES[b]} branch ({enc})", fontsize=9)
             ax.legend(fontsize=7)
-        path = out / f"gate_weights_{enc}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out / f"gate_weights_{enc}.png"))
     return written
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main(args: argparse.Namespace) -> int:

@@ -333,13 +333,9 @@ def verify_manifest(root: str | Path, manifest: Mapping[str, Any] | None = None)
     """
     root = Path(root)
     if manifest is None:
-        path = root / MANIFEST_FILE
-        if not path.is_file():
-            return [f"manifest not found: {path}"]
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            return [f"manifest {path} is unreadable: {exc}"]
+        manifest, problem = _read_manifest(root / MANIFEST_FILE)
+        if problem:
+            return [problem]
     files = manifest.get("files") if isinstance(manifest, Mapping) else None
     if not isinstance(files, Mapping) or not files:
         return ["manifest lists no files"]
@@ -359,14 +355,20 @@ def verify_version(version_dir: str | Path) -> list[str]:
     """Problems of one exported version (`REPO/oanet_fusion/<v>/manifest.json`, paths relative to
     REPO); [] when every listed file is present with its sha256."""
     version_dir = Path(version_dir)
-    path = version_dir / MANIFEST_FILE
-    if not path.is_file():
-        return [f"manifest not found: {path}"]
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return [f"manifest {path} is unreadable: {exc}"]
+    manifest, problem = _read_manifest(version_dir / MANIFEST_FILE)
+    if problem:
+        return [problem]
     return verify_manifest(version_dir.parent.parent, manifest)
+
+
+def _read_manifest(path: Path) -> tuple[Any, str | None]:
+    """(manifest, None), or (None, why it cannot be read)."""
+    if not path.is_file():
+        return None, f"manifest not found: {path}"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except (OSError, ValueError) as exc:
+        return None, f"manifest {path} is unreadable: {exc}"
 
 
 class FusionCore:
