@@ -1,8 +1,8 @@
-"""Image-encoder training (paper 4.1: SGD, lr 0.01, weight decay 5e-4, cross-entropy) and
-feature extraction.
+"""Image-encoder training (paper 4.1: SGD, lr 0.01, weight decay 5e-4, cross-entropy; AdamW for
+the compact CPU encoder, see `training.encoders.RECIPES`) and feature extraction.
 
 The binary cross-entropy on one logit is the two-class cross-entropy of the paper. SGD uses
-momentum 0.9 and a cosine learning-rate decay over the epochs (stateless per epoch, so a
+momentum 0.9; both optimisers follow a cosine learning-rate decay over the epochs (stateless per epoch, so a
 resumed run follows the same schedule). Augmentation: random flips and GridMask with
 probability `grid_mask` (robustness, paper 4.3). Batches are drawn from a generator seeded
 by (seed, epoch): a resumed run sees the same batches as an uninterrupted one.
@@ -38,8 +38,13 @@ def epoch_lr(base_lr: float, epoch: int, epochs: int) -> float:
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, epochs)))
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, momentum: float = 0.9,
+                   name: str = "sgd") -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}")
 
 
 @torch.no_grad()

@@ -30,7 +30,7 @@ from training.augment import grid_mask, ocr_dropout
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
 from training.cnn import build_encoder, extract, make_optimizer, train_cnn
 from training.data import DataBundle, Frames
-from training.encoders import MIN_IMAGE_SIZE, ImageEncoder
+from training.encoders import MIN_IMAGE_SIZE, RECIPES, ImageEncoder
 from training.errors import TrainingError
 from training.fusion import FusionOptions, FusionRows, fit_fusion, reference_stats, threshold_for_recall
 from training.metrics import binary_metrics, recall_by_cause
@@ -43,15 +43,26 @@ FUSION_DIR = "fusion"
 
 # Arguments that define a run (everything `train` accepts except where output goes and how).
 RUN_ARGS = (
-    "encoder", "image_size", "epochs", "batch_size", "lr", "weight_decay", "momentum", "embedding_dim", "seed",
+    "encoder", "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "embedding_dim", "seed",
     "align", "align_loss", "align_weight", "refine_rounds", "pca_components", "gate", "gate_margin",
     "gate_weights", "ocr_mask_rate", "grid_mask", "mask_copies", "target_recall", "folds", "tree_kinds",
     "tree_rounds", "features", "fusion_epochs", "image_target",
 )
 
 
+def apply_recipe(args: argparse.Namespace) -> None:
+    """Fill the optimiser settings the user left unset from the encoder's recipe."""
+    recipe = RECIPES[args.encoder]
+    for key in ("optimizer", "lr", "weight_decay"):
+        if getattr(args, key, None) is None:
+            setattr(args, key, getattr(recipe, key))
+
+
 def validate_args(args: argparse.Namespace) -> None:
+    apply_recipe(args)
     checks = [
+        (args.lr > 0, "--lr must be positive"),
+        (args.weight_decay >= 0, "--weight-decay must be >= 0"),
         (args.image_size >= MIN_IMAGE_SIZE[args.encoder],
          f"--image-size must be at least {MIN_IMAGE_SIZE[args.encoder]} for {args.encoder}"),
         (args.image_size <= 1024, "--image-size must be at most 1024"),
@@ -160,7 +171,7 @@ def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Pat
     set_seed(args.seed)
     train, val = bundle.splits["train"], bundle.splits["val"]
     model = build_encoder(args.encoder, args.embedding_dim, train.rois).to(args.device)
-    optimizer = make_optimizer(model, args.lr, args.weight_decay, args.momentum)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay, args.momentum, args.optimizer)
     start, history = 0, []
     if resume is not None:
         model.load_state_dict(resume["model"])

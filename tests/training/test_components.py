@@ -159,14 +159,14 @@ def test_alignment_loss_pulls_the_modalities_together():
     assert with_align[-1]["align_loss"] < 0.7 * without[-1]["align_loss"]
 
 
-@pytest.mark.parametrize("name,size", [("resnet18", 32), ("alexnet", 64), ("vgg16", 32)])
+@pytest.mark.parametrize("name,size", [("compact", 32), ("resnet18", 32), ("alexnet", 64), ("vgg16", 32)])
 def test_image_encoder_takes_uint8_nhwc_and_traces(tmp_path, name, size):
     torch.manual_seed(0)
     model = ImageEncoder(name, embedding_dim=8).eval()
     x = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
     emb, logit = model(x)
     assert emb.shape == (2, 8) and logit.shape == (2, 1)
-    if name == "resnet18":
+    if name in ("compact", "resnet18"):
         traced = export_torchscript(model, size, tmp_path / "enc.pt")
         loaded = torch.jit.load(str(tmp_path / "enc.pt"))
         e2, l2 = loaded(x)
