@@ -24,9 +24,9 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 
 class TritonPythonModel:
     def initialize(self, args):
-        import torch
-
         self.config, name, version, folder = serving.checked_version(pb_utils, args)
+        import torch  # after the checks: a refused version fails fast, without loading torch
+
         self.torch = torch
         self.device = torch.device(serving.torch_device(args["model_instance_kind"], args["model_instance_device_id"]))
         if self.device.type == "cuda":
