@@ -1,0 +1,286 @@
+"""`oanet bench triton`: throughput and latency of the served `oanet` ensemble per client
+concurrency, with Triton's dynamic batching on and off, and the in-process model (TorchScript
+CNN + `FusionCore`) on the same frames in the same run.
+
+Each mode gets its own tritonserver (the embedded stack's, on free ports) over the exported
+version: `on` serves the repository as exported, `off` a copy of the latest version whose
+encoder and fusion configs lack `dynamic_batching`, so every request runs alone. Load comes
+from the product's own client (`stream.triton_client.TritonClient`): `concurrency` tasks,
+each sending one frame per request back to back, as the stream worker does. The in-process
+baseline runs batches of `concurrency` frames, the batch Triton can form at that concurrency;
+it runs after the servers have stopped, so nothing else competes for the cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shutil
+import socket
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from oanet.errors import OanetError
+from triton_models.oanet_fusion import core, serving
+
+MODES = {"on": (True,), "off": (False,), "both": (True, False)}
+
+
+class BenchError(OanetError):
+    """The benchmark cannot run on the given repository or options."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Level:
+    """One measured concurrency level."""
+
+    mode: str  # "on" | "off" (dynamic batching) | "in-process"
+    concurrency: int
+    frames: int
+    seconds: float
+    latencies_ms: tuple[float, ...] = ()
+
+    @property
+    def throughput(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+def parse_concurrency(text: str) -> list[int]:
+    try:
+        levels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise BenchError(f"--concurrency must be comma-separated integers, got {text!r}") from None
+    if not levels or min(levels) < 1:
+        raise BenchError(f"--concurrency needs integers of at least 1, got {text!r}")
+    return levels
+
+
+# --------------------------------------------------------------------------- repository
+
+
+def latest_version(repo: Path) -> int:
+    from training.export import verify_export
+
+    problems = verify_export(repo)
+    if problems:
+        raise BenchError(f"{repo} cannot be served: {'; '.join(problems)}")
+    version = serving.served_versions(repo)[core.FUSION_MODEL]
+    assert version is not None  # verify_export found a version
+    return version
+
+
+def read_config(path: Path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    try:
+        return text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
+    except (OSError, text_format.ParseError) as exc:
+        raise BenchError(f"cannot read {path}: {exc}") from None
+
+
+def check_servable(repo: Path) -> None:
+    encoder = read_config(repo / core.ENCODER_MODEL / "config.pbtxt")
+    if encoder.backend != "python":
+        raise BenchError(f"{core.ENCODER_MODEL} is exported for backend {encoder.backend!r}; the embedded Triton has "
+                         "only the Python backend: export with --cnn-backend python")
+
+
+def unbatched_copy(repo: Path, version: int, target: Path) -> Path:
+    """The latest version of `repo` in `target`, with dynamic batching off in every config."""
+    from google.protobuf import text_format
+
+    for model in serving.MODELS:
+        shutil.copytree(repo / model / str(version), target / model / str(version))
+        config = read_config(repo / model / "config.pbtxt")
+        config.ClearField("dynamic_batching")
+        (target / model / "config.pbtxt").write_text(
+            text_format.MessageToString(config, use_short_repeated_primitives=True), encoding="utf-8")
+    return target
+
+
+def bench_frames(version_dir: Path, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames the model can take: random object ROIs, parameters drawn around the training
+    means with about 10% of the fields missing."""
+    fusion = core.FusionCore.load(version_dir)
+    rng = np.random.default_rng(seed)
+    size, n_features = int(fusion.config["image_size"]), len(fusion.feature_names)
+    rois = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    values = (fusion.w["feat_mean"] + fusion.w["feat_std"] * rng.normal(size=(count, n_features))).astype(np.float32)
+    missing = rng.random((count, n_features)) < 0.1
+    values[missing] = np.nan
+    return rois, values, missing
+
+
+# --------------------------------------------------------------------------- Triton
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve(repo: Path, state_dir: Path) -> Iterator[str]:
+    """A tritonserver on free ports serving `repo`; yields its gRPC address."""
+    from deploy.embedded.stack import EmbeddedStack
+    from oanet.settings import StackSettings
+
+    settings = StackSettings(state_dir=state_dir, broker_port=_free_port(), triton_http_port=_free_port(),
+                             triton_grpc_port=_free_port(), triton_metrics_port=_free_port(),
+                             model_repository=repo, startup_timeout_s=300)
+    stack = EmbeddedStack(settings)
+    stack.up()
+    try:
+        yield f"{settings.host}:{settings.triton_grpc_port}"
+    finally:
+        stack.down()
+
+
+async def _drive(url: str, frames: tuple[np.ndarray, ...], levels: list[int], seconds: float, warmup_s: float,
+                 mode: str, progress) -> list[Level]:
+    from oanet.settings import TritonSettings
+    from stream.triton_client import TritonClient
+
+    rois, values, missing = frames
+    settings = TritonSettings(url=url, max_in_flight=max(levels), request_timeout_s=120, ready_timeout_s=300)
+    results = []
+    async with TritonClient(settings) as client:
+        await client.wait_ready()
+
+        async def worker(index: int, stride: int, until: float, latencies: list[float] | None) -> int:
+            done = 0
+            while time.perf_counter() < until:
+                j = (index + done * stride) % len(rois)
+                start = time.perf_counter()
+                await client.infer(rois[j : j + 1], values[j : j + 1], missing[j : j + 1])
+                if latencies is not None:
+                    latencies.append((time.perf_counter() - start) * 1000.0)
+                done += 1
+            return done
+
+        for concurrency in levels:
+            # Warm-up at this concurrency: TorchScript specialises per batch shape on first use.
+            until = time.perf_counter() + warmup_s
+            await asyncio.gather(*(worker(k, concurrency, until, None) for k in range(concurrency)))
+            latencies: list[float] = []
+            start = time.perf_counter()
+            counts = await asyncio.gather(*(worker(k, concurrency, start + seconds, latencies)
+                                            for k in range(concurrency)))
+            elapsed = time.perf_counter() - start
+            level = Level(mode, concurrency, sum(counts), elapsed, tuple(latencies))
+            progress(f"batching {mode:3s} concurrency {concurrency:3d}: {level.throughput:8.1f} frames/s")
+            results.append(level)
+    return results
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def in_process(repo: Path, version: int, frames: tuple[np.ndarray, ...], levels: list[int], seconds: float,
+               device: str) -> list[Level]:
+    """The training-side model on batches of `concurrency` frames (per-batch latency)."""
+    import warnings
+
+    import torch
+
+    rois, values, missing = frames
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.14 flags torch.jit as deprecated
+        encoder = torch.jit.load(str(repo / core.ENCODER_MODEL / str(version) / "model.pt"), map_location=device)
+    fusion = core.FusionCore.load(repo / core.FUSION_MODEL / str(version))
+    results = []
+    for batch in levels:
+        index = np.arange(batch) % len(rois)
+        x = torch.from_numpy(rois[index]).to(device)
+
+        def once() -> None:
+            with torch.inference_mode():
+                embedding, logit = encoder(x)
+            fusion.predict(embedding.float().cpu().numpy(), logit.float().cpu().numpy()[:, 0], values[index],
+                           missing[index])
+
+        once()
+        once()  # warm-up: TorchScript specialises on the first calls
+        latencies, done = [], 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            once()
+            latencies.append((time.perf_counter() - t0) * 1000.0)
+            done += batch
+        results.append(Level("in-process", batch, done, time.perf_counter() - start, tuple(latencies)))
+    return results
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine_line(device: str) -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    gpu = ""
+    if device.startswith("cuda"):
+        import torch
+
+        gpu = f", GPU {torch.cuda.get_device_name(0)}"
+    return f"machine: {platform.machine()} {platform.system()}, {cores} CPU cores{gpu}; load average {load}"
+
+
+def report(levels: list[int], served: dict[str, list[Level]], local: list[Level]) -> list[str]:
+    lines = [f"{'mode':12s} {'conc':>4s} {'frames/s':>9s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'frames':>7s}"]
+    for mode_levels in [*served.values(), local]:
+        for level in mode_levels:
+            name = level.mode if level.mode == "in-process" else f"batching {level.mode}"
+            lines.append(f"{name:12s} {level.concurrency:4d} {level.throughput:9.1f} {level.percentile(50):8.2f} "
+                         f"{level.percentile(95):8.2f} {level.percentile(99):8.2f} {level.frames:7d}")
+    lines.append("(in-process: batches of `conc` frames, latency per batch)")
+    on, off = served.get("on"), served.get("off")
+    if on and off:
+        for a, b in zip(on, off, strict=True):
+            lines.append(f"dynamic batching on/off at concurrency {a.concurrency:3d}: throughput x{a.throughput / b.throughput:.2f} "
+                         f"(p95 {a.percentile(95):.1f} ms on, {b.percentile(95):.1f} ms off)")
+    for level, base in zip(on or off or [], local, strict=False):
+        lines.append(f"Triton (batching {level.mode}) / in-process at {level.concurrency:3d} frames: "
+                     f"{level.throughput / base.throughput:.2f} of the in-process throughput")
+    return lines
+
+
+def run(repo: Path, levels: list[int], batching: str, seconds: float, warmup_s: float,
+        progress=print) -> list[str]:
+    if seconds <= 0 or warmup_s < 0:
+        raise BenchError("--seconds must be positive and --warmup not negative")
+    if not repo.is_dir():
+        raise BenchError(f"model repository not found: {repo}")
+    version = latest_version(repo)
+    check_servable(repo)
+    encoder = read_config(repo / core.ENCODER_MODEL / "config.pbtxt")
+    gpu = any(g.kind == g.KIND_GPU for g in encoder.instance_group)
+    device = "cuda" if gpu else "cpu"
+    frames = bench_frames(repo / core.FUSION_MODEL / str(version), 256)
+    progress(machine_line(device))
+    progress(f"repository {repo} version {version}: image {frames[0].shape[1]} px, {frames[1].shape[1]} parameters; "
+             f"{seconds:g} s per level after {warmup_s:g} s warm-up")
+    served: dict[str, list[Level]] = {}
+    with tempfile.TemporaryDirectory(prefix="oanet-bench-") as tmp:
+        for dynamic in MODES[batching]:
+            mode = "on" if dynamic else "off"
+            target = repo if dynamic else unbatched_copy(repo, version, Path(tmp) / "unbatched")
+            with serve(target, Path(tmp) / f"stack-{mode}") as url:
+                served[mode] = asyncio.run(_drive(url, frames, levels, seconds, warmup_s, mode, progress))
+    local = in_process(repo, version, frames, levels, seconds, device)
+    progress(machine_line(device))
+    return report(levels, served, local)
