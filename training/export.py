@@ -45,10 +45,11 @@ SOURCE_DIR = Path(core.__file__).parent  # triton_models/oanet_fusion
 ENCODER_SOURCE_DIR = SOURCE_DIR.parent / "oanet_image_encoder"  # its Python-backend runner
 CNN_BACKENDS = ("python", "libtorch")
 DEVICES = ("cpu", "gpu")
-# Measured with `oanet bench triton` (docs/benchmarks.md): on CPU the queue fills by itself under
-# load, so a short delay only lets a batch wait for one more frame.
-DEFAULT_PREFERRED_BATCH_SIZES = (4, 8, 16, 32)
-DEFAULT_MAX_QUEUE_DELAY_US = 500
+# Chosen with `oanet bench triton` (docs/benchmarks.md): each Python-backend execution has a fixed
+# cost, so on CPU the scheduler does best waiting up to 1 ms for a batch of 16 or more rather than
+# sending out every 4 frames it finds queued; when load is light a frame waits at most that 1 ms.
+DEFAULT_PREFERRED_BATCH_SIZES = (16, 32, 64)
+DEFAULT_MAX_QUEUE_DELAY_US = 1000
 
 
 def existing_versions(repo: Path) -> set[int]:
@@ -68,9 +69,14 @@ class ServingOptions:
     device: str = "cpu"  # cpu | gpu: instance kind of the CNN (the fusion stage is numpy: always CPU)
     max_batch: int = 64
     instances: int = 1  # per model (per GPU for KIND_GPU)
-    preferred_batch_sizes: tuple[int, ...] = DEFAULT_PREFERRED_BATCH_SIZES
+    preferred_batch_sizes: tuple[int, ...] = DEFAULT_PREFERRED_BATCH_SIZES  # see default_batch_sizes
     max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US
-    cpu_threads: int = 0  # per instance; 0: the cores shared out among the instances
+    # Threads per instance (torch, LightGBM); 0: the cores shared out among the model's instances.
+    # 1 by default: the CNN runner, the fusion stage and the clients share the cores, and OpenMP
+    # threads that wait on each other collapse under such contention (measured on 2 cores: a
+    # 32 px ResNet-18 batch took 587 ms with 2 threads against 7.7 ms with 1; docs/benchmarks.md).
+    # Scale with --instances; raise it on machines with cores to spare.
+    cpu_threads: int = 1
     dynamic_batching: bool = True
 
     def problems(self) -> list[str]:
@@ -87,6 +93,11 @@ class ServingOptions:
         if self.max_queue_delay_us < 0 or self.cpu_threads < 0:
             found.append("--max-queue-delay-us and --cpu-threads must not be negative")
         return found
+
+
+def default_batch_sizes(max_batch: int) -> tuple[int, ...]:
+    """The default preferred batch sizes that fit `max_batch` (at least `max_batch` itself)."""
+    return tuple(b for b in DEFAULT_PREFERRED_BATCH_SIZES if b <= max_batch) or (max_batch,)
 
 
 def _add_tensors(target, tensors: list[dict]) -> None:
@@ -311,8 +322,9 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.run is None:
         raise ExportError("--run is required (unless --verify)")
+    sizes = default_batch_sizes(args.max_batch) if args.preferred_batch_sizes is None else args.preferred_batch_sizes
     opts = ServingOptions(cnn_backend=args.cnn_backend, device=args.device, max_batch=args.max_batch,
-                          instances=args.instances, preferred_batch_sizes=tuple(args.preferred_batch_sizes),
+                          instances=args.instances, preferred_batch_sizes=tuple(sizes),
                           max_queue_delay_us=args.max_queue_delay_us, cpu_threads=args.cpu_threads)
     version, notes = export_run(Path(args.run), repo, args.version, options=opts)
     print(f"exported {args.run} as version {version} of {repo} "

@@ -191,17 +191,19 @@ async def _drive(url: str, frames: tuple[np.ndarray, ...], levels: list[int], se
 
 
 def in_process(repo: Path, version: int, frames: tuple[np.ndarray, ...], levels: list[int], seconds: float,
-               device: str) -> list[Level]:
-    """The training-side model on batches of `concurrency` frames (per-batch latency)."""
+               device: str, threads: int) -> list[Level]:
+    """The training-side model on batches of `concurrency` frames (per-batch latency), with the
+    thread count of the served instances."""
     import warnings
 
     import torch
 
     rois, values, missing = frames
+    torch.set_num_threads(threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch 2.14 flags torch.jit as deprecated
         encoder = torch.jit.load(str(repo / core.ENCODER_MODEL / str(version) / "model.pt"), map_location=device)
-    fusion = core.FusionCore.load(repo / core.FUSION_MODEL / str(version))
+    fusion = core.FusionCore.load(repo / core.FUSION_MODEL / str(version), num_threads=threads)
     results = []
     for batch in levels:
         index = np.arange(batch) % len(rois)
@@ -267,13 +269,17 @@ def run(repo: Path, levels: list[int], batching: str, seconds: float, warmup_s: 
         raise BenchError(f"model repository not found: {repo}")
     version = latest_version(repo)
     check_servable(repo)
+    from google.protobuf import json_format
+
     encoder = read_config(repo / core.ENCODER_MODEL / "config.pbtxt")
     gpu = any(g.kind == g.KIND_GPU for g in encoder.instance_group)
     device = "cuda" if gpu else "cpu"
+    threads = serving.cpu_threads(json_format.MessageToDict(encoder, preserving_proto_field_name=True))
     frames = bench_frames(repo / core.FUSION_MODEL / str(version), 256)
-    progress(machine_line(device))
-    progress(f"repository {repo} version {version}: image {frames[0].shape[1]} px, {frames[1].shape[1]} parameters; "
-             f"{seconds:g} s per level after {warmup_s:g} s warm-up")
+    started = machine_line(device)
+    progress(started)
+    progress(f"repository {repo} version {version}: image {frames[0].shape[1]} px, {frames[1].shape[1]} parameters, "
+             f"{threads} thread(s) per instance; {seconds:g} s per level after {warmup_s:g} s warm-up")
     served: dict[str, list[Level]] = {}
     with tempfile.TemporaryDirectory(prefix="oanet-bench-") as tmp:
         for dynamic in MODES[batching]:
@@ -281,6 +287,7 @@ def run(repo: Path, levels: list[int], batching: str, seconds: float, warmup_s: 
             target = repo if dynamic else unbatched_copy(repo, version, Path(tmp) / "unbatched")
             with serve(target, Path(tmp) / f"stack-{mode}") as url:
                 served[mode] = asyncio.run(_drive(url, frames, levels, seconds, warmup_s, mode, progress))
-    local = in_process(repo, version, frames, levels, seconds, device)
-    progress(machine_line(device))
-    return report(levels, served, local)
+    local = in_process(repo, version, frames, levels, seconds, device, threads)
+    return [f"{started} at the start, {machine_line(device).rsplit('; ', 1)[1]} at the end",
+            f"repository {repo} version {version}: {frames[0].shape[1]} px object ROI, {threads} thread(s) per "
+            f"instance, {seconds:g} s per level", *report(levels, served, local)]

@@ -80,7 +80,9 @@ def test_export_option_defaults_mirror_the_export_module():
     options.add_export_parser(parser.add_subparsers())
     args = parser.parse_args(["export", "--repo", "r"])
     defaults = export.ServingOptions()
-    assert args.preferred_batch_sizes == defaults.preferred_batch_sizes
+    assert args.preferred_batch_sizes is None  # export.default_batch_sizes(--max-batch)
+    assert export.default_batch_sizes(args.max_batch) == defaults.preferred_batch_sizes
+    assert export.default_batch_sizes(32) == (16, 32) and export.default_batch_sizes(8) == (8,)
     assert args.max_queue_delay_us == defaults.max_queue_delay_us
     assert (args.max_batch, args.instances, args.cpu_threads) == (defaults.max_batch, defaults.instances,
                                                                   defaults.cpu_threads)
@@ -115,4 +117,4 @@ def test_export_writes_parsable_configs_and_runner_files_into_the_manifest(serve
     assert parse((repo / "oanet_fusion/config.pbtxt").read_text()).parameters["oanet_version"].string_value == "2"
     assert any("is not the latest" in note for note in notes)
     with pytest.raises(ExportError, match="--preferred-batch-sizes"):
-        export.export_run(served_run, repo, options=export.ServingOptions(max_batch=4))
+        export.export_run(served_run, repo, options=export.ServingOptions(max_batch=32))

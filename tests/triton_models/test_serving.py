@@ -99,7 +99,7 @@ def test_cpu_threads_shares_the_cores_among_cpu_instances():
     assert serving.cpu_threads(config(16), cpu_count=8) == 1
     assert serving.cpu_threads(config(4, threads="3"), cpu_count=8) == 3
     assert serving.cpu_threads(config(2, kind="KIND_GPU"), cpu_count=8) == 8
-    assert serving.cpu_threads({}, cpu_count=2) == 2
+    assert serving.cpu_threads({}, cpu_count=2) == 1
     with pytest.raises(ValueError, match="cpu_threads must be an integer"):
         serving.cpu_threads(config(1, threads="many"))
 

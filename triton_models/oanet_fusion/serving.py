@@ -41,7 +41,7 @@ ENCODER_INPUTS = (core.ROI_INPUT,)
 # config.pbtxt `parameters` of oanet_fusion that describe the served version to clients; the
 # fusion model refuses to load when they disagree with its own artifacts.
 INFO_KEYS = ("oanet_version", "feature_names", "image_size", "embedding_dim", "threshold")
-CPU_THREADS = "cpu_threads"  # threads per instance; "0" = the machine's cores / instances
+CPU_THREADS = "cpu_threads"  # threads per instance; "0" = the machine's cores / instances; absent = 1
 GATE_METRIC = "oanet_gate_deactivations_total"
 MODELS = (core.ENCODER_MODEL, core.FUSION_MODEL, core.ENSEMBLE_MODEL)
 
@@ -135,9 +135,9 @@ def parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def cpu_threads(model_config: Mapping[str, Any], cpu_count: int | None = None) -> int:
-    """Threads for one instance: the `cpu_threads` parameter, or (when 0) the cores shared out
-    among the model's CPU instances, so several instances do not oversubscribe the machine."""
-    value = parameters(model_config).get(CPU_THREADS, "0") or "0"
+    """Threads for one instance: the `cpu_threads` parameter (1 when absent), or, when it is 0,
+    the cores shared out among the model's CPU instances."""
+    value = parameters(model_config).get(CPU_THREADS, "1") or "1"
     try:
         requested = int(value)
     except ValueError:
