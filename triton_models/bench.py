@@ -48,6 +48,7 @@ class Level:
     frames: int
     seconds: float
     latencies_ms: tuple[float, ...] = ()
+    mean_batch: float = float("nan")  # frames per CNN execution
 
     @property
     def throughput(self) -> float:
@@ -133,9 +134,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def executions(metrics_url: str, model: str) -> tuple[float, float]:
+    """(inferences, executions) Triton counted for `model` so far: their ratio is the batch size."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    totals = {"nv_inference_count": 0.0, "nv_inference_exec_count": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.name.removesuffix("_total")  # the parser names counters <name>_total
+            if name in totals and sample.labels.get("model") == model:
+                totals[name] += sample.value
+    return totals["nv_inference_count"], totals["nv_inference_exec_count"]
+
+
 @contextmanager
-def serve(repo: Path, state_dir: Path) -> Iterator[str]:
-    """A tritonserver on free ports serving `repo`; yields its gRPC address."""
+def serve(repo: Path, state_dir: Path) -> Iterator[tuple[str, str]]:
+    """A tritonserver on free ports serving `repo`; yields its gRPC address and metrics URL."""
     from deploy.embedded.stack import EmbeddedStack
     from oanet.settings import StackSettings
 
@@ -145,13 +163,13 @@ def serve(repo: Path, state_dir: Path) -> Iterator[str]:
     stack = EmbeddedStack(settings)
     stack.up()
     try:
-        yield f"{settings.host}:{settings.triton_grpc_port}"
+        yield f"{settings.host}:{settings.triton_grpc_port}", f"http://{settings.host}:{settings.triton_metrics_port}/metrics"
     finally:
         stack.down()
 
 
-async def _drive(url: str, frames: tuple[np.ndarray, ...], levels: list[int], seconds: float, warmup_s: float,
-                 mode: str, progress) -> list[Level]:
+async def _drive(url: str, metrics_url: str, frames: tuple[np.ndarray, ...], levels: list[int], seconds: float,
+                 warmup_s: float, mode: str, progress) -> list[Level]:
     from oanet.settings import TritonSettings
     from stream.triton_client import TritonClient
 
@@ -177,11 +195,14 @@ async def _drive(url: str, frames: tuple[np.ndarray, ...], levels: list[int], se
             until = time.perf_counter() + warmup_s
             await asyncio.gather(*(worker(k, concurrency, until, None) for k in range(concurrency)))
             latencies: list[float] = []
+            before = executions(metrics_url, core.ENCODER_MODEL)
             start = time.perf_counter()
             counts = await asyncio.gather(*(worker(k, concurrency, start + seconds, latencies)
                                             for k in range(concurrency)))
             elapsed = time.perf_counter() - start
-            level = Level(mode, concurrency, sum(counts), elapsed, tuple(latencies))
+            after = executions(metrics_url, core.ENCODER_MODEL)
+            batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+            level = Level(mode, concurrency, sum(counts), elapsed, tuple(latencies), batch)
             progress(f"batching {mode:3s} concurrency {concurrency:3d}: {level.throughput:8.1f} frames/s")
             results.append(level)
     return results
@@ -224,7 +245,7 @@ def in_process(repo: Path, version: int, frames: tuple[np.ndarray, ...], levels:
             once()
             latencies.append((time.perf_counter() - t0) * 1000.0)
             done += batch
-        results.append(Level("in-process", batch, done, time.perf_counter() - start, tuple(latencies)))
+        results.append(Level("in-process", batch, done, time.perf_counter() - start, tuple(latencies), batch))
     return results
 
 
@@ -243,13 +264,15 @@ def machine_line(device: str) -> str:
 
 
 def report(levels: list[int], served: dict[str, list[Level]], local: list[Level]) -> list[str]:
-    lines = [f"{'mode':12s} {'conc':>4s} {'frames/s':>9s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'frames':>7s}"]
+    lines = [f"{'mode':12s} {'conc':>4s} {'frames/s':>9s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'frames':>7s} "
+             f"{'batch':>6s}"]
     for mode_levels in [*served.values(), local]:
         for level in mode_levels:
             name = level.mode if level.mode == "in-process" else f"batching {level.mode}"
             lines.append(f"{name:12s} {level.concurrency:4d} {level.throughput:9.1f} {level.percentile(50):8.2f} "
-                         f"{level.percentile(95):8.2f} {level.percentile(99):8.2f} {level.frames:7d}")
-    lines.append("(in-process: batches of `conc` frames, latency per batch)")
+                         f"{level.percentile(95):8.2f} {level.percentile(99):8.2f} {level.frames:7d} "
+                         f"{level.mean_batch:6.1f}")
+    lines.append("(batch: mean frames per CNN execution; in-process: batches of `conc` frames, latency per batch)")
     on, off = served.get("on"), served.get("off")
     if on and off:
         for a, b in zip(on, off, strict=True):
@@ -285,8 +308,9 @@ def run(repo: Path, levels: list[int], batching: str, seconds: float, warmup_s: 
         for dynamic in MODES[batching]:
             mode = "on" if dynamic else "off"
             target = repo if dynamic else unbatched_copy(repo, version, Path(tmp) / "unbatched")
-            with serve(target, Path(tmp) / f"stack-{mode}") as url:
-                served[mode] = asyncio.run(_drive(url, frames, levels, seconds, warmup_s, mode, progress))
+            with serve(target, Path(tmp) / f"stack-{mode}") as (url, metrics_url):
+                served[mode] = asyncio.run(_drive(url, metrics_url, frames, levels, seconds, warmup_s, mode,
+                                                  progress))
     local = in_process(repo, version, frames, levels, seconds, device, threads)
     return [f"{started} at the start, {machine_line(device).rsplit('; ', 1)[1]} at the end",
             f"repository {repo} version {version}: {frames[0].shape[1]} px object ROI, {threads} thread(s) per "

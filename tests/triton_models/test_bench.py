@@ -22,8 +22,9 @@ def test_bench_prints_a_row_per_mode_and_concurrency_and_the_ratios(served_repo:
     out = capsys.readouterr().out
     for mode in ("batching on", "batching off", "in-process"):
         for concurrency in (1, 3):
-            assert re.search(rf"^{mode} +{concurrency} +\d+\.\d +\d+\.\d\d +\d+\.\d\d +\d+\.\d\d +\d+$", out,
-                             re.MULTILINE), (mode, concurrency, out)
+            assert re.search(rf"^{mode} +{concurrency} +\d+\.\d +\d+\.\d\d +\d+\.\d\d +\d+\.\d\d +\d+ +\d+\.\d$",
+                             out, re.MULTILINE), (mode, concurrency, out)
+    assert re.search(r"^batching off +3 .* 1\.0$", out, re.MULTILINE)  # without dynamic batching: one frame a run
     assert re.search(r"^dynamic batching on/off at concurrency +3: throughput x\d+\.\d\d \(p95 ", out, re.MULTILINE)
     assert re.search(r"^Triton \(batching on\) / in-process at +3 frames: \d+\.\d\d of", out, re.MULTILINE)
 
