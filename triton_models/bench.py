@@ -2,13 +2,14 @@
 concurrency, with Triton's dynamic batching on and off, and the in-process model (TorchScript
 CNN + `FusionCore`) on the same frames in the same run.
 
-Each mode gets its own tritonserver (the embedded stack's, on free ports) over the exported
-version: `on` serves the repository as exported, `off` a copy of the latest version whose
-encoder and fusion configs lack `dynamic_batching`, so every request runs alone. Load comes
-from the product's own client (`stream.triton_client.TritonClient`): `concurrency` tasks,
-each sending one frame per request back to back, as the stream worker does. The in-process
-baseline runs batches of `concurrency` frames, the batch Triton can form at that concurrency;
-it runs after the servers have stopped, so nothing else competes for the cores.
+`on` serves the repository as exported, `off` a copy of its latest version whose encoder and
+fusion configs lack `dynamic_batching`, so every request runs alone; each has its own
+tritonserver (the embedded stack's, on free ports), and both stay up, idle while the other is
+measured. Load comes from the product's own client (`stream.triton_client.TritonClient`):
+`concurrency` tasks, each sending one frame per request back to back, as the stream worker
+does. The in-process baseline runs batches of `concurrency` frames, the batch Triton could
+form at that concurrency, with the served thread count. The three alternate level by level,
+so a change in the machine's load (it is shared) hits them alike.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import shutil
 import socket
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -168,73 +169,94 @@ def serve(repo: Path, state_dir: Path) -> Iterator[tuple[str, str]]:
         stack.down()
 
 
-async def _drive(url: str, metrics_url: str, frames: tuple[np.ndarray, ...], levels: list[int], seconds: float,
-                 warmup_s: float, mode: str, progress) -> list[Level]:
+async def _measure(client, metrics_url: str, frames: tuple[np.ndarray, ...], concurrency: int, seconds: float,
+                   warmup_s: float, mode: str) -> Level:
+    """`concurrency` tasks sending one frame per request back to back, as the stream worker does."""
+    rois, values, missing = frames
+
+    async def worker(index: int, until: float, latencies: list[float] | None) -> int:
+        done = 0
+        while time.perf_counter() < until:
+            j = (index + done * concurrency) % len(rois)
+            start = time.perf_counter()
+            await client.infer(rois[j : j + 1], values[j : j + 1], missing[j : j + 1])
+            if latencies is not None:
+                latencies.append((time.perf_counter() - start) * 1000.0)
+            done += 1
+        return done
+
+    # Warm-up at this concurrency: TorchScript specialises on the batch shapes it meets first.
+    until = time.perf_counter() + warmup_s
+    await asyncio.gather(*(worker(k, until, None) for k in range(concurrency)))
+    latencies: list[float] = []
+    before = executions(metrics_url, core.ENCODER_MODEL)
+    start = time.perf_counter()
+    counts = await asyncio.gather(*(worker(k, start + seconds, latencies) for k in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    after = executions(metrics_url, core.ENCODER_MODEL)
+    batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+    return Level(mode, concurrency, sum(counts), elapsed, tuple(latencies), batch)
+
+
+async def _interleaved(servers: dict[str, tuple[str, str]], local: InProcess, frames: tuple[np.ndarray, ...],
+                       levels: list[int], seconds: float, warmup_s: float,
+                       progress) -> tuple[dict[str, list[Level]], list[Level]]:
     from oanet.settings import TritonSettings
     from stream.triton_client import TritonClient
 
-    rois, values, missing = frames
-    settings = TritonSettings(url=url, max_in_flight=max(levels), request_timeout_s=120, ready_timeout_s=300)
-    results = []
-    async with TritonClient(settings) as client:
-        await client.wait_ready()
-
-        async def worker(index: int, stride: int, until: float, latencies: list[float] | None) -> int:
-            done = 0
-            while time.perf_counter() < until:
-                j = (index + done * stride) % len(rois)
-                start = time.perf_counter()
-                await client.infer(rois[j : j + 1], values[j : j + 1], missing[j : j + 1])
-                if latencies is not None:
-                    latencies.append((time.perf_counter() - start) * 1000.0)
-                done += 1
-            return done
-
+    clients = {mode: TritonClient(TritonSettings(url=url, max_in_flight=max(levels), request_timeout_s=120,
+                                                 ready_timeout_s=300))
+               for mode, (url, _) in servers.items()}
+    served: dict[str, list[Level]] = {mode: [] for mode in servers}
+    in_process: list[Level] = []
+    try:
+        for client in clients.values():
+            await client.wait_ready()
         for concurrency in levels:
-            # Warm-up at this concurrency: TorchScript specialises per batch shape on first use.
-            until = time.perf_counter() + warmup_s
-            await asyncio.gather(*(worker(k, concurrency, until, None) for k in range(concurrency)))
-            latencies: list[float] = []
-            before = executions(metrics_url, core.ENCODER_MODEL)
-            start = time.perf_counter()
-            counts = await asyncio.gather(*(worker(k, concurrency, start + seconds, latencies)
-                                            for k in range(concurrency)))
-            elapsed = time.perf_counter() - start
-            after = executions(metrics_url, core.ENCODER_MODEL)
-            batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-            level = Level(mode, concurrency, sum(counts), elapsed, tuple(latencies), batch)
-            progress(f"batching {mode:3s} concurrency {concurrency:3d}: {level.throughput:8.1f} frames/s")
-            results.append(level)
-    return results
+            for mode, client in clients.items():
+                level = await _measure(client, servers[mode][1], frames, concurrency, seconds, warmup_s, mode)
+                progress(f"batching {mode:3s} concurrency {concurrency:3d}: {level.throughput:8.1f} frames/s")
+                served[mode].append(level)
+            # blocks the event loop on purpose: nothing else may run while the baseline is measured
+            in_process.append(local.measure(concurrency, seconds))
+            progress(f"in-process   batch {concurrency:5d}: {in_process[-1].throughput:8.1f} frames/s")
+    finally:
+        for client in clients.values():
+            await client.close()
+    return served, in_process
 
 
 # --------------------------------------------------------------------------- in-process
 
 
-def in_process(repo: Path, version: int, frames: tuple[np.ndarray, ...], levels: list[int], seconds: float,
-               device: str, threads: int) -> list[Level]:
-    """The training-side model on batches of `concurrency` frames (per-batch latency), with the
-    thread count of the served instances."""
-    import warnings
+class InProcess:
+    """The training-side model (TorchScript CNN + FusionCore) on batches of `concurrency` frames,
+    with the thread count of the served instances; latency per batch."""
 
-    import torch
+    def __init__(self, repo: Path, version: int, frames: tuple[np.ndarray, ...], device: str, threads: int):
+        import warnings
 
-    rois, values, missing = frames
-    torch.set_num_threads(threads)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch 2.14 flags torch.jit as deprecated
-        encoder = torch.jit.load(str(repo / core.ENCODER_MODEL / str(version) / "model.pt"), map_location=device)
-    fusion = core.FusionCore.load(repo / core.FUSION_MODEL / str(version), num_threads=threads)
-    results = []
-    for batch in levels:
+        import torch
+
+        self.torch, self.frames, self.device = torch, frames, device
+        torch.set_num_threads(threads)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch 2.14 flags torch.jit as deprecated
+            self.encoder = torch.jit.load(str(repo / core.ENCODER_MODEL / str(version) / "model.pt"),
+                                          map_location=device)
+        self.fusion = core.FusionCore.load(repo / core.FUSION_MODEL / str(version), num_threads=threads)
+
+    def measure(self, batch: int, seconds: float) -> Level:
+        torch = self.torch
+        rois, values, missing = self.frames
         index = np.arange(batch) % len(rois)
-        x = torch.from_numpy(rois[index]).to(device)
+        x = torch.from_numpy(rois[index]).to(self.device)
 
         def once() -> None:
             with torch.inference_mode():
-                embedding, logit = encoder(x)
-            fusion.predict(embedding.float().cpu().numpy(), logit.float().cpu().numpy()[:, 0], values[index],
-                           missing[index])
+                embedding, logit = self.encoder(x)
+            self.fusion.predict(embedding.float().cpu().numpy(), logit.float().cpu().numpy()[:, 0], values[index],
+                                missing[index])
 
         once()
         once()  # warm-up: TorchScript specialises on the first calls
@@ -245,8 +267,7 @@ def in_process(repo: Path, version: int, frames: tuple[np.ndarray, ...], levels:
             once()
             latencies.append((time.perf_counter() - t0) * 1000.0)
             done += batch
-        results.append(Level("in-process", batch, done, time.perf_counter() - start, tuple(latencies), batch))
-    return results
+        return Level("in-process", batch, done, time.perf_counter() - start, tuple(latencies), batch)
 
 
 # --------------------------------------------------------------------------- report
@@ -303,15 +324,14 @@ def run(repo: Path, levels: list[int], batching: str, seconds: float, warmup_s: 
     progress(started)
     progress(f"repository {repo} version {version}: image {frames[0].shape[1]} px, {frames[1].shape[1]} parameters, "
              f"{threads} thread(s) per instance; {seconds:g} s per level after {warmup_s:g} s warm-up")
-    served: dict[str, list[Level]] = {}
-    with tempfile.TemporaryDirectory(prefix="oanet-bench-") as tmp:
+    local = InProcess(repo, version, frames, device, threads)
+    with tempfile.TemporaryDirectory(prefix="oanet-bench-") as tmp, ExitStack() as servers:
+        endpoints = {}
         for dynamic in MODES[batching]:
             mode = "on" if dynamic else "off"
             target = repo if dynamic else unbatched_copy(repo, version, Path(tmp) / "unbatched")
-            with serve(target, Path(tmp) / f"stack-{mode}") as (url, metrics_url):
-                served[mode] = asyncio.run(_drive(url, metrics_url, frames, levels, seconds, warmup_s, mode,
-                                                  progress))
-    local = in_process(repo, version, frames, levels, seconds, device, threads)
+            endpoints[mode] = servers.enter_context(serve(target, Path(tmp) / f"stack-{mode}"))
+        served, in_process = asyncio.run(_interleaved(endpoints, local, frames, levels, seconds, warmup_s, progress))
     return [f"{started} at the start, {machine_line(device).rsplit('; ', 1)[1]} at the end",
             f"repository {repo} version {version}: {frames[0].shape[1]} px object ROI, {threads} thread(s) per "
-            f"instance, {seconds:g} s per level", *report(levels, served, local)]
+            f"instance, {seconds:g} s per level", *report(levels, served, in_process)]
