@@ -240,7 +240,8 @@ class TritonClient:
             raise InferenceRejected(f"values must be float [{len(rois)}, {f}] (NaN where missing), got "
                                     f"{values.dtype} {list(values.shape)}")
         if missing.dtype != np.bool_ or missing.shape != (len(rois), f):
-            raise InferenceRejected(f"missing must be bool [{len(rois)}, {f}], got {missing.dtype} {list(missing.shape)}")
+            raise InferenceRejected(f"missing must be bool [{len(rois)}, {f}], got {missing.dtype} "
+                                    f"{list(missing.shape)}")
         return np.ascontiguousarray(rois), np.ascontiguousarray(values, dtype=np.float32), np.ascontiguousarray(missing)
 
     async def _infer_frame(self, index: int, roi: np.ndarray, values: np.ndarray,

@@ -159,7 +159,8 @@ def model_configs(io: dict, opts: ServingOptions, info: dict[str, str]) -> dict[
 
 def pbtxt_configs(io: dict, opts: ServingOptions, info: dict[str, str]) -> dict[str, str]:
     """config.pbtxt texts of the three models (protobuf text format of Triton's ModelConfig)."""
-    return {model: text_format.MessageToString(config, use_short_repeated_primitives=True) for model, config in model_configs(io, opts, info).items()}
+    return {model: text_format.MessageToString(config, use_short_repeated_primitives=True)
+            for model, config in model_configs(io, opts, info).items()}
 
 
 def runner_files(opts: ServingOptions) -> dict[str, list[Path]]:

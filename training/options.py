@@ -145,7 +145,8 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, default=64, metavar="N", help="max batch size (default 64)")
     p.add_argument("--instances", type=int, default=1, metavar="N", help="instances per model (default 1)")
     p.add_argument("--preferred-batch-sizes", type=_int_list, metavar="N,N,...",
-                   help="dynamic batching: batch sizes the scheduler aims for (default 16,32,64, those up to --max-batch)")
+                   help="dynamic batching: batch sizes the scheduler aims for "
+                   "(default 16,32,64, those up to --max-batch)")
     p.add_argument("--max-queue-delay-us", type=int, default=1000, metavar="US",
                    help="dynamic batching: longest wait for a preferred batch size, microseconds (default 1000)")
     p.add_argument("--cpu-threads", type=int, default=1, metavar="N",

@@ -22,9 +22,9 @@ import socket
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -164,7 +164,8 @@ def serve(repo: Path, state_dir: Path) -> Iterator[tuple[str, str]]:
     stack = EmbeddedStack(settings)
     stack.up()
     try:
-        yield f"{settings.host}:{settings.triton_grpc_port}", f"http://{settings.host}:{settings.triton_metrics_port}/metrics"
+        metrics = f"http://{settings.host}:{settings.triton_metrics_port}/metrics"
+        yield f"{settings.host}:{settings.triton_grpc_port}", metrics
     finally:
         stack.down()
 
@@ -284,7 +285,11 @@ def machine_line(device: str) -> str:
     return f"machine: {platform.machine()} {platform.system()}, {cores} CPU cores{gpu}; load average {load}"
 
 
-def report(levels: list[int], served: dict[str, list[Level]], local: list[Level]) -> list[str]:
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
+def report(served: dict[str, list[Level]], local: list[Level]) -> list[str]:
     lines = [f"{'mode':12s} {'conc':>4s} {'frames/s':>9s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'frames':>7s} "
              f"{'batch':>6s}"]
     for mode_levels in [*served.values(), local]:
@@ -297,11 +302,12 @@ def report(levels: list[int], served: dict[str, list[Level]], local: list[Level]
     on, off = served.get("on"), served.get("off")
     if on and off:
         for a, b in zip(on, off, strict=True):
-            lines.append(f"dynamic batching on/off at concurrency {a.concurrency:3d}: throughput x{a.throughput / b.throughput:.2f} "
+            lines.append(f"dynamic batching on/off at concurrency {a.concurrency:3d}: "
+                         f"throughput x{_ratio(a.throughput, b.throughput):.2f} "
                          f"(p95 {a.percentile(95):.1f} ms on, {b.percentile(95):.1f} ms off)")
     for level, base in zip(on or off or [], local, strict=False):
         lines.append(f"Triton (batching {level.mode}) / in-process at {level.concurrency:3d} frames: "
-                     f"{level.throughput / base.throughput:.2f} of the in-process throughput")
+                     f"{_ratio(level.throughput, base.throughput):.2f} of the in-process throughput")
     return lines
 
 
@@ -334,4 +340,4 @@ def run(repo: Path, levels: list[int], batching: str, seconds: float, warmup_s: 
         served, in_process = asyncio.run(_interleaved(endpoints, local, frames, levels, seconds, warmup_s, progress))
     return [f"{started} at the start, {machine_line(device).rsplit('; ', 1)[1]} at the end",
             f"repository {repo} version {version}: {frames[0].shape[1]} px object ROI, {threads} thread(s) per "
-            f"instance, {seconds:g} s per level", *report(levels, served, in_process)]
+            f"instance, {seconds:g} s per level", *report(served, in_process)]

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsers
         "--batching both also serves a copy with dynamic batching off and prints the on/off ratio. The in-process "
         "model (TorchScript + fusion core) runs batches of N frames afterwards for the serving-overhead ratio.",
     )
-    p.add_argument("--repo", type=Path, required=True, metavar="REPO", help="model repository written by `oanet export`")
+    p.add_argument("--repo", type=Path, required=True, metavar="REPO",
+                   help="model repository written by `oanet export`")
     p.add_argument("--concurrency", default="1,4,16,64", metavar="N,N,...",
                    help="concurrent requests to measure (default 1,4,16,64)")
     p.add_argument("--batching", choices=("on", "off", "both"), default="both",
