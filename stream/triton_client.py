@@ -17,7 +17,8 @@ Every frame is a Triton request of its own, sent concurrently within a bounded w
 (`max_in_flight`). The worker receives frames one by one from Kafka; Triton's dynamic batcher
 merges the requests in flight, from every task and every worker process, into batches, which
 a client-side batch could only do within one process and at the cost of waiting. A frame the
-server rejects fails its own request only.
+server rejects fails its own request only; an `infer` call of several frames then raises for the
+first rejected one (`frame_index`) and returns nothing, so the worker passes one frame per call.
 
 Failures are `stream.errors` exceptions with a one-line message:
 * `TritonUnavailable`: server down or not ready, model not served, deadline passed (per
