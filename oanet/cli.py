@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "deploy.embedded.commands",
     "stream.commands",
     "training.commands",
+    "triton_models.commands",
 )
 
 

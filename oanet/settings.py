@@ -133,11 +133,27 @@ class TopicSettings(_Frozen):
 class TritonSettings(_Frozen):
     url: str = ""  # gRPC host:port; empty: the embedded Triton (see module docstring)
     model_name: str = "oanet"
+    # Deadline of one attempt of one request; a request past it counts as Triton unavailable.
     request_timeout_s: float = Field(10.0, gt=0)
+    # Requests one client keeps in flight: enough for Triton's dynamic batcher to fill its
+    # batches, bounded so a slow server pushes back on the worker instead of queueing frames.
+    max_in_flight: int = Field(64, ge=1, le=4096)
+    # Retries of a request answered UNAVAILABLE (server starting, restarting, overloaded), with
+    # exponential backoff and jitter between retry_backoff_s and retry_backoff_max_s.
+    retry_attempts: int = Field(4, ge=0, le=100)
+    retry_backoff_s: float = Field(0.1, gt=0)
+    retry_backoff_max_s: float = Field(2.0, gt=0)
+    ready_timeout_s: float = Field(60.0, gt=0)  # default wait of `wait_ready`
     ssl: bool = False
     root_certificates: Path | None = None
     private_key: Path | None = None
     certificate_chain: Path | None = None
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> TritonSettings:
+        if self.retry_backoff_max_s < self.retry_backoff_s:
+            raise ValueError("retry_backoff_max_s must not be smaller than retry_backoff_s")
+        return self
 
     def grpc_client_kwargs(self) -> dict[str, Any]:
         """Arguments for `tritonclient.grpc.InferenceServerClient` (and its aio twin)."""

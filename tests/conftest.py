@@ -13,12 +13,16 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from deploy.embedded.stack import EmbeddedStack
 from oanet.settings import Settings, StackSettings, load_settings
+
+# The serving tests' trained model, its repository and the tritonserver serving it.
+pytest_plugins = ["tests.serving_fixtures"]
 
 TEST_DATA = Path(__file__).parent / "data"
 TEST_MODEL_REPOSITORY = TEST_DATA / "model_repository"
@@ -52,15 +56,22 @@ def stack_settings_factory(tmp_path_factory) -> Callable[..., StackSettings]:
     return lambda **overrides: fresh_stack_settings(tmp_path_factory, **overrides)
 
 
-@pytest.fixture(scope="session")
-def embedded_stack(tmp_path_factory) -> Iterator[EmbeddedStack]:
-    """One broker + tritonserver (with the test model repository) for the whole session."""
-    stack = EmbeddedStack(fresh_stack_settings(tmp_path_factory))
+@contextmanager
+def running_stack(settings: StackSettings) -> Iterator[EmbeddedStack]:
+    """The embedded stack up for the duration of the block, then down."""
+    stack = EmbeddedStack(settings)
     stack.up()
     try:
         yield stack
     finally:
         stack.down()
+
+
+@pytest.fixture(scope="session")
+def embedded_stack(tmp_path_factory) -> Iterator[EmbeddedStack]:
+    """One broker + tritonserver (with the test model repository) for the whole session."""
+    with running_stack(fresh_stack_settings(tmp_path_factory)) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

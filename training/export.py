@@ -1,11 +1,14 @@
 """`oanet export`: a trained run -> version N of a Triton model repository (DESIGN.md).
 
 ```
-REPO/oanet_image_encoder/config.pbtxt          (written when absent)
+REPO/oanet_image_encoder/config.pbtxt          backend "python" (runner) or "pytorch" (libtorch, NGC)
 REPO/oanet_image_encoder/<v>/model.pt          TorchScript: UINT8 [B, S, S, 3] BGR -> EMBEDDING, IMAGE_LOGIT
-REPO/oanet_fusion/config.pbtxt                 (written when absent)
-REPO/oanet_fusion/<v>/core.py                  copy of triton_models/oanet_fusion/core.py
-REPO/oanet_fusion/<v>/model.py                 copy of triton_models/oanet_fusion/model.py (serving issue)
+REPO/oanet_image_encoder/<v>/model.py          Python-backend runner (triton_models/oanet_image_encoder), with
+REPO/oanet_image_encoder/<v>/core.py, serving.py   its two helpers; absent with --cnn-backend libtorch
+REPO/oanet_fusion/config.pbtxt                 Python backend; parameters: version, feature order, threshold...
+REPO/oanet_fusion/<v>/core.py                  copy of triton_models/oanet_fusion/core.py (the maths)
+REPO/oanet_fusion/<v>/serving.py               copy of triton_models/oanet_fusion/serving.py (batching, checks)
+REPO/oanet_fusion/<v>/model.py                 copy of triton_models/oanet_fusion/model.py (thin Triton model)
 REPO/oanet_fusion/<v>/fusion.json              feature order, gate constants, thresholds, options
 REPO/oanet_fusion/<v>/fusion_weights.npz       small layers, PCA, reference statistics (allow_pickle=False)
 REPO/oanet_fusion/<v>/trees/*.txt              LightGBM text model files (kinds x folds)
@@ -15,23 +18,38 @@ REPO/oanet_fusion/<v>/manifest.json            sha256 of every file above (paths
 REPO/oanet/config.pbtxt, REPO/oanet/<v>/       the ensemble
 ```
 Versions accumulate: an existing version is never touched; a version is staged in hidden
-folders and renamed into place only when complete. `verify_export` re-hashes every file.
+folders and renamed into place only when complete. `verify_export` re-hashes every file. The
+config.pbtxt files are generated (Triton's ModelConfig protobuf, text format) and describe the
+latest version, which is the one Triton serves (version policy latest 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
 from training.errors import ExportError
-from triton_models.oanet_fusion import core
+from triton_models.oanet_fusion import core, serving
 
 MODELS = (core.ENCODER_MODEL, core.FUSION_MODEL, core.ENSEMBLE_MODEL)
 SOURCE_DIR = Path(core.__file__).parent  # triton_models/oanet_fusion
+ENCODER_SOURCE_DIR = SOURCE_DIR.parent / "oanet_image_encoder"  # its Python-backend runner
+CNN_BACKENDS = ("python", "libtorch")
+DEVICES = ("cpu", "gpu")
+# Chosen with `oanet bench triton` (docs/benchmarks.md): each Python-backend execution has a fixed
+# cost, so on CPU the scheduler does best waiting up to 1 ms for a batch of 16 or more rather than
+# sending out every 4 frames it finds queued; when load is light a frame waits at most that 1 ms.
+DEFAULT_PREFERRED_BATCH_SIZES = (16, 32, 64)
+DEFAULT_MAX_QUEUE_DELAY_US = 1000
 
 
 def existing_versions(repo: Path) -> set[int]:
@@ -43,51 +61,115 @@ def existing_versions(repo: Path) -> set[int]:
     return versions
 
 
-def _dims(dims: list[int]) -> str:
-    return "[ " + ", ".join(str(d) for d in dims) + " ]"
+@dataclass(frozen=True)
+class ServingOptions:
+    """How the exported version is served (config.pbtxt of each model; recorded in the manifest)."""
+
+    cnn_backend: str = "python"  # python: runner model.py (pip Triton) | libtorch: backend "pytorch" (NGC)
+    device: str = "cpu"  # cpu | gpu: instance kind of the CNN (the fusion stage is numpy: always CPU)
+    max_batch: int = 64
+    instances: int = 1  # per model (per GPU for KIND_GPU)
+    preferred_batch_sizes: tuple[int, ...] = DEFAULT_PREFERRED_BATCH_SIZES  # see default_batch_sizes
+    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US
+    # Threads per instance (torch, LightGBM); 0: the cores shared out among the model's instances.
+    # 1 by default: the CNN runner, the fusion stage and the clients share the cores, and OpenMP
+    # threads that wait on each other collapse under such contention (measured on 2 cores: a
+    # 32 px ResNet-18 batch took 587 ms with 2 threads against 7.7 ms with 1; docs/benchmarks.md).
+    # Scale with --instances; raise it on machines with cores to spare.
+    cpu_threads: int = 1
+    dynamic_batching: bool = True
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.cnn_backend not in CNN_BACKENDS:
+            found.append(f"--cnn-backend must be one of {', '.join(CNN_BACKENDS)}, got {self.cnn_backend!r}")
+        if self.device not in DEVICES:
+            found.append(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.max_batch < 1 or self.instances < 1:
+            found.append("--max-batch and --instances must be at least 1")
+        bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch]
+        if bad:
+            found.append(f"--preferred-batch-sizes must lie in 1..--max-batch ({self.max_batch}), got {bad}")
+        if self.max_queue_delay_us < 0 or self.cpu_threads < 0:
+            found.append("--max-queue-delay-us and --cpu-threads must not be negative")
+        return found
 
 
-def _tensors(kind: str, tensors: list[dict]) -> str:
-    items = [f'  {{\n    name: "{t["name"]}"\n    data_type: TYPE_{t["dtype"]}\n    dims: {_dims(t["dims"])}\n  }}'
-             for t in tensors]
-    return f"{kind} [\n" + ",\n".join(items) + "\n]\n"
+def default_batch_sizes(max_batch: int) -> tuple[int, ...]:
+    """The default preferred batch sizes that fit `max_batch` (at least `max_batch` itself)."""
+    return tuple(b for b in DEFAULT_PREFERRED_BATCH_SIZES if b <= max_batch) or (max_batch,)
 
 
-def pbtxt_configs(io: dict, cnn_backend: str, device: str, max_batch: int, instances: int) -> dict[str, str]:
-    """Minimal config.pbtxt texts; the serving issue refines them (batching options etc.)."""
-    kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
-    group = f"instance_group [\n  {{\n    kind: {kind}\n    count: {instances}\n  }}\n]\n"
-    enc = io[core.ENCODER_MODEL]
-    fus = io[core.FUSION_MODEL]
-    ens = io[core.ENSEMBLE_MODEL]
-    backend = 'backend: "pytorch"' if cnn_backend == "libtorch" else 'backend: "python"'
-    configs = {
-        core.ENCODER_MODEL: f'name: "{core.ENCODER_MODEL}"\n{backend}\nmax_batch_size: {max_batch}\n'
-        + _tensors("input", enc["inputs"]) + _tensors("output", enc["outputs"])
-        + "dynamic_batching { }\n" + group,
-        core.FUSION_MODEL: f'name: "{core.FUSION_MODEL}"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
-        + _tensors("input", fus["inputs"]) + _tensors("output", fus["outputs"])
-        + "dynamic_batching { }\n" + f"instance_group [\n  {{\n    kind: KIND_CPU\n    count: {instances}\n  }}\n]\n",
-    }
+def _add_tensors(target, tensors: list[dict]) -> None:
+    for spec in tensors:
+        tensor = target.add()
+        tensor.name = spec["name"]
+        tensor.data_type = mc.DataType.Value(f"TYPE_{spec['dtype']}")
+        tensor.dims.extend(spec["dims"])
 
-    def maps(kind: str, names: list[str]) -> str:
-        return "".join(f'      {kind} {{\n        key: "{n}"\n        value: "{n}"\n      }}\n' for n in names)
 
-    enc_in = [t["name"] for t in enc["inputs"]]
-    enc_out = [t["name"] for t in enc["outputs"]]
-    fus_in = [t["name"] for t in fus["inputs"]]
-    fus_out = [t["name"] for t in fus["outputs"]]
-    configs[core.ENSEMBLE_MODEL] = (
-        f'name: "{core.ENSEMBLE_MODEL}"\nplatform: "ensemble"\nmax_batch_size: {max_batch}\n'
-        + _tensors("input", ens["inputs"]) + _tensors("output", ens["outputs"])
-        + "ensemble_scheduling {\n  step [\n"
-        + f'    {{\n      model_name: "{core.ENCODER_MODEL}"\n      model_version: -1\n'
-        + maps("input_map", enc_in) + maps("output_map", enc_out) + "    },\n"
-        + f'    {{\n      model_name: "{core.FUSION_MODEL}"\n      model_version: -1\n'
-        + maps("input_map", fus_in) + maps("output_map", fus_out) + "    }\n"
-        + "  ]\n}\n"
-    )
-    return configs
+def _batched_model(name: str, spec: dict, opts: ServingOptions, kind: str) -> mc.ModelConfig:
+    config = mc.ModelConfig(name=name, max_batch_size=opts.max_batch)
+    config.version_policy.latest.num_versions = 1  # the models check they serve one version together
+    _add_tensors(config.input, spec["inputs"])
+    _add_tensors(config.output, spec["outputs"])
+    if opts.dynamic_batching:
+        config.dynamic_batching.SetInParent()
+        config.dynamic_batching.preferred_batch_size.extend(sorted(set(opts.preferred_batch_sizes)))
+        config.dynamic_batching.max_queue_delay_microseconds = opts.max_queue_delay_us
+    group = config.instance_group.add()
+    group.kind = mc.ModelInstanceGroup.Kind.Value(kind)
+    group.count = opts.instances
+    return config
+
+
+def model_configs(io: dict, opts: ServingOptions, info: dict[str, str]) -> dict[str, mc.ModelConfig]:
+    """Triton ModelConfig protobufs of the three models; `info` (serving.info_parameters) goes into
+    oanet_fusion's parameters, where clients read it and the fusion model checks it at load."""
+    encoder = _batched_model(core.ENCODER_MODEL, io[core.ENCODER_MODEL], opts,
+                             "KIND_GPU" if opts.device == "gpu" else "KIND_CPU")
+    if opts.cnn_backend == "libtorch":
+        # Input OBJECT_ROI matches forward()'s argument name; the outputs follow config order.
+        encoder.backend = "pytorch"
+        encoder.default_model_filename = "model.pt"
+        encoder.parameters["INFERENCE_MODE"].string_value = "true"
+        if opts.cpu_threads:
+            encoder.parameters["INTRA_OP_THREAD_COUNT"].string_value = str(opts.cpu_threads)
+    else:
+        encoder.backend = "python"
+        encoder.parameters[serving.CPU_THREADS].string_value = str(opts.cpu_threads)
+    fusion = _batched_model(core.FUSION_MODEL, io[core.FUSION_MODEL], opts, "KIND_CPU")
+    fusion.backend = "python"
+    fusion.parameters[serving.CPU_THREADS].string_value = str(opts.cpu_threads)
+    for key, value in info.items():
+        fusion.parameters[key].string_value = value
+
+    ensemble = mc.ModelConfig(name=core.ENSEMBLE_MODEL, platform="ensemble", max_batch_size=opts.max_batch)
+    ensemble.version_policy.latest.num_versions = 1
+    _add_tensors(ensemble.input, io[core.ENSEMBLE_MODEL]["inputs"])
+    _add_tensors(ensemble.output, io[core.ENSEMBLE_MODEL]["outputs"])
+    for model in (core.ENCODER_MODEL, core.FUSION_MODEL):
+        step = ensemble.ensemble_scheduling.step.add(model_name=model, model_version=-1)
+        for tensor in io[model]["inputs"]:
+            step.input_map[tensor["name"]] = tensor["name"]
+        for tensor in io[model]["outputs"]:
+            step.output_map[tensor["name"]] = tensor["name"]
+    return {core.ENCODER_MODEL: encoder, core.FUSION_MODEL: fusion, core.ENSEMBLE_MODEL: ensemble}
+
+
+def pbtxt_configs(io: dict, opts: ServingOptions, info: dict[str, str]) -> dict[str, str]:
+    """config.pbtxt texts of the three models (protobuf text format of Triton's ModelConfig)."""
+    return {model: text_format.MessageToString(config, use_short_repeated_primitives=True)
+            for model, config in model_configs(io, opts, info).items()}
+
+
+def runner_files(opts: ServingOptions) -> dict[str, list[Path]]:
+    """Source files export copies into each model's version folder (all listed in the manifest)."""
+    shared = [SOURCE_DIR / "core.py", SOURCE_DIR / "serving.py"]
+    files = {core.FUSION_MODEL: [*shared, SOURCE_DIR / "model.py"], core.ENCODER_MODEL: []}
+    if opts.cnn_backend == "python":
+        files[core.ENCODER_MODEL] = [*shared, ENCODER_SOURCE_DIR / "model.py"]
+    return files
 
 
 def _versions_info() -> dict[str, str]:
@@ -99,8 +181,15 @@ def _versions_info() -> dict[str, str]:
 
 
 def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend: str = "python",
-               device: str = "cpu", max_batch: int = 64, instances: int = 1) -> tuple[int, list[str]]:
-    """Write `run` as version `version` (default next free) of `repo`; returns (version, notes)."""
+               device: str = "cpu", max_batch: int = 64, instances: int = 1,
+               options: ServingOptions | None = None) -> tuple[int, list[str]]:
+    """Write `run` as version `version` (default next free) of `repo`; returns (version, notes).
+
+    `options` (when given) replaces the four serving keywords before it. The config.pbtxt files
+    are rewritten when the new version is the latest (the one Triton serves), since they carry
+    its tensor shapes and the facts clients read (feature order, threshold, version).
+    """
+    opts = options or ServingOptions(cnn_backend=cnn_backend, device=device, max_batch=max_batch, instances=instances)
     import yaml
 
     from training.evaluate import ENCODER_FILE, FUSION_DIR, MODEL_DIR
@@ -111,8 +200,8 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
     for needed in (run / "args.json", encoder_src, fusion_src / core.CONFIG_FILE, fusion_src / core.WEIGHTS_FILE):
         if not needed.is_file():
             raise ExportError(f"{run} is not a finished training run: {needed} is missing")
-    if max_batch < 1 or instances < 1:
-        raise ExportError("--max-batch and --instances must be at least 1")
+    if opts.problems():
+        raise ExportError("; ".join(opts.problems()))
     try:
         fusion = core.FusionCore.load(fusion_src)  # refuse to export what cannot be served
     except core.CoreError as exc:
@@ -146,18 +235,12 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
         shutil.copyfile(encoder_src, staging[core.ENCODER_MODEL] / "model.pt")
         fus = staging[core.FUSION_MODEL]
         shutil.copytree(fusion_src, fus, dirs_exist_ok=True)
-        shutil.copyfile(SOURCE_DIR / "core.py", fus / "core.py")
-        if (SOURCE_DIR / "model.py").is_file():
-            shutil.copyfile(SOURCE_DIR / "model.py", fus / "model.py")
-        else:
-            notes.append("triton_models/oanet_fusion/model.py does not exist yet (serving issue): "
-                         f"{core.FUSION_MODEL}/{version} has no model.py and will not load in Triton")
+        for model, sources in runner_files(opts).items():
+            for source in sources:
+                shutil.copyfile(source, staging[model] / source.name)
         if profile_path.is_file():
             shutil.copyfile(profile_path, fus / "profile.yaml")
-        configs = pbtxt_configs(io, cnn_backend, device, max_batch, instances)
-        if cnn_backend == "python":
-            notes.append(f"--cnn-backend python: {core.ENCODER_MODEL} needs the Python-backend runner model.py "
-                         "of the serving issue beside model.pt")
+        configs = pbtxt_configs(io, opts, serving.info_parameters(version, cfg))
         files: dict[str, str] = {}
         for model, folder in staging.items():
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -187,8 +270,7 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
             "gate": cfg["gate"],
             "metrics": {"val": metrics.get("val"), **evaluations},
             "training_args": args,
-            "serving": {"cnn_backend": cnn_backend, "device": device, "max_batch": max_batch,
-                        "instances": instances, "configs": configs},
+            "serving": {**dataclasses.asdict(opts), "configs": configs},
             "libraries": _versions_info(),
         }
         (fus / core.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -198,17 +280,26 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
         for folder in staging.values():
             shutil.rmtree(folder, ignore_errors=True)
         raise
-    for model, text in configs.items():
-        config_path = repo / model / "config.pbtxt"
-        if not config_path.exists():
-            config_path.write_text(text, encoding="utf-8")
-        elif config_path.read_text(encoding="utf-8") != text:
-            notes.append(f"kept the existing {config_path}; version {version}'s generated config is in its manifest "
-                         "(serving.configs)")
+    if version == max(existing_versions(repo)):
+        for model, text in configs.items():
+            config_path = repo / model / "config.pbtxt"
+            if config_path.is_file() and config_path.read_text(encoding="utf-8") != text:
+                notes.append(f"rewrote {config_path} for version {version} (configs are generated: change the "
+                             "export options, not the file)")
+            _write_atomically(config_path, text)
+    else:
+        notes.append(f"version {version} is not the latest in {repo}: Triton serves the latest, whose config.pbtxt "
+                     f"files were kept; version {version}'s are in its manifest (serving.configs)")
     problems = verify_export(repo, version)
     if problems:
         raise ExportError(f"version {version} of {repo} does not verify after writing: {'; '.join(problems)}")
     return version, notes
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    staged = path.with_name(f".{path.name}.{os.getpid()}")
+    staged.write_text(text, encoding="utf-8")
+    staged.replace(path)
 
 
 def verify_export(repo: Path, version: int | None = None) -> list[str]:
@@ -232,8 +323,11 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.run is None:
         raise ExportError("--run is required (unless --verify)")
-    version, notes = export_run(Path(args.run), repo, args.version, cnn_backend=args.cnn_backend,
-                                device=args.device, max_batch=args.max_batch, instances=args.instances)
+    sizes = default_batch_sizes(args.max_batch) if args.preferred_batch_sizes is None else args.preferred_batch_sizes
+    opts = ServingOptions(cnn_backend=args.cnn_backend, device=args.device, max_batch=args.max_batch,
+                          instances=args.instances, preferred_batch_sizes=tuple(sizes),
+                          max_queue_delay_us=args.max_queue_delay_us, cpu_threads=args.cpu_threads)
+    version, notes = export_run(Path(args.run), repo, args.version, options=opts)
     print(f"exported {args.run} as version {version} of {repo} "
           f"({', '.join(MODELS)}); manifest: {repo / core.FUSION_MODEL / str(version) / core.MANIFEST_FILE}")
     for note in notes:

@@ -154,8 +154,23 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="instance kind (default cpu)")
     p.add_argument("--max-batch", type=int, default=64, metavar="N", help="max batch size (default 64)")
     p.add_argument("--instances", type=int, default=1, metavar="N", help="instances per model (default 1)")
+    p.add_argument("--preferred-batch-sizes", type=_int_list, metavar="N,N,...",
+                   help="dynamic batching: batch sizes the scheduler aims for "
+                   "(default 16,32,64, those up to --max-batch)")
+    p.add_argument("--max-queue-delay-us", type=int, default=1000, metavar="US",
+                   help="dynamic batching: longest wait for a preferred batch size, microseconds (default 1000)")
+    p.add_argument("--cpu-threads", type=int, default=1, metavar="N",
+                   help="torch/LightGBM threads per instance; 0: the cores shared out among the instances "
+                   "(default 1: scale with --instances)")
     p.add_argument("--verify", action="store_true", help="verify version --version (default latest) of REPO and exit")
     p.set_defaults(func=_export)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def _train(args: argparse.Namespace) -> int:

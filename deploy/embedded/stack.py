@@ -320,7 +320,9 @@ class EmbeddedStack:
             errors = [ln for ln in lines if ln.startswith("E") or ln.startswith("error:")]
             errors = [ln for ln in errors if "CudaDriverHelper" not in ln and "NVML" not in ln]
             if errors:
-                lines = errors
+                # A Python model's failure repeats its message with the traceback ("\n\nAt:\n ..."
+                # escaped in the line): the message alone says what is wrong, and keeps it in view.
+                lines = [ln.split("\\n\\nAt:", 1)[0] for ln in errors]
         picked = [ln.strip() for ln in lines[-_LOG_TAIL_LINES:] if ln.strip()]
         return " | ".join(picked)[-2000:] or "no output"
 

@@ -361,6 +361,11 @@ def verify_version(version_dir: str | Path) -> list[str]:
     return verify_manifest(version_dir.parent.parent, manifest)
 
 
+def read_version_manifest(version_dir: str | Path) -> tuple[Any, str | None]:
+    """(the manifest of one exported version, None), or (None, why it cannot be read)."""
+    return _read_manifest(Path(version_dir) / MANIFEST_FILE)
+
+
 def _read_manifest(path: Path) -> tuple[Any, str | None]:
     """(manifest, None), or (None, why it cannot be read)."""
     if not path.is_file():

@@ -1,0 +1,51 @@
+"""Triton Python-backend runner of the TorchScript CNN `model.pt` (uint8 NHWC BGR `OBJECT_ROI`
+-> `EMBEDDING`, `IMAGE_LOGIT`), for Triton builds without the libtorch backend, such as the
+one in the `nvidia-pytriton` wheel. The NGC container serves the same `model.pt` with
+`backend: "pytorch"` instead (`oanet export --cnn-backend libtorch`).
+
+`oanet export` copies this file with `core.py` and `serving.py` (from oanet_fusion) into the
+version folder. Before `torch.jit.load` the version's files are checked against the sha256
+manifest that `oanet_fusion/<v>/manifest.json` holds. The device comes from the instance
+group (KIND_GPU: `cuda:<device id>`), the CPU thread count from the `cpu_threads` parameter.
+"""
+
+import sys
+from pathlib import Path
+
+# Triton's Python stub ignores PYTHONPATH: the sibling modules are imported from this folder.
+# No .pyc files next to them: the version folder must stay exactly what the manifest lists.
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import core  # noqa: E402
+import serving  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.config, name, version, folder = serving.checked_version(pb_utils, args)
+        import torch  # after the checks: a refused version fails fast, without loading torch
+
+        self.torch = torch
+        self.device = torch.device(serving.torch_device(args["model_instance_kind"], args["model_instance_device_id"]))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        else:
+            # Triton runs several instances side by side: each gets its share of the cores.
+            torch.set_num_threads(serving.cpu_threads(self.config))
+        try:
+            self.model = torch.jit.load(str(folder / "model.pt"), map_location=self.device).eval()
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
+            serving.refuse(pb_utils, name, version, [f"cannot load model.pt: {exc}"])
+        self.dtypes = serving.output_dtypes(pb_utils, self.config)
+
+    def execute(self, requests):
+        return serving.respond(pb_utils, requests, serving.ENCODER_INPUTS, self.dtypes, self._forward)
+
+    def _forward(self, arrays):
+        torch = self.torch
+        with torch.inference_mode():
+            rois = torch.from_numpy(arrays[core.ROI_INPUT]).to(self.device, non_blocking=True)
+            embedding, logit = self.model(rois)
+            return {core.EMBEDDING: embedding.float().cpu().numpy(), core.IMAGE_LOGIT: logit.float().cpu().numpy()}
