@@ -276,6 +276,11 @@ class StreamWorker:
         return self._started
 
     @property
+    def in_flight(self) -> int:
+        """Frames consumed and not yet acknowledged."""
+        return self._in_flight()
+
+    @property
     def assignment(self) -> set[TopicPartition]:
         """Partitions this worker owns now (empty until the group join completes)."""
         return set(self._assigned)

@@ -15,39 +15,18 @@ from typing import Any
 import pytest
 
 from oanet.cli import main as oanet_main
-from oanet.dataset import Dataset, load_dataset
-from oanet.profile import load_profile
+from oanet.dataset import Dataset
 from oanet.settings import Settings
 from stream.topics import create_topics
-from tests.conftest import TEST_DATA
 from tests.stream.worker.harness import WorkerProcess
 from tests.training.test_end_to_end import TINY
 
-WORKER_PROFILE = TEST_DATA / "profiles" / "line-t.yaml"
-DATASET_FRAMES = 120
-
-
 @pytest.fixture(scope="session")
-def worker_profile():
-    return load_profile(WORKER_PROFILE)
-
-
-@pytest.fixture(scope="session")
-def worker_dataset(tmp_path_factory, worker_profile) -> Dataset:
-    """120 synthetic frames of the small line (seed 11), made once."""
-    from training.synth.generate import generate
-
-    root = tmp_path_factory.mktemp("worker-data") / "line-t"
-    generate(root, worker_profile, DATASET_FRAMES, seed=11, workers=1, progress=False)
-    return load_dataset(root)
-
-
-@pytest.fixture(scope="session")
-def model_repo(worker_dataset: Dataset, tmp_path_factory) -> Path:
+def model_repo(line_t_dataset: Dataset, tmp_path_factory) -> Path:
     """A tiny model trained on the small line and exported as version 1 of a repository."""
     base = tmp_path_factory.mktemp("worker-model")
     run, repo = base / "run", base / "repo"
-    assert oanet_main(["train", "--data", str(worker_dataset.root), "--out", str(run), *TINY]) == 0
+    assert oanet_main(["train", "--data", str(line_t_dataset.root), "--out", str(run), *TINY]) == 0
     assert oanet_main(["export", "--run", str(run), "--repo", str(repo)]) == 0
     return repo
 

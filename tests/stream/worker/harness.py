@@ -39,12 +39,37 @@ def produce(settings: Settings, frames: Sequence[tuple[bytes | None, Sequence[tu
         producer.close()
 
 
-def replay(settings: Settings, dataset: Dataset, count: int, prefix: str = "") -> list[str]:
-    """Play `count` frames of the dataset (looping) like a camera; returns their frame ids."""
+def line_ids(partitions: int) -> list[str]:
+    """One line id per partition: keys that the default partitioner sends to 0, 1, ... n-1.
+
+    The frames topic is keyed by line id, so one line's frames all land in one partition;
+    tests that need every partition busy play several lines.
+    """
+    from kafka.partitioner.default import murmur2
+
+    found: dict[int, str] = {}
+    index = 0
+    while len(found) < partitions:
+        name = f"line-{index}"
+        found.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % partitions, name)
+        index += 1
+    return [found[p] for p in range(partitions)]
+
+
+def replay(settings: Settings, dataset: Dataset, count: int, prefix: str = "", lines: int = 1) -> list[str]:
+    """Play `count` frames of the dataset (looping) like a camera, spread over `lines` line ids
+    that cover `lines` partitions; returns their frame ids."""
     from stream.replay import plan, replay as do_replay
 
-    do_replay(settings, dataset, dataset.entries, limit=count, loop=True, prefix=prefix, progress=False)
-    return [frame_id for frame_id, _ in plan(dataset.entries, count, True, prefix)]
+    names = line_ids(lines) if lines > 1 else [None]
+    ids = []
+    for i, line in enumerate(names):
+        share = count // len(names) + (1 if i < count % len(names) else 0)
+        line_prefix = f"{prefix}{line}-" if line else prefix
+        do_replay(settings, dataset, dataset.entries, limit=share, loop=True, prefix=line_prefix, line_id=line,
+                  progress=False)
+        ids += [frame_id for frame_id, _ in plan(dataset.entries, share, True, line_prefix)]
+    return ids
 
 
 @dataclass
@@ -97,7 +122,7 @@ def committed_offsets(settings: Settings, group: str) -> dict[int, int]:
 
     admin = KafkaAdminClient(**settings.kafka.client_kwargs())
     try:
-        offsets = admin.list_consumer_group_offsets(group)
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
     finally:
         admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items()
