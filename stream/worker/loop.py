@@ -83,7 +83,6 @@ class Job:
     timestamp_ms: int | None
     received: float = field(default_factory=time.monotonic)
     frame: Frame | None = None
-    future: concurrent.futures.Future | None = None
 
     @property
     def frame_id(self) -> str:
@@ -464,13 +463,13 @@ class StreamWorker:
         try:
             job.frame = admit(source, record.key, record.value, record.headers, self.policy)
         except FrameRejected as exc:
-            job.future = self._runner.submit(self._dead_letter(job, exc.code, exc.stage, exc.message))
+            self._runner.submit(self._dead_letter(job, exc.code, exc.stage, exc.message))
             return
         for name in job.frame.ignored_headers:
             self.metrics.ignored_headers.labels(name).inc()
             log.warning("ignored a malformed header (not required by worker.required_headers)",
                         extra=job.log_fields(header=name))
-        job.future = self._runner.submit(self._process(job))
+        self._runner.submit(self._process(job))
 
     # ---------------------------------------------------------------- per frame (asyncio loop)
 
@@ -640,7 +639,7 @@ class StreamWorker:
                 self.metrics.lag.remove(tp.topic, str(tp.partition))
             except KeyError:
                 pass
-        self._assigned -= revoked
+        self._assigned = self._assigned - revoked  # a new set: the main thread may be iterating the old one
         log.info("partitions lost" if lost else "partitions revoked",
                  extra={"partitions": _names(revoked), "abandoned_in_flight": abandoned,
                         "to_commit": {f"{tp.topic}[{tp.partition}]": o for tp, o in final.items()}})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import subprocess
 import threading
 import urllib.request
 import uuid
@@ -292,3 +293,46 @@ def test_worker_command_errors_are_one_line(run_oanet, settings, tmp_path, model
         err = [line for line in result.stderr.splitlines() if not line.startswith("{")]
         assert result.returncode != 0 and len(err) == 1 and expected in err[0], result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_frame_produced_by_kcat_gets_a_verdict_kcat_reads_as_json(worker_settings, line_t_dataset, kcat):
+    """The acceptance check with Debian's kcat, through the embedded stack's kcat proxy."""
+    from deploy.embedded.kcat_proxy import KcatProxy
+
+    settings = worker_settings(ocr_processes=0)
+    host, _, port = settings.kafka.bootstrap_servers.rpartition(":")
+    proxy = KcatProxy(host, int(port))
+    try:
+        with running_worker(settings):
+            image = line_t_dataset.root / line_t_dataset.entries[3].image
+            subprocess.run([kcat, "-P", "-b", proxy.address, "-t", settings.topics.frames, "-H", "frame_id=x1",
+                            "-k", "line-a", str(image)], check=True, timeout=60, capture_output=True)
+            read_outputs(settings, until=lambda o: len(o.verdicts) + len(o.dead_letters) >= 1)
+        out = subprocess.run([kcat, "-C", "-b", proxy.address, "-t", settings.topics.verdicts, "-o", "beginning",
+                              "-e", "-q", "-f", "%k\\t%s\\n"], check=True, timeout=60, capture_output=True,
+                             text=True).stdout
+    finally:
+        proxy.close()
+    key, value = out.strip().split("\t")
+    verdict = json.loads(value)
+    verdict_validator().validate(verdict)
+    assert key == "x1" and verdict["frame_id"] == "x1" and verdict["line_id"] == "line-a"
+
+
+def test_a_second_sigint_exits_at_once_without_draining(worker_settings, line_t_dataset, worker_process):
+    settings = worker_settings()
+    group = f"int-{uuid.uuid4().hex[:6]}"
+    replay(settings, line_t_dataset, 60, prefix="int-", lines=3)
+    worker = worker_process(settings, group=group, extra=["--window", "32"])
+    wait_until(lambda: any(e.get("msg") == "status" and e["in_flight"] >= 20 for e in worker.events()), 180,
+               "a full window of frames in flight")
+    children = psutil.Process(worker.pid).children(recursive=True)
+    worker.signal(signal.SIGINT)
+    wait_until(lambda: any(e.get("msg") == "draining" for e in worker.events()), 30, "the drain to start")
+    worker.signal(signal.SIGINT)
+    assert worker.wait() == 130
+    messages = [e.get("msg") for e in worker.events()]
+    assert "second interrupt: exiting at once without draining or committing" in messages
+    assert "drained" not in messages
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, "OCR processes outlived their worker"
