@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from oanet.contracts import HEADER_CAPTURED_AT, HEADER_FRAME_ID, HEADER_LINE_ID, HEADER_PROFILE, MIB
 from oanet.errors import ConfigError
@@ -273,6 +273,9 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**cleaned)
     except ValidationError as exc:
         raise ConfigError(f"invalid settings: {_one_line(exc)}") from None
+    except SettingsError as exc:  # an environment value that does not parse (lists are JSON)
+        raise ConfigError(f"invalid settings: {exc} (list values are JSON, e.g. "
+                          "OANET_WORKER__REQUIRED_HEADERS='[\"frame_id\"]')") from None
 
 
 def _drop_none(value: Any) -> Any:

@@ -42,14 +42,21 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(log_format: str = "json", level: int = logging.INFO, stream=None) -> logging.Logger:
-    """Route the worker's loggers to `stream` (stderr) in `log_format`; idempotent."""
+    """Route the worker's loggers to `stream` (stderr) in `log_format`; idempotent.
+
+    Handlers already on the root logger (the command line's, for libraries such as
+    kafka-python) get the same formatter, so every line on stderr has one format.
+    """
+    formatter = JsonFormatter() if log_format == "json" else TextFormatter()
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
     logger = logging.getLogger(LOGGER)
     for handler in list(logger.handlers):
         if getattr(handler, "_oanet", False):
             logger.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler._oanet = True  # type: ignore[attr-defined]
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.setFormatter(formatter)
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

@@ -32,9 +32,11 @@ from oanet.contracts import (
     MIB,
     DeadLetterCode,
 )
+from oanet.profile import DEFAULT_PROFILE_PATH
 from stream.schemas import verdict_validator
 from stream.worker.inference import InferenceRejected, TritonUnavailable
 from stream.worker.local_model import InProcessInference
+from stream.worker.logs import JsonFormatter
 from stream.worker.messages import stable_part
 from tests.conftest import free_port
 from tests.stream.worker.harness import committed_offsets, produce, read_outputs, replay, running_worker, wait_until
@@ -99,7 +101,7 @@ class RejectBlackObjects(InProcessInference):
         return await super().infer(rois, values, missing)
 
 
-def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings, line_t_dataset, model_repo):
+def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings, line_t_dataset, model_repo, caplog):
     settings = worker_settings(ocr_processes=0, required_headers=("frame_id", "captured_at"),
                                topics={"max_frame_bytes": 1 * MIB})
     good = line_t_dataset.read_bytes(line_t_dataset.entries[0])
@@ -158,6 +160,8 @@ def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings,
     assert seen == {**expected_codes, "": DeadLetterCode.MISSING_HEADER}
     assert set(DeadLetterCode.ALL) - set(seen.values()) == {DeadLetterCode.INTERNAL_ERROR}
     assert sum(v or 0 for v in counted.values()) == len(frames) - 2
+    logged = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.getMessage() == "dead letter"]
+    assert {(e["frame_id"], e["code"]) for e in logged} >= {("truncated", "truncated_image"), ("bomb", "too_many_pixels")}
 
 
 # ------------------------------------------------------------------------------------ server away
@@ -287,6 +291,8 @@ def test_worker_command_errors_are_one_line(run_oanet, settings, tmp_path, model
         (["worker", "--inference", "local", "--repo", str(model_repo), "--bootstrap-servers",
           settings.kafka.bootstrap_servers, "--frames-topic", f"absent-{uuid.uuid4().hex[:6]}"], "do not exist"),
         (["worker", "--window", "0"], "worker.window"),
+        (["worker", "--inference", "local", "--repo", str(model_repo), "--bootstrap-servers",
+          settings.kafka.bootstrap_servers, "--profile", str(DEFAULT_PROFILE_PATH)], "has number fields"),
     ]
     for argv, expected in cases:
         result = run_oanet(*argv, timeout=300)
