@@ -37,13 +37,12 @@ from typing import Any
 
 import numpy as np
 import psutil
-from kafka import KafkaConsumer, KafkaProducer
-from kafka import AsyncConsumerRebalanceListener
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from oanet.contracts import STAGE_INFERENCE, DeadLetterCode
+from oanet.contracts import STAGE_DECODE, STAGE_INFERENCE, STAGE_OCR, STAGE_PRODUCE, DeadLetterCode
 from oanet.profile import LineProfile
 from oanet.settings import Settings
 from stream.kafka_clients import any_reachable, consumer_config, producer_config
@@ -316,6 +315,8 @@ class StreamWorker:
             self._start()
             self._consume()
             self._drain()
+        except KafkaError as exc:  # e.g. authorization, an unknown group coordinator for good
+            self._fail(WorkerError(f"Kafka error: {type(exc).__name__}: {exc}"))
         finally:
             self._close()
         if self._fatal is not None:
@@ -475,36 +476,40 @@ class StreamWorker:
 
     async def _process(self, job: Job) -> None:
         assert job.frame is not None and self.model is not None and self._gate is not None
+        stage = STAGE_DECODE  # where an unexpected error happened, for its dead letter
         try:
             try:
                 prepared = await self._prepare(job)
+                stage = STAGE_INFERENCE
                 values, missing = param_arrays([prepared.record.params], self.model.feature_names)
                 started = time.monotonic()
                 outputs = await self._gate.infer(prepared.roi[None], values, missing)
                 inference_ms = (time.monotonic() - started) * 1000
                 self.metrics.stage_seconds.labels("inference").observe(inference_ms / 1000)
                 row = ModelOutputs.row(outputs, 0)
+                stage = STAGE_PRODUCE
+                total_ms = (time.monotonic() - job.received) * 1000
+                known = prepared.decode_ms + prepared.ocr_ms + inference_ms
+                verdict = Verdict.build(
+                    job.frame, prepared.record, row, threshold=self.model.threshold, model_name=self.model.name,
+                    model_version=self.model.version, worker=self.worker_id,
+                    timings_ms={"queue": max(0.0, total_ms - known), "decode": prepared.decode_ms,
+                                "ocr": prepared.ocr_ms, "inference": inference_ms, "total": total_ms},
+                )
+                encoded = verdict.encode()
             except FrameRejected as exc:
                 await self._dead_letter(job, exc.code, exc.stage, exc.message)
                 return
             except InferenceRejected as exc:
                 await self._dead_letter(job, DeadLetterCode.INFERENCE_REJECTED, STAGE_INFERENCE, str(exc))
                 return
-            except (asyncio.CancelledError, ProduceFailed):
+            except ProduceFailed:
                 raise
             except Exception as exc:  # noqa: BLE001 - a bug met this frame: keep it for a replay after the fix
                 log.exception("unexpected error; dead-lettering the frame", extra=job.log_fields())
-                await self._dead_letter(job, DeadLetterCode.INTERNAL_ERROR, "worker", f"{type(exc).__name__}: {exc}")
+                await self._dead_letter(job, DeadLetterCode.INTERNAL_ERROR, stage, f"{type(exc).__name__}: {exc}")
                 return
-            total_ms = (time.monotonic() - job.received) * 1000
-            known = prepared.decode_ms + prepared.ocr_ms + inference_ms
-            verdict = Verdict.build(
-                job.frame, prepared.record, row, threshold=self.model.threshold, model_name=self.model.name,
-                model_version=self.model.version, worker=self.worker_id,
-                timings_ms={"queue": max(0.0, total_ms - known), "decode": prepared.decode_ms,
-                            "ocr": prepared.ocr_ms, "inference": inference_ms, "total": total_ms},
-            )
-            await self._produce(self.settings.topics.verdicts, verdict.key, verdict.encode(), verdict.headers, job)
+            await self._produce(self.settings.topics.verdicts, verdict.key, encoded, verdict.headers, job)
             self._acked(job)
             self.metrics.verdicts.labels(verdict.verdict).inc()
             self.metrics.observe_verdict(len(prepared.record.missing), len(prepared.record.readings),
@@ -532,7 +537,7 @@ class StreamWorker:
             self.metrics.stage_seconds.labels("decode").observe(prepared.decode_ms / 1000)
             self.metrics.stage_seconds.labels("ocr").observe(prepared.ocr_ms / 1000)
             return prepared
-        raise FrameRejected(DeadLetterCode.INTERNAL_ERROR, "ocr",
+        raise FrameRejected(DeadLetterCode.INTERNAL_ERROR, STAGE_OCR,
                             f"an OCR process died on each of {OCR_CRASH_ATTEMPTS} attempts at this frame")
 
     def _restart_ocr(self, broken: concurrent.futures.Executor) -> None:

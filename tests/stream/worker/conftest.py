@@ -36,6 +36,8 @@ def worker_settings(unique_topics: Settings, model_repo: Path) -> Callable[..., 
     """worker_settings(**worker_overrides, topics=..., create=True) -> settings on fresh topics.
 
     Local inference on the test model, no metrics endpoint, quick commits; topics created.
+    OCR without the detection fallback and on one thread per engine: the OCR stage has its own
+    tests, and two cores are shared by the worker's threads and processes here.
     """
 
     def factory(create: bool = True, topics: dict[str, Any] | None = None, **worker: Any) -> Settings:
@@ -44,6 +46,7 @@ def worker_settings(unique_topics: Settings, model_repo: Path) -> Callable[..., 
         s = unique_topics.model_copy(update={
             "worker": unique_topics.worker.model_copy(update=values),
             "stack": unique_topics.stack.model_copy(update={"model_repository": model_repo}),
+            "ocr": unique_topics.ocr.model_copy(update={"fallback": False, "threads": 1}),
             "topics": unique_topics.topics.model_copy(update=topics or {}),
         })
         if create:

@@ -176,6 +176,8 @@ class WorkerProcess:
             "OANET_WORKER__COMMIT_INTERVAL_S": "0.2",
             "OANET_WORKER__POLL_TIMEOUT_MS": "50",
             "OANET_WORKER__STATUS_INTERVAL_S": "2",
+            "OANET_OCR__FALLBACK": str(settings.ocr.fallback).lower(),
+            "OANET_OCR__THREADS": str(settings.ocr.threads),
         })
         argv = [*OANET, "worker", "--inference", "local", "--repo", str(settings.stack.model_repository),
                 "--group", group, "--ocr-processes", "1", "--metrics-port", "0", "--log-format", "json", *extra]

@@ -15,7 +15,6 @@ import threading
 import urllib.request
 import uuid
 
-import cv2
 import numpy as np
 import psutil
 import pytest
@@ -93,11 +92,14 @@ def test_300_frames_in_300_schema_valid_verdicts_out(worker_settings, line_t_dat
 
 
 class RejectBlackObjects(InProcessInference):
-    """Stands in for Triton answering INVALID_ARG to one request (the phase-2 tests use Triton)."""
+    """Stands in for Triton answering INVALID_ARG to one request (the phase-2 tests use Triton),
+    and for a bug that one frame meets (a white object)."""
 
     async def infer(self, rois, values, missing):
         if int(rois.max()) == 0:
             raise InferenceRejected("INVALID_ARG: the object ROI is all black")
+        if int(rois.min()) == 255:
+            raise ZeroDivisionError("a bug this frame meets")
         return await super().infer(rois, values, missing)
 
 
@@ -108,6 +110,8 @@ def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings,
     black = line_t_dataset.read_image(line_t_dataset.entries[0])
     x, y, w, h = line_t_dataset.profile.object_roi
     black[y:y + h, x:x + w] = 0
+    white = black.copy()
+    white[y:y + h, x:x + w] = 255
     full = png(noise(320, 240))
     cases = {
         "good-1": (good, None),
@@ -122,6 +126,7 @@ def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings,
         "unknown-profile": (good, DeadLetterCode.UNKNOWN_PROFILE),
         "malformed-time": (good, DeadLetterCode.MALFORMED_HEADER),
         "black-object": (png(black), DeadLetterCode.INFERENCE_REJECTED),
+        "white-object": (png(white), DeadLetterCode.INTERNAL_ERROR),
         "good-2": (good, None),
     }
     frames = []
@@ -158,7 +163,7 @@ def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings,
         assert int(extra[HEADER_SOURCE_PARTITION]) in range(3) and int(extra[HEADER_SOURCE_OFFSET]) >= 0
         assert extra[HEADER_ERROR_STAGE] in (b"headers", b"decode", b"ocr", b"inference")
     assert seen == {**expected_codes, "": DeadLetterCode.MISSING_HEADER}
-    assert set(DeadLetterCode.ALL) - set(seen.values()) == {DeadLetterCode.INTERNAL_ERROR}
+    assert set(seen.values()) == set(DeadLetterCode.ALL)
     assert sum(v or 0 for v in counted.values()) == len(frames) - 2
     logged = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.getMessage() == "dead letter"]
     assert {(e["frame_id"], e["code"]) for e in logged} >= {("truncated", "truncated_image"), ("bomb", "too_many_pixels")}
