@@ -56,9 +56,10 @@ def line_ids(partitions: int) -> list[str]:
     return [found[p] for p in range(partitions)]
 
 
-def replay(settings: Settings, dataset: Dataset, count: int, prefix: str = "", lines: int = 1) -> list[str]:
+def replay(settings: Settings, dataset: Dataset, count: int, prefix: str = "", lines: int = 1,
+           rate: float = 0.0) -> list[str]:
     """Play `count` frames of the dataset (looping) like a camera, spread over `lines` line ids
-    that cover `lines` partitions; returns their frame ids."""
+    that cover `lines` partitions (each line at `rate` frames/s, 0: at once); returns their ids."""
     from stream.replay import plan, replay as do_replay
 
     names = line_ids(lines) if lines > 1 else [None]
@@ -67,7 +68,7 @@ def replay(settings: Settings, dataset: Dataset, count: int, prefix: str = "", l
         share = count // len(names) + (1 if i < count % len(names) else 0)
         line_prefix = f"{prefix}{line}-" if line else prefix
         do_replay(settings, dataset, dataset.entries, limit=share, loop=True, prefix=line_prefix, line_id=line,
-                  progress=False)
+                  rate=rate, progress=False)
         ids += [frame_id for frame_id, _ in plan(dataset.entries, share, True, line_prefix)]
     return ids
 
