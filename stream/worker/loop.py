@@ -51,7 +51,7 @@ from stream.worker import ocr_stage
 from stream.worker.checkpoint import Checkpoint, CheckpointError, Ticket
 from stream.worker.errors import FrameRejected, WorkerError
 from stream.worker.frames import Frame, FramePolicy, SourceRef, admit, frame_id_of, normalize_headers
-from stream.worker.inference import Inference, InferenceRejected, TritonUnavailable
+from stream.worker.inference import Inference, InferenceRejected, ModelInfo, TritonUnavailable
 from stream.worker.messages import DeadLetter, ModelOutputs, Verdict, utc_now
 from stream.worker.metrics import MetricsServer, WorkerMetrics
 from triton_models.oanet_fusion.core import param_arrays
@@ -244,7 +244,6 @@ class StreamWorker:
         self._fatal: BaseException | None = None
         self._inference_down = threading.Event()
         self._assigned: set[TopicPartition] = set()
-        self._paused: set[TopicPartition] = set()
         self._stopping = False
         self._started = threading.Event()
         self._last_turn = time.monotonic()
@@ -260,7 +259,7 @@ class StreamWorker:
         self._server: MetricsServer | None = None
         self.profile: LineProfile | None = None
         self.policy: FramePolicy | None = None
-        self.model = None
+        self.model: ModelInfo | None = None
 
     # ---------------------------------------------------------------- control
 
