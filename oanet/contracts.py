@@ -22,3 +22,39 @@ HEADER_SOURCE_PARTITION: Final = "oanet.source.partition"
 HEADER_SOURCE_OFFSET: Final = "oanet.source.offset"
 
 MIB: Final = 1024 * 1024
+
+# The versioned `schema` value of a verdict message; its JSON Schema is
+# stream/schemas/verdict.v1.json (a change of the message is a new version and a new file).
+VERDICT_SCHEMA: Final = "oanet.verdict.v1"
+
+# Stages of the worker: the value of HEADER_ERROR_STAGE on a dead letter, the keys of a
+# verdict's `timings_ms` and the `stage` label of the worker's latency metrics.
+STAGE_HEADERS: Final = "headers"
+STAGE_DECODE: Final = "decode"
+STAGE_OCR: Final = "ocr"
+STAGE_INFERENCE: Final = "inference"
+STAGE_PRODUCE: Final = "produce"
+STAGES: Final = (STAGE_HEADERS, STAGE_DECODE, STAGE_OCR, STAGE_INFERENCE, STAGE_PRODUCE)
+
+
+class DeadLetterCode:
+    """Values of HEADER_ERROR_CODE: one per cause, so alerts and replays can select by cause."""
+
+    EMPTY_FRAME: Final = "empty_frame"  # zero-length value (or a tombstone)
+    FRAME_TOO_LARGE: Final = "frame_too_large"  # more bytes than topics.max_frame_bytes
+    UNDECODABLE: Final = "undecodable_image"  # not PNG/JPEG, corrupt header or data
+    TRUNCATED: Final = "truncated_image"  # PNG without IEND, JPEG without EOI
+    TOO_MANY_PIXELS: Final = "too_many_pixels"  # header dimensions over worker.max_pixels
+    UNUSABLE_COLOR: Final = "unusable_color_format"  # colour model or depth the model cannot use
+    PROFILE_MISMATCH: Final = "frame_profile_mismatch"  # aspect ratio is not the profile's
+    MISSING_HEADER: Final = "missing_header"  # a header the policy requires is absent
+    MALFORMED_HEADER: Final = "malformed_header"  # a required header does not parse
+    UNKNOWN_PROFILE: Final = "unknown_profile"  # `profile` header names a profile not served
+    INFERENCE_REJECTED: Final = "inference_rejected"  # the model server refused this frame's inputs
+    INTERNAL_ERROR: Final = "internal_error"  # a bug met this frame; kept for replay after the fix
+
+    ALL: Final = (
+        EMPTY_FRAME, FRAME_TOO_LARGE, UNDECODABLE, TRUNCATED, TOO_MANY_PIXELS, UNUSABLE_COLOR,
+        PROFILE_MISMATCH, MISSING_HEADER, MALFORMED_HEADER, UNKNOWN_PROFILE, INFERENCE_REJECTED,
+        INTERNAL_ERROR,
+    )

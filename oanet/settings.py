@@ -15,10 +15,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from oanet.contracts import MIB
+from oanet.contracts import HEADER_CAPTURED_AT, HEADER_FRAME_ID, HEADER_LINE_ID, HEADER_PROFILE, MIB
 from oanet.errors import ConfigError
 from stream.ocr.settings import OcrSettings
 
@@ -166,6 +166,66 @@ class TritonSettings(_Frozen):
         return kwargs
 
 
+ColorModel = Literal["gray", "gray_alpha", "rgb", "rgba", "palette", "cmyk", "ycck"]
+KNOWN_HEADERS = (HEADER_FRAME_ID, HEADER_LINE_ID, HEADER_CAPTURED_AT, HEADER_PROFILE)
+
+
+class WorkerSettings(_Frozen):
+    """The stream worker (`oanet worker`): limits, concurrency, deadlines, header policy, metrics.
+
+    The byte limit of a frame is `topics.max_frame_bytes`, shared with producers and the broker.
+    """
+
+    group_id: str = "oanet-worker"
+    # Frames polled and not yet acknowledged (verdict or dead letter). Bounds memory under any
+    # backlog: consumption pauses while the window is full.
+    window: int = Field(32, ge=1, le=4096)
+    ocr_processes: int = Field(1, ge=1, le=64)
+    # Decompression-bomb guard: width x height read from the PNG/JPEG header before decoding.
+    max_pixels: int = Field(40_000_000, ge=1)
+    # Colour models accepted; others are dead-lettered as unusable. CMYK/YCCK JPEGs (print
+    # workflows, never a camera) decode with inverted or shifted colours in OpenCV.
+    color_models: tuple[ColorModel, ...] = ("gray", "gray_alpha", "rgb", "rgba", "palette")
+    # Headers a frame must carry (missing: dead letter; malformed: dead letter). A malformed
+    # header that is not required is ignored with a warning, so a bad clock never costs a verdict.
+    required_headers: tuple[str, ...] = ()
+    # `local`: the exported model run in this process (stack.model_repository); `triton`: the
+    # ensemble served by Triton (triton.url).
+    inference: Literal["triton", "local"] = "triton"
+    model_version: int | None = Field(None, ge=1)  # None: the latest version
+    # While the model server is unavailable: consumption pauses and readiness is probed with
+    # exponential backoff between these bounds.
+    retry_initial_s: float = Field(0.5, gt=0)
+    retry_max_s: float = Field(10.0, gt=0)
+    startup_timeout_s: float = Field(120.0, gt=0)
+    # SIGTERM/SIGINT: in-flight frames get this long to finish before the final commit.
+    drain_timeout_s: float = Field(30.0, gt=0)
+    # Partitions revoked by a rebalance: their in-flight frames get this long to finish before
+    # the revocation commit. kafka-python runs the callback on its IO thread (heartbeats wait),
+    # so keep it well under kafka.session_timeout_ms.
+    revoke_timeout_s: float = Field(2.0, ge=0)
+    commit_interval_s: float = Field(1.0, gt=0)
+    poll_timeout_ms: int = Field(100, ge=1, le=10_000)
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no HTTP endpoint
+    status_interval_s: float = Field(10.0, gt=0)
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("required_headers")
+    @classmethod
+    def _known_headers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [h for h in value if h not in KNOWN_HEADERS]
+        if unknown:
+            raise ValueError(f"unknown header(s) {unknown}; the frames topic knows {list(KNOWN_HEADERS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> WorkerSettings:
+        if self.retry_initial_s > self.retry_max_s:
+            raise ValueError("retry_initial_s must not exceed retry_max_s")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OANET_",
@@ -181,6 +241,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     triton: TritonSettings = TritonSettings()
     ocr: OcrSettings = OcrSettings()
+    worker: WorkerSettings = WorkerSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -228,6 +289,9 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**cleaned)
     except ValidationError as exc:
         raise ConfigError(f"invalid settings: {_one_line(exc)}") from None
+    except SettingsError as exc:  # an environment value that does not parse (lists are JSON)
+        raise ConfigError(f"invalid settings: {exc} (list values are JSON, e.g. "
+                          "OANET_WORKER__REQUIRED_HEADERS='[\"frame_id\"]')") from None
 
 
 def _drop_none(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Subcommands of the stream package: topics (and, as they land, ocr, worker, replay, verdicts)."""
+"""Subcommands of the stream package: topics, ocr, worker, replay, verdicts."""
 
 from __future__ import annotations
 
@@ -20,10 +20,14 @@ def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsers
     add_settings_flags(listing, kafka=True)
     listing.set_defaults(func=_topics_list)
 
-    # Later stages register here: OCR (stream.ocr.cli), worker, replay, verdicts.
+    from stream import replay, verdicts
     from stream.ocr import cli as ocr_cli
+    from stream.worker import cli as worker_cli
 
     ocr_cli.register(subparsers, bench)
+    worker_cli.register(subparsers)
+    replay.register(subparsers)
+    verdicts.register(subparsers)
 
 
 def _topics_create(args: argparse.Namespace) -> int:

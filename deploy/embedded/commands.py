@@ -31,6 +31,17 @@ def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsers
     add_settings_flags(status, stack=True)
     status.set_defaults(func=_status)
 
+    proxy = actions.add_parser(
+        "kcat-proxy",
+        help="let Debian's kcat (librdkafka 2.0.2) produce and consume on the embedded broker, headers included",
+        description="Run a small proxy in front of the embedded broker that hides two Tansu 0.6.0 replies "
+        "librdkafka 2.0.2 cannot read (see deploy/embedded/kcat_proxy.py); point kcat at it with -b. Runs until "
+        "interrupted.",
+    )
+    proxy.add_argument("--port", type=int, default=0, metavar="PORT", help="port to listen on (default: a free one)")
+    add_settings_flags(proxy, kafka=True)
+    proxy.set_defaults(func=_kcat_proxy)
+
 
 def _add_port_flags(parser: argparse.ArgumentParser) -> None:
     add_settings_flags(parser, stack=True)
@@ -91,3 +102,29 @@ def _status(args: argparse.Namespace) -> int:
     statuses = stack.status()
     _print_notices(stack)
     return 0 if _print_status(statuses) else 1
+
+
+def _kcat_proxy(args: argparse.Namespace) -> int:
+    import threading
+
+    from deploy.embedded.errors import StackError
+    from deploy.embedded.kcat_proxy import KcatProxy
+    from stream.kafka_clients import any_reachable
+
+    servers = settings_from_args(args).kafka.client_kwargs()["bootstrap_servers"]
+    if len(servers) != 1 or not any_reachable(servers):
+        raise StackError(f"the kcat proxy needs one reachable broker, got {','.join(servers)} (is the stack up?)")
+    host, _, port = servers[0].rpartition(":")
+    try:
+        proxy = KcatProxy(host, int(port), port=args.port)
+    except OSError as exc:
+        raise StackError(f"cannot listen on port {args.port}: {exc.strerror or exc}") from None
+    print(f"kcat proxy on {proxy.address} -> broker {servers[0]}; e.g. kcat -b {proxy.address} -L "
+          "(Ctrl-C stops it)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proxy.close()
+    return 0

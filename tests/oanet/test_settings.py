@@ -131,3 +131,20 @@ def test_config_command_reports_bad_settings_in_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("oanet config: error: invalid settings: stack.broker_port")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_worker_section_from_env_and_its_checks(monkeypatch):
+    monkeypatch.setenv("OANET_WORKER__REQUIRED_HEADERS", '["frame_id", "captured_at"]')
+    monkeypatch.setenv("OANET_WORKER__WINDOW", "8")
+    s = load_settings()
+    assert s.worker.required_headers == ("frame_id", "captured_at") and s.worker.window == 8
+    assert s.worker.revoke_timeout_s * 1000 < s.kafka.session_timeout_ms
+    with pytest.raises(ConfigError, match="unknown header"):
+        load_settings(worker={"required_headers": ["camera"]})
+    with pytest.raises(ConfigError, match="retry_initial_s must not exceed retry_max_s"):
+        load_settings(worker={"retry_initial_s": 20, "retry_max_s": 10})
+    with pytest.raises(ConfigError, match="worker.color_models"):
+        load_settings(worker={"color_models": ["hsv"]})
+    monkeypatch.setenv("OANET_WORKER__REQUIRED_HEADERS", "frame_id")  # not JSON
+    with pytest.raises(ConfigError, match="list values are JSON"):
+        load_settings()

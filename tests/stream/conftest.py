@@ -8,8 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from oanet.dataset import Dataset, load_dataset
 from oanet.profile import LineProfile, load_profile
+from tests.conftest import TEST_DATA
 from tests.stream.frames import DEFAULT_PROFILE, render_frame, sample_value
+
+# A small line (320x240, three printed numbers): OCR costs tens of ms per frame on CPU, so
+# stream tests can push hundreds of frames through the worker.
+LINE_T_PROFILE = TEST_DATA / "profiles" / "line-t.yaml"
+LINE_T_FRAMES = 120
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +61,18 @@ def full_engine(line_profile: LineProfile, ocr_settings):
     engine = OcrEngine(line_profile, ocr_settings, mode="full")
     engine.warm_up()
     return engine
+
+
+@pytest.fixture(scope="session")
+def line_t_profile() -> LineProfile:
+    return load_profile(LINE_T_PROFILE)
+
+
+@pytest.fixture(scope="session")
+def line_t_dataset(tmp_path_factory, line_t_profile) -> Dataset:
+    """120 synthetic frames of the small line (seed 11), made once."""
+    from training.synth.generate import generate
+
+    root = tmp_path_factory.mktemp("worker-data") / "line-t"
+    generate(root, line_t_profile, LINE_T_FRAMES, seed=11, workers=1, progress=False)
+    return load_dataset(root)

@@ -1,0 +1,231 @@
+"""Test harness of the stream worker: produce frames, run workers (on a thread of this process
+or as `oanet worker` processes) and read back what they wrote. Every wait polls a condition
+with a deadline; nothing sleeps and hopes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+
+from oanet.dataset import Dataset
+from oanet.settings import Settings
+from stream.kafka_clients import producer_config
+from tests.conftest import OANET
+
+
+def produce(settings: Settings, frames: Sequence[tuple[bytes | None, Sequence[tuple[str, bytes]]]],
+            key: bytes | None = b"line-t") -> None:
+    """Produce (value, headers) pairs to the frames topic and wait for every acknowledgement."""
+    producer = KafkaProducer(**producer_config(settings))
+    try:
+        futures = [producer.send(settings.topics.frames, value, key=key, headers=list(headers))
+                   for value, headers in frames]
+        for future in futures:
+            future.get(timeout=60)
+    finally:
+        producer.close()
+
+
+def line_ids(partitions: int) -> list[str]:
+    """One line id per partition: keys that the default partitioner sends to 0, 1, ... n-1.
+
+    The frames topic is keyed by line id, so one line's frames all land in one partition;
+    tests that need every partition busy play several lines.
+    """
+    from kafka.partitioner.default import murmur2
+
+    found: dict[int, str] = {}
+    index = 0
+    while len(found) < partitions:
+        name = f"line-{index}"
+        found.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % partitions, name)
+        index += 1
+    return [found[p] for p in range(partitions)]
+
+
+def replay(settings: Settings, dataset: Dataset, count: int, prefix: str = "", lines: int = 1,
+           rate: float = 0.0) -> list[str]:
+    """Play `count` frames of the dataset (looping) like a camera, spread over `lines` line ids
+    that cover `lines` partitions (each line at `rate` frames/s, 0: at once); returns their ids."""
+    from stream.replay import plan, replay as do_replay
+
+    names = line_ids(lines) if lines > 1 else [None]
+    ids = []
+    for i, line in enumerate(names):
+        share = count // len(names) + (1 if i < count % len(names) else 0)
+        line_prefix = f"{prefix}{line}-" if line else prefix
+        do_replay(settings, dataset, dataset.entries, limit=share, loop=True, prefix=line_prefix, line_id=line,
+                  rate=rate, progress=False)
+        ids += [frame_id for frame_id, _ in plan(dataset.entries, share, True, line_prefix)]
+    return ids
+
+
+@dataclass
+class Outputs:
+    verdicts: list[dict[str, Any]]
+    dead_letters: list[Any]  # ConsumerRecords of the dead-letter topic
+
+    def by_frame(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for v in self.verdicts:
+            out.setdefault(v["frame_id"], []).append(v)
+        return out
+
+
+def read_outputs(settings: Settings, *, until: Callable[[Outputs], bool] | None = None,
+                 timeout_s: float = 180.0) -> Outputs:
+    """Every verdict and dead letter so far; with `until`, keep reading until it holds (or fail)."""
+    from stream.verdicts import read_topics
+
+    out = Outputs([], [])
+    deadline = time.monotonic() + timeout_s
+    topics = [settings.topics.verdicts, settings.topics.dead_letter]
+    for records in read_topics(settings, topics, follow=until is not None, poll_ms=200):
+        for r in records:
+            if r.topic == settings.topics.verdicts:
+                out.verdicts.append(json.loads(r.value))
+            else:
+                out.dead_letters.append(r)
+        if until is not None and until(out):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout_s:.0f} s: {len(out.verdicts)} verdicts, "
+                        f"{len(out.dead_letters)} dead letters")
+    return out
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def committed_offsets(settings: Settings, group: str) -> dict[int, int]:
+    """Committed offset of each frames-topic partition for `group` (absent: none committed)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(**settings.kafka.client_kwargs())
+    try:
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+    finally:
+        admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items()
+            if tp.topic == settings.topics.frames and meta.offset >= 0}
+
+
+@contextlib.contextmanager
+def running_worker(settings: Settings, inference: Callable | None = None, *, group: str | None = None,
+                   wait_assignment: bool = True) -> Iterator[Any]:
+    """A StreamWorker on a thread of this process; stopped (drained) on exit."""
+    from stream.worker.backends import inference_factory
+    from stream.worker.loop import StreamWorker
+
+    worker = StreamWorker(settings, inference or inference_factory(settings), group_id=group)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="test-worker", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: worker.started.is_set() or errors, 180, "the worker to start")
+        if errors:
+            raise errors[0]
+        if wait_assignment:
+            wait_until(lambda: worker.assignment or errors, 120, "a partition assignment")
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(timeout=120)
+        assert not thread.is_alive(), "the worker did not stop"
+    if errors:
+        raise errors[0]
+
+
+class WorkerProcess:
+    """`oanet worker` as a child process; its JSON log lines are read from a file."""
+
+    def __init__(self, settings: Settings, log_path: Path, *, group: str, extra: Sequence[str] = ()):
+        self.log_path = log_path
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OANET_")}
+        env.update({
+            "OANET_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "OANET_TOPICS__FRAMES": settings.topics.frames,
+            "OANET_TOPICS__VERDICTS": settings.topics.verdicts,
+            "OANET_TOPICS__DEAD_LETTER": settings.topics.dead_letter,
+            "OANET_WORKER__COMMIT_INTERVAL_S": "0.2",
+            "OANET_WORKER__POLL_TIMEOUT_MS": "50",
+            "OANET_WORKER__STATUS_INTERVAL_S": "2",
+            "OANET_OCR__FALLBACK": str(settings.ocr.fallback).lower(),
+            "OANET_OCR__THREADS": str(settings.ocr.threads),
+        })
+        argv = [*OANET, "worker", "--inference", "local", "--repo", str(settings.stack.model_repository),
+                "--group", group, "--ocr-processes", "1", "--metrics-port", "0", "--log-format", "json", *extra]
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in wait()
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self._log, env=env)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue  # a library's plain-text line
+        return events
+
+    def assignment(self) -> set[int] | None:
+        """Partitions of the latest assignment this worker logged (None: none yet)."""
+        assigned = None
+        for event in self.events():
+            if event.get("msg") == "partitions assigned":
+                assigned = {int(p.rsplit("[", 1)[1].rstrip("]")) for p in event["partitions"]}
+            elif event.get("msg") == "partitions revoked":
+                assigned = set()
+        return assigned
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout_s: float = 120) -> int:
+        try:
+            return self.process.wait(timeout=timeout_s)
+        finally:
+            self._log.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
