@@ -80,7 +80,8 @@ def _build(folder: Path, stack: tuple[Path, ...]) -> list[dict[str, Any]]:
         elif path.is_file():
             if folder not in path.parents:
                 raise KustomizeError(f"resource file {entry} is outside {folder}")
-            objects += [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+            # deepcopy: YAML anchors must not make two places of a document one object
+            objects += [copy.deepcopy(d) for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
         else:
             raise KustomizeError(f"{folder}: resource {entry} does not exist")
     _generate_configmaps(folder, k, objects)
