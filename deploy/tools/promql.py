@@ -87,31 +87,36 @@ def metric_names(expr: str) -> set[str]:
 # ------------------------------------------------------------------------------- exposition
 
 
-def exported_names(families: Iterable) -> dict[str, frozenset[str]]:
-    """Sample names a scrape can hold -> their label names, from parsed metric families
-    (`prometheus_client.parser.text_string_to_metric_families`).
+_TYPE_LINE = re.compile(r"^#\s+TYPE\s+([a-zA-Z_:][a-zA-Z0-9_:]*)\s+(\w+)")
+_SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+\S+")
+_LABEL_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"(?:[^"\\]|\\.)*"')
 
-    A family that has no sample yet (a labelled counter before its first increment) still
-    announces its name and type; the sample names follow from the type as the exposition format
-    defines them (`_total`/`_created` for counters, `_bucket`/`_sum`/`_count` for histograms...).
-    Label names are the union seen on samples (`le` and `quantile` included).
+
+def exported_names(text: str) -> dict[str, frozenset[str]]:
+    """Sample names a scrape holds -> their label names, read verbatim from the Prometheus text
+    exposition format, as Prometheus stores them.
+
+    Verbatim matters: `prometheus_client.parser` renames counter samples to end in `_total`, but
+    Triton exports counters without that suffix (`nv_inference_request_success`) and Prometheus
+    stores them as written. A family announced by `# TYPE` with no sample yet (a labelled counter
+    before its first increment) contributes the names its samples will have: the family name,
+    plus `_bucket`/`_sum`/`_count` for a histogram and `_sum`/`_count` for a summary.
     """
-    suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_sum", "_count", "_created"),
-        "summary": ("", "_sum", "_count", "_created"),
-        "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
-        "info": ("_info",),
-        "stateset": ("",),
-        "gauge": ("",),
-        "unknown": ("",),
-    }
+    suffixes = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count")}
     names: dict[str, set[str]] = {}
-    for family in families:
-        for suffix in suffixes.get(family.type, ("",)):
-            names.setdefault(family.name + suffix, set())
-        for sample in family.samples:
-            names.setdefault(sample.name, set()).update(sample.labels)
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            match = _TYPE_LINE.match(line)
+            if match:
+                family, kind = match.groups()
+                for suffix in suffixes.get(kind, ("",)):
+                    names.setdefault(family + suffix, set())
+            continue
+        match = _SAMPLE_LINE.match(line)
+        if match:
+            name, labels = match.groups()
+            names.setdefault(name, set()).update(_LABEL_PAIR.findall(labels or ""))
     return {name: frozenset(labels) for name, labels in names.items()}
 
 
