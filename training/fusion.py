@@ -194,3 +194,19 @@ def threshold_for_recall(labels: np.ndarray, scores: np.ndarray, target: float) 
         return 0.5
     k = min(len(pos) - 1, max(0, int(np.ceil(target * len(pos))) - 1))
     return float(pos[k])
+
+
+def fit_calibration(p: np.ndarray, labels: np.ndarray) -> dict[str, float] | None:
+    """Platt constants for `core.calibrate` from validation probabilities and labels (None when a
+    class is absent or the fit would reverse the ranking)."""
+    from sklearn.linear_model import LogisticRegression
+
+    labels = np.asarray(labels).astype(int)
+    if len(set(labels.tolist())) < 2:
+        return None
+    x = core.logit(p)[:, None]
+    model = LogisticRegression(C=1e4, max_iter=1000).fit(x, labels)
+    slope, intercept = float(model.coef_[0, 0]), float(model.intercept_[0])
+    if not slope > 0:
+        return None
+    return {"slope": slope, "intercept": intercept}

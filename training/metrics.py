@@ -25,6 +25,7 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> d
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     auroc = float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else None
     return {
+        "recall_at_p90": recall_at_precision(y, p, 0.9),
         "accuracy": (tp + tn) / n if n else 0.0,
         "precision": precision,
         "recall": recall,
@@ -34,6 +35,19 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> d
         "threshold": float(threshold),
         "n": n,
     }
+
+
+def recall_at_precision(labels: np.ndarray, probs: np.ndarray, min_precision: float) -> float | None:
+    """The highest recall of any threshold whose precision is at least `min_precision` (0 when
+    none reaches it; None without defect frames): models compared at equal precision."""
+    from sklearn.metrics import precision_recall_curve
+
+    y = np.asarray(labels).astype(int)
+    if not y.any():
+        return None
+    precision, recall, _ = precision_recall_curve(y, np.asarray(probs, dtype=np.float64))
+    ok = precision >= min_precision
+    return float(recall[ok].max()) if ok.any() else 0.0
 
 
 def recall_by_cause(labels: np.ndarray, probs: np.ndarray, causes: list[str], threshold: float) -> dict[str, float]:

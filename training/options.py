@@ -13,6 +13,7 @@ from pathlib import Path
 # (tests check they agree), kept here so building the parser imports nothing heavy.
 ENCODERS = ("compact", "resnet18", "vgg16", "alexnet")
 OPTIMIZERS = ("sgd", "adamw")
+AUGMENTS = ("dihedral", "flips", "none")
 TREE_KINDS = ("gbdt", "dart", "goss", "rf")
 FEATURE_SOURCES = ("truth", "ocr")
 
@@ -28,7 +29,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-target", choices=("object", "label"), default="object",
                         help="what the image head learns: 'object' = object-caused defects only (parameter defects "
                         "are invisible in the object image), 'label' = every defect, as the paper (default object)")
-    parser.add_argument("--epochs", type=int, default=10, metavar="N", help="CNN epochs (default 10; the paper: 30)")
+    parser.add_argument("--image-pos-weight", default="balanced", metavar="W",
+                        help="weight of the defect class in the image head's loss: 'balanced' = good/defect frame ratio "
+                        "of the train split, or a number (1 = the plain loss) (default balanced)")
+    parser.add_argument("--augment", choices=AUGMENTS, default="dihedral",
+                        help="CNN image symmetries: 'dihedral' = flips and 90-degree turns (square objects whose "
+                        "defects look alike in any orientation), 'flips', or 'none' (default dihedral)")
+    parser.add_argument("--epochs", type=int, default=15, metavar="N", help="CNN epochs (default 15; the paper: 30)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="CNN batch size (default 32)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                         help="CNN optimiser (default: the encoder's recipe: sgd for the paper's encoders, adamw for "

@@ -32,7 +32,14 @@ from training.cnn import build_encoder, extract, make_optimizer, train_cnn
 from training.data import DataBundle, Frames
 from training.encoders import MIN_IMAGE_SIZE, RECIPES, ImageEncoder
 from training.errors import TrainingError
-from training.fusion import FusionOptions, FusionRows, fit_fusion, reference_stats, threshold_for_recall
+from training.fusion import (
+    FusionOptions,
+    FusionRows,
+    fit_calibration,
+    fit_fusion,
+    reference_stats,
+    threshold_for_recall,
+)
 from training.metrics import binary_metrics, recall_by_cause
 from triton_models.oanet_fusion import core
 
@@ -46,7 +53,7 @@ RUN_ARGS = (
     "encoder", "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "embedding_dim", "seed",
     "align", "align_loss", "align_weight", "refine_rounds", "pca_components", "gate", "gate_margin",
     "gate_weights", "ocr_mask_rate", "grid_mask", "mask_copies", "target_recall", "folds", "tree_kinds",
-    "tree_rounds", "features", "fusion_epochs", "image_target",
+    "tree_rounds", "features", "fusion_epochs", "image_target", "image_pos_weight", "augment",
 )
 
 
@@ -88,8 +95,23 @@ def validate_args(args: argparse.Namespace) -> None:
     if unknown or not kinds:
         raise TrainingError(f"--tree-kinds must name some of {', '.join(KINDS)}, got {args.tree_kinds!r}")
     gate_weights(args)
+    image_pos_weight(args)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise TrainingError("--device cuda requested but torch sees no CUDA device")
+
+
+def image_pos_weight(args: argparse.Namespace) -> float | None:
+    """--image-pos-weight: None for "balanced", else the number."""
+    value = str(args.image_pos_weight).strip().lower()
+    if value == "balanced":
+        return None
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = -1.0
+    if not weight > 0:
+        raise TrainingError(f"--image-pos-weight must be 'balanced' or a positive number, got {args.image_pos_weight!r}")
+    return weight
 
 
 def tree_kinds(args: argparse.Namespace) -> tuple[str, ...]:
@@ -186,7 +208,8 @@ def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Pat
 
     train_cnn(model, optimizer, train, val, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
               grid_mask_p=args.grid_mask, seed=args.seed, device=args.device, start_epoch=start,
-              on_epoch=save, progress=progress, target=args.image_target)
+              on_epoch=save, progress=progress, target=args.image_target,
+              pos_weight=image_pos_weight(args), augment=args.augment)
     model.eval()
     rows = build_rows(model, train, args, progress)
     folds = frame_folds(train.labels, args.folds, args.seed)
@@ -268,6 +291,10 @@ def calibrate(fusion_dir: Path, val: Frames, val_embedding: np.ndarray, val_logi
         write_json(fusion_dir / core.CONFIG_FILE, config)
         fc = core.FusionCore.load(fusion_dir)
         out = fc.predict(val_embedding, val_logit, values, val.missing)
+    config["calibration"] = fit_calibration(out["defect_probability"], val.labels)
+    write_json(fusion_dir / core.CONFIG_FILE, config)
+    fc = core.FusionCore.load(fusion_dir)
+    out = fc.predict(val_embedding, val_logit, values, val.missing)
     target = config["target_recall"]
     config["threshold"] = threshold_for_recall(val.labels, out["defect_probability"], target)
     config["branch_thresholds"] = {

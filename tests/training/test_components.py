@@ -10,9 +10,12 @@ import torch
 from training import options
 from training.augment import grid_mask, grid_mask_one, ocr_dropout
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
+from training.cnn import AUGMENTS, balanced_pos_weight, symmetries
 from training.data import FEATURE_SOURCES
 from training.encoders import (
     ENCODERS,
+    OPTIMIZERS,
+    RECIPES,
     AlignmentNet,
     FusedClassifier,
     ImageEncoder,
@@ -30,6 +33,31 @@ def test_option_mirrors_match_the_modules():
     assert options.ENCODERS == ENCODERS
     assert options.TREE_KINDS == KINDS
     assert options.FEATURE_SOURCES == FEATURE_SOURCES
+    assert options.AUGMENTS == AUGMENTS
+    assert options.OPTIMIZERS == OPTIMIZERS
+    assert set(RECIPES) == set(ENCODERS)
+
+
+def test_dihedral_symmetries_keep_pixels_and_reach_all_eight_orientations():
+    rng = np.random.default_rng(0)
+    image = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(1, 4, 4, 3)
+    seen = set()
+    for _ in range(200):
+        out = symmetries(np.repeat(image, 1, axis=0), "dihedral", rng)
+        assert sorted(out.ravel().tolist()) == sorted(image.ravel().tolist())  # a permutation of pixels
+        seen.add(out.tobytes())
+    assert len(seen) == 8
+    flips = {symmetries(image, "flips", rng).tobytes() for _ in range(200)}
+    assert len(flips) == 4
+    assert symmetries(image, "none", rng).tobytes() == image.tobytes()
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        symmetries(image, "rotate", rng)
+
+
+def test_balanced_pos_weight_is_the_class_ratio():
+    assert balanced_pos_weight(np.array([1, 0, 0, 0], dtype=np.float32)) == 3.0
+    assert balanced_pos_weight(np.zeros(5, dtype=np.float32)) == 1.0
+    assert balanced_pos_weight(np.ones(5, dtype=np.float32)) == 1.0
 
 
 def test_cosine_alignment_loss_values():
@@ -217,3 +245,47 @@ def test_encoder_forward_argument_is_named_like_the_triton_input():
     import inspect
 
     assert list(inspect.signature(ImageEncoder.forward).parameters)[1] == core.ROI_INPUT
+
+
+def test_recall_bound_counts_parameter_defects_only_when_a_bad_field_was_read():
+    from training.ablation import recall_bound
+
+    fields = ["temp", "speed"]
+    causes = ["object", "param", "param", "param", "none"]
+    details = [["void"], ["temp"], ["temp", "speed"], ["speed"], []]
+    missing = np.array([[True, True], [True, False], [True, False], [True, False], [False, False]])
+    # object: found whatever is missing; temp alone missing -> lost; temp+speed with speed read -> found;
+    # speed read -> found; the good frame does not count.
+    assert recall_bound(causes, details, fields, missing) == pytest.approx(3 / 4)
+    assert recall_bound(causes, details, fields, np.zeros_like(missing)) == 1.0
+    assert recall_bound(["none"], [[]], fields, missing[:1]) is None
+
+
+def test_platt_calibration_keeps_the_ranking_and_moves_the_decision_boundary():
+    from training.fusion import fit_calibration
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random(400) < 0.4).astype(int)
+    # An averaged-down mixture: defects score around 0.35, good frames around 0.1.
+    p = np.clip(np.where(labels == 1, 0.35, 0.1) + rng.normal(0, 0.05, 400), 0.01, 0.99)
+    calibration = fit_calibration(p, labels)
+    assert calibration is not None and calibration["slope"] > 0
+    calibrated = core.calibrate(p, calibration)
+    order = np.argsort(p)
+    assert np.all(np.diff(calibrated[order]) >= -1e-12)  # monotone: AUROC unchanged
+    assert (p[labels == 1] >= 0.5).mean() < 0.1  # raw: 0.5 misses nearly every defect
+    assert (calibrated[labels == 1] >= 0.5).mean() > 0.9  # calibrated: 0.5 is a decision boundary
+    assert fit_calibration(p, np.zeros(400, dtype=int)) is None
+    assert np.array_equal(core.calibrate(p, None), p)
+
+
+def test_recall_at_precision_reads_the_pr_curve():
+    from training.metrics import recall_at_precision
+
+    labels = np.array([1, 1, 0, 1, 0, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.1])
+    assert recall_at_precision(labels, scores, 1.0) == pytest.approx(2 / 3)  # top two only
+    assert recall_at_precision(labels, scores, 0.75) == pytest.approx(1.0)  # 3 of the top 4
+    assert recall_at_precision(labels, -scores, 0.9) == 0.0
+    assert recall_at_precision(np.zeros(3), scores[:3], 0.9) is None
+    assert binary_metrics(labels, scores, 0.5)["recall_at_p90"] == pytest.approx(2 / 3)

@@ -193,11 +193,14 @@ def test_bad_inputs_give_one_line_errors(e2e_dataset: Path, tmp_path: Path, caps
 
 def test_ablation_writes_both_tables_and_plots(e2e_dataset: Path, tmp_path: Path):
     out = tmp_path / "abl"
-    assert main(["ablation", "--data", str(e2e_dataset), "--out", str(out), "--repeats", "1", *TINY]) == 0
+    assert main(["ablation", "--data", str(e2e_dataset), "--out", str(out), "--repeats", "1", "--encoders", "compact",
+                 "resnet18", *TINY]) == 0
     t1 = (out / "table1.md").read_text()
     t2 = (out / "table2.md").read_text()
-    assert "+ alignment + refinement + gate (OANet)" in t1 and "| resnet18 | image only |" in t1
+    assert "+ alignment + refinement + gate (OANet)" in t1
+    assert "| compact | image only |" in t1 and "| resnet18 | image only |" in t1
     assert t2.count("OANet + resnet18") == 4  # clean, missing, grid, both
+    assert "Recall bound (any model" in t2
     for png in ("pr_curves_resnet18.png", "confusion_resnet18.png", "gate_weights_resnet18.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     results = json.loads((out / "results.json").read_text())["results"]

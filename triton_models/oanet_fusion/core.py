@@ -42,6 +42,8 @@ order (text fields such as `lot_id` are not features).
    w_fused = b_fused min(g_image, g_params); normalised to sum 1 (all zero: the fused branch
    alone).  Final probability = sum_b w_b p_b.  With the gate disabled the final probability
    is p_fused and the weights are (0, 0, 1); KL scores are still reported.
+6. Calibration (`calibrate`): defect_probability = sigmoid(slope * logit(p) + intercept), Platt
+   constants fitted on the validation frames (`fusion.json` "calibration").
 
 Outputs (all float32): `defect_probability` [N], `branch_probabilities` [N, 3]
 (image, params, fused), `gate_weights` [N, 3] (same order), `kl_scores` [N, 2]
@@ -297,6 +299,19 @@ def gate(
     return np.where(total > 0, w / np.where(total > 0, total, 1.0), fallback)
 
 
+def calibrate(p: np.ndarray, calibration: Mapping[str, float] | None) -> np.ndarray:
+    """Platt scaling of the gated probability: sigmoid(slope * logit(p) + intercept).
+
+    The gate averages branch probabilities, and a defect that only one modality can show (a
+    parameter defect is invisible to the image branch) is averaged down: the mixture ranks
+    frames well but 0.5 is not a decision boundary. The two constants are fitted on the
+    validation frames at training, so the verdict probability is a calibrated one; it keeps
+    the ranking (slope > 0). None (artifacts without calibration): p unchanged."""
+    if not calibration:
+        return np.asarray(p, dtype=np.float64)
+    return sigmoid(float(calibration["slope"]) * logit(p) + float(calibration["intercept"]))
+
+
 def gate_calibration(kl: np.ndarray, margin: float, quantile: float = 99.5) -> dict[str, float]:
     """Gate constants of one modality from its KL scores on reference (validation) frames."""
     kl = np.asarray(kl, dtype=np.float64)
@@ -500,7 +515,7 @@ class FusionCore:
             weights = gate(kl[:, 0], kl[:, 1], present_fraction, self.gate_params)
         else:
             weights = np.tile(np.array([0.0, 0.0, 1.0]), (n, 1))
-        final = (weights * branches).sum(axis=1)
+        final = calibrate((weights * branches).sum(axis=1), self.config.get("calibration"))
         return {
             "defect_probability": final.astype(np.float32),
             "branch_probabilities": branches.astype(np.float32),
