@@ -294,6 +294,35 @@ def load_settings(**overrides: Any) -> Settings:
                           "OANET_WORKER__REQUIRED_HEADERS='[\"frame_id\"]')") from None
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """`OANET_*` variables that make a child process (`oanet worker` started by the demo, the
+    bench or a test) load exactly these settings, whatever flags built them.
+
+    Secrets are left out: the child inherits them from the same environment and `.env` the
+    parent read them from (no command-line flag sets a secret). Unset optional values are left
+    out too, so the child falls back to the same source.
+    """
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, model: BaseModel) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            key = f"{prefix}__{name.upper()}" if prefix else name.upper()
+            if isinstance(value, BaseModel):
+                walk(key, value)
+            elif value is None or isinstance(value, SecretStr):
+                continue
+            elif isinstance(value, (tuple, list)):
+                env[f"OANET_{key}"] = json.dumps(list(value))
+            elif isinstance(value, bool):
+                env[f"OANET_{key}"] = "true" if value else "false"
+            else:
+                env[f"OANET_{key}"] = str(value)
+
+    walk("", settings)
+    return env
+
+
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}

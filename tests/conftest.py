@@ -80,9 +80,8 @@ def settings(embedded_stack: EmbeddedStack) -> Settings:
     return load_settings(stack=embedded_stack.settings.model_dump())
 
 
-@pytest.fixture
-def unique_topics(settings: Settings) -> Settings:
-    """Settings with topic names of their own, so tests never see each other's messages."""
+def with_unique_topics(settings: Settings) -> Settings:
+    """`settings` with topic names of their own, so tests never see each other's messages."""
     suffix = uuid.uuid4().hex[:8]
     topics = settings.topics.model_copy(update={
         "frames": f"test.{suffix}.frames",
@@ -92,6 +91,12 @@ def unique_topics(settings: Settings) -> Settings:
         "verdicts_partitions": 2,
     })
     return settings.model_copy(update={"topics": topics})
+
+
+@pytest.fixture
+def unique_topics(settings: Settings) -> Settings:
+    """Settings with topic names of their own, so tests never see each other's messages."""
+    return with_unique_topics(settings)
 
 
 @pytest.fixture

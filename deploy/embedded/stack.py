@@ -141,6 +141,29 @@ class EmbeddedStack:
             done.append(f"stopped {name} (pid {record.pid})")
         return done
 
+    def stop_service(self, name: str) -> bool:
+        """Stop one of our services and leave the other running (a Triton restart, a broker
+        outage); False when it was not running."""
+        if name not in SERVICES:
+            raise StackError(f"unknown service {name!r} (one of {', '.join(SERVICES)})")
+        if self._live_record(name) is None:
+            return False
+        self._stop(name)
+        return True
+
+    def start_service(self, name: str, model_repository: Path | None = None) -> None:
+        """Start one stopped service on its configured ports, as `up` would."""
+        if name not in SERVICES:
+            raise StackError(f"unknown service {name!r} (one of {', '.join(SERVICES)})")
+        self._ensure_state_dir()
+        if self._live_record(name) is not None:
+            raise StackAlreadyRunning(f"{name} is already running ({self._describe_running([name])})")
+        self._check_ports([name])
+        if name == BROKER:
+            self._start_broker()
+        else:
+            self._start_triton(self._resolve_repository(model_repository))
+
     def status(self) -> list[ServiceStatus]:
         statuses = []
         for name in SERVICES:
