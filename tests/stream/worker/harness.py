@@ -34,30 +34,13 @@ def produce(settings: Settings, frames: Sequence[tuple[bytes | None, Sequence[tu
         producer.close()
 
 
-def line_ids(partitions: int) -> list[str]:
-    """One line id per partition: keys that the default partitioner sends to 0, 1, ... n-1.
-
-    The frames topic is keyed by line id, so one line's frames all land in one partition;
-    tests that need every partition busy play several lines.
-    """
-    from kafka.partitioner.default import murmur2
-
-    found: dict[int, str] = {}
-    index = 0
-    while len(found) < partitions:
-        name = f"line-{index}"
-        found.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % partitions, name)
-        index += 1
-    return [found[p] for p in range(partitions)]
-
-
 def replay(settings: Settings, dataset: Dataset, count: int, prefix: str = "", lines: int = 1,
            rate: float = 0.0) -> list[str]:
     """Play `count` frames of the dataset (looping) like a camera, spread over `lines` line ids
     that cover `lines` partitions (each line at `rate` frames/s, 0: at once); returns their ids."""
-    from stream.replay import plan, replay as do_replay
+    from stream.replay import line_ids, plan, replay as do_replay
 
-    names = line_ids(lines) if lines > 1 else [None]
+    names = line_ids("line", lines, lines) if lines > 1 else [None]
     ids = []
     for i, line in enumerate(names):
         share = count // len(names) + (1 if i < count % len(names) else 0)
