@@ -412,6 +412,21 @@ def _signal_all(processes: list[psutil.Process], sig: int) -> None:
             pass
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def free_port_settings(state_dir: Path, model_repository: Path, **overrides) -> StackSettings:
+    """Settings of a stack of its own: free ports and its own state directory, so it never
+    meets the user's `oanet stack` on the default ports (tests, benchmarks, the demo)."""
+    values = dict(state_dir=state_dir, broker_port=free_port(), triton_http_port=free_port(),
+                  triton_grpc_port=free_port(), triton_metrics_port=free_port(), model_repository=model_repository)
+    return StackSettings(**{**values, **overrides})
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from deploy.embedded.stack import free_port
 from oanet.errors import ConfigError, OanetError
 from oanet.settings import TritonSettings, load_settings
 from stream.errors import InferenceRejected, StreamError, TritonUnavailable
 from stream.triton_client import ServedModel, TritonClient
-from tests.conftest import free_port
 from triton_models.oanet_fusion import core
 
 

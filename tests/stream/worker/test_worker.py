@@ -32,14 +32,13 @@ from oanet.contracts import (
     MIB,
     DeadLetterCode,
 )
-from deploy.embedded.stack import TRITON
+from deploy.embedded.stack import TRITON, free_port
 from oanet.profile import DEFAULT_PROFILE_PATH
 from stream.schemas import verdict_validator
 from stream.triton_client import TritonClient
 from stream.worker.errors import WorkerError
 from stream.worker.logs import JsonFormatter
 from stream.worker.messages import stable_part
-from tests.conftest import free_port
 from tests.stream.worker.harness import committed_offsets, produce, read_outputs, replay, running_worker, wait_until
 from tests.stream.worker.images import cmyk_jpeg, noise, png, png_bomb, png_with_corrupt_data
 
