@@ -180,7 +180,7 @@ class WorkerSettings(_Frozen):
     # Frames polled and not yet acknowledged (verdict or dead letter). Bounds memory under any
     # backlog: consumption pauses while the window is full.
     window: int = Field(32, ge=1, le=4096)
-    ocr_processes: int = Field(1, ge=1, le=64)
+    ocr_processes: int = Field(1, ge=0, le=64)  # 0: OCR on one thread of the worker process
     # Decompression-bomb guard: width x height read from the PNG/JPEG header before decoding.
     max_pixels: int = Field(40_000_000, ge=1)
     # Colour models accepted; others are dead-lettered as unusable. CMYK/YCCK JPEGs (print
