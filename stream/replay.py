@@ -82,6 +82,17 @@ def plan(entries: Sequence[ManifestEntry], limit: int | None, loop: bool, prefix
         round_ += 1
 
 
+def frame_headers(frame_id: str, line_id: str, profile: str) -> list[tuple[str, bytes]]:
+    """The headers a camera sends with a frame (DESIGN.md), captured now."""
+    captured = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return [
+        (HEADER_FRAME_ID, frame_id.encode()),
+        (HEADER_LINE_ID, line_id.encode()),
+        (HEADER_CAPTURED_AT, captured.encode()),
+        (HEADER_PROFILE, profile.encode()),
+    ]
+
+
 @dataclass(frozen=True)
 class ReplayResult:
     frames: int
@@ -127,14 +138,8 @@ def replay(settings: Settings, dataset: Dataset, entries: Sequence[ManifestEntry
                     if delay > 0:
                         time.sleep(delay)
                 payload = dataset.read_bytes(entry)
-                captured = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
                 this_line = names[index % len(names)]
-                headers = [
-                    (HEADER_FRAME_ID, frame_id.encode()),
-                    (HEADER_LINE_ID, this_line.encode()),
-                    (HEADER_CAPTURED_AT, captured.encode()),
-                    (HEADER_PROFILE, dataset.profile.name.encode()),
-                ]
+                headers = frame_headers(frame_id, this_line, dataset.profile.name)
                 futures.append(producer.send(topic, payload, key=this_line.encode(), headers=headers))
                 sent_bytes += len(payload)
                 produced += 1

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import psutil
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -591,7 +590,7 @@ class StreamWorker:
                             f"an OCR process died on each of {OCR_CRASH_ATTEMPTS} attempts at this frame")
 
     def _restart_ocr(self, broken: concurrent.futures.Executor) -> None:
-        _shutdown_executor(broken)
+        ocr_stage.shutdown_executor(broken)
         self._start_ocr()
 
     async def _dead_letter(self, job: Job, code: str, stage: str, message: str) -> None:
@@ -760,7 +759,7 @@ class StreamWorker:
                     log.warning("closing the model client failed", exc_info=True)
             self._runner.stop()
         if self._ocr is not None:
-            _shutdown_executor(self._ocr)
+            ocr_stage.shutdown_executor(self._ocr)
         if self._send_executor is not None:
             self._send_executor.shutdown(wait=False, cancel_futures=True)
         if self._producer is not None:
@@ -774,21 +773,3 @@ class StreamWorker:
 
 def _names(tps) -> list[str]:
     return sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)
-
-
-def _shutdown_executor(executor: concurrent.futures.Executor) -> None:
-    """Stop a pool now: cancel queued frames and end its processes (ours) if they linger."""
-    pids = ocr_stage.executor_pids(executor)
-    executor.shutdown(wait=False, cancel_futures=True)
-    processes = []
-    for pid in pids:
-        try:
-            processes.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            continue
-    _, alive = psutil.wait_procs(processes, timeout=5)
-    for process in alive:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass

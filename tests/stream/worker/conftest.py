@@ -2,7 +2,7 @@
 tritonserver beside a real broker, workers (in this process on a thread, or as `oanet worker`
 processes) and readers of what they wrote.
 
-The model is trained for real (a few epochs of nothing, 32 px) and exported with
+The model (`model_repo`, tests/stream/conftest.py) is trained for real and exported with
 `oanet export`; the embedded stack serves that repository, and workers call it through the
 product's Triton client (`--inference triton`, the default). `InProcessInference` has its own
 tests (test_local_model.py).
@@ -17,23 +17,10 @@ from typing import Any
 import pytest
 
 from deploy.embedded.stack import EmbeddedStack
-from oanet.cli import main as oanet_main
-from oanet.dataset import Dataset
 from oanet.settings import Settings, load_settings
 from stream.topics import create_topics
 from stream.worker.processes import WorkerProcess
 from tests.conftest import fresh_stack_settings, running_stack, with_unique_topics
-from tests.training.test_end_to_end import TINY
-
-
-@pytest.fixture(scope="session")
-def model_repo(line_t_dataset: Dataset, tmp_path_factory) -> Path:
-    """A tiny model trained on the small line and exported as version 1 of a repository."""
-    base = tmp_path_factory.mktemp("worker-model")
-    run, repo = base / "run", base / "repo"
-    assert oanet_main(["train", "--data", str(line_t_dataset.root), "--out", str(run), *TINY]) == 0
-    assert oanet_main(["export", "--run", str(run), "--repo", str(repo)]) == 0
-    return repo
 
 
 @pytest.fixture(scope="session")
