@@ -48,8 +48,8 @@ def test_demo_verdicts_the_held_out_frames_and_leaves_nothing_running(run_oanet,
     out = result.stdout
     assert re.search(r"worker 0 \(pid \d+\): partitions \[\d", out) and re.search(r"worker 1 \(pid \d+\)", out)
     assert f"frames played       {held_out}" in out
-    verdicts = int(re.search(r"verdicts +(\d+) \(pass", out).group(1))
-    dead = int(re.search(r"dead letters +(\d+)", out).group(1))
+    verdicts = int(re.search(r"^  verdicts +(\d+) \(pass", out, re.MULTILINE).group(1))  # the summary's
+    dead = int(re.search(r"^  dead letters +(\d+)", out, re.MULTILINE).group(1))
     assert verdicts + dead == held_out and verdicts > 0
     assert "0 differing" in out and re.search(r"accuracy \d+\.\d%, recall", out)
     assert re.search(r"latency +capture-to-verdict p50 \d", out)
