@@ -117,7 +117,8 @@ class Answers:
                     with self._changed:
                         for r in records:
                             frame_id = (dict(r.headers or ()).get(HEADER_FRAME_ID) or b"").decode()
-                            self._arrived.setdefault(frame_id, now)
+                            if frame_id:
+                                self._arrived.setdefault(frame_id, now)
                         self._changed.notify_all()
                 if self._stop.is_set():
                     return
@@ -241,10 +242,14 @@ def _inference_stage(settings: Settings, prepared: list, window: int, seconds: f
 
 
 def _produce_stage(settings: Settings, message: bytes, window: int, seconds: float) -> Stage:
+    """Verdict messages to a topic of their own (the verdicts topic is the end-to-end run's)."""
     from kafka import KafkaProducer
 
     from stream.kafka_clients import producer_config
+    from stream.topics import create_topics
 
+    topic = settings.topics.verdicts + ".produce"
+    create_topics(settings.kafka, settings.topics.model_copy(update={"verdicts": topic}))
     producer = KafkaProducer(**producer_config(settings, enable_idempotence=True))
     try:
         pending: deque = deque()
@@ -254,7 +259,7 @@ def _produce_stage(settings: Settings, message: bytes, window: int, seconds: flo
         done = 0
         while True:
             while len(pending) < window:
-                pending.append(producer.send(settings.topics.verdicts, message, key=uuid.uuid4().hex.encode()))
+                pending.append(producer.send(topic, message, key=uuid.uuid4().hex.encode()))
             pending.popleft().get(timeout=60)
             now = time.monotonic()
             if now >= measure_from:
@@ -274,10 +279,9 @@ def _consume_stage(settings: Settings, frames: Frames, count: int) -> Stage:
     from kafka.structs import TopicPartition
 
     from stream.kafka_clients import consumer_config
-
-    scratch = settings.topics.frames + ".consume"
     from stream.topics import create_topics
 
+    scratch = settings.topics.frames + ".consume"
     create_topics(settings.kafka, settings.topics.model_copy(update={"frames": scratch}))
     camera = Camera(settings.model_copy(update={"topics": settings.topics.model_copy(update={"frames": scratch})}),
                     frames)
@@ -308,7 +312,7 @@ class EndToEnd:
     verdicts: int = 0
     seconds: float = 0.0
     rss: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, bytes)
-    backlog: list[int] = field(default_factory=list)
+    backlog: list[int] = field(default_factory=list)  # frames waiting, sampled before each top-up
 
     @property
     def rate(self) -> float:
@@ -322,6 +326,23 @@ class EndToEnd:
         baseline = statistics.median(values[: max(1, len(values) // 10)])
         deviation = max(abs(v - baseline) for v in values) / baseline * 100
         return baseline, min(values), max(values), values[-1], deviation
+
+    def second_half_growth(self) -> float:
+        """Growth in % from the median of the second half's first tenth to its last tenth: a leak
+        keeps growing, a cache that warms up flattens."""
+        values = [b for _, b in self.rss[len(self.rss) // 2 :]]
+        if len(values) < 2:
+            return float("nan")
+        tenth = max(1, len(values) // 10)
+        start, end = statistics.median(values[:tenth]), statistics.median(values[-tenth:])
+        return (end - start) / start * 100
+
+    def write_samples(self, path: Path) -> None:
+        """CSV: seconds into the measurement, RSS in bytes, frames waiting before the top-up."""
+        with open(path, "w", encoding="utf-8") as out:
+            out.write("seconds,rss_bytes,backlog\n")
+            for (t, rss), waiting in zip(self.rss, self.backlog, strict=True):
+                out.write(f"{t:.1f},{rss},{waiting}\n")
 
 
 def _end_to_end(settings: Settings, frames: Frames, worker, answers: Answers, backlog: int, warmup_s: float,
@@ -349,13 +370,14 @@ def _end_to_end(settings: Settings, frames: Frames, worker, answers: Answers, ba
     while True:
         if not worker.alive():
             raise BenchError(f"the worker exited: {worker.last_error() or worker.log_tail(3)}")
+        left = produced - answers.count()  # what a second of work left standing: never 0 while it stands
         standing = top_up()
         now = time.monotonic()
         if now >= measure_from:
             if counted_from is None:
                 counted_from = answers.count()
             result.rss.append((now - measure_from, worker.family_rss()))
-            result.backlog.append(standing)
+            result.backlog.append(left)
         if now >= next_report:
             progress(f"e2e: {answers.count()} verdicts, backlog {standing}, worker RSS "
                      f"{worker.family_rss() / 2**20:.0f} MiB, {now - start:.0f} s")
@@ -410,6 +432,7 @@ class BenchOptions:
     alone: int = 20
     paced_s: float = 30.0
     frames_in_memory: int = 200
+    samples: Path | None = None  # CSV of the memory samples
 
     def problems(self) -> list[str]:
         checks = [(self.seconds > 0, "--seconds must be positive"), (self.duration_s > 0, "--duration must be positive"),
@@ -525,7 +548,11 @@ def run(options: BenchOptions, progress: Callable[[str], None] = lambda line: No
         base, low, high, last, dev = e2e.memory()
         lines.append(f"memory (worker + OCR processes RSS, {len(e2e.rss)} samples, 1/s): baseline {base:.0f} MiB (median "
                      f"of the first tenth), min {low:.0f}, max {high:.0f}, last {last:.0f}; largest deviation "
-                     f"{dev:.1f}% (target +-{TARGET_MEMORY_PCT:g}%: {'met' if dev <= TARGET_MEMORY_PCT else 'missed'})")
+                     f"{dev:.1f}% (target +-{TARGET_MEMORY_PCT:g}%: {'met' if dev <= TARGET_MEMORY_PCT else 'missed'}); "
+                     f"second half {e2e.second_half_growth():+.1f}%")
+        if options.samples is not None:
+            e2e.write_samples(options.samples)
+            lines.append(f"memory samples: {options.samples}")
 
         progress(f"latency: {options.alone} frames alone")
         alone = _latency_alone(camera, answers, options.alone)

@@ -55,6 +55,7 @@ def _register_bench_e2e(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--alone", type=int, default=20, metavar="N", help="frames sent one at a time (default 20)")
     p.add_argument("--paced", type=float, default=30.0, metavar="S",
                    help="seconds of frames paced at half the end-to-end rate (default 30)")
+    p.add_argument("--samples", type=Path, metavar="FILE.csv", help="write the memory samples (seconds, RSS, backlog)")
     p.set_defaults(func=_bench_e2e)
 
 
@@ -65,7 +66,7 @@ def _bench_e2e(args: argparse.Namespace) -> int:
 
     options = BenchOptions(data=args.data, repo=args.repo, seconds=args.seconds, duration_s=args.duration,
                            warmup_s=args.warmup, ocr_processes=args.ocr_processes, window=args.window,
-                           alone=args.alone, paced_s=args.paced)
+                           alone=args.alone, paced_s=args.paced, samples=args.samples)
     for line in run(options, progress=lambda line: print(f"[bench] {line}", file=sys.stderr, flush=True)):
         print(line, flush=True)
     return 0

@@ -22,16 +22,21 @@ def test_bench_e2e_prints_stages_ratio_memory_and_latency(line_t_dataset, model_
     assert re.search(r"^end to end \(1 worker, 1 OCR process\(es\), window 4, standing backlog \d+-\d+ frames.*: "
                      r"\d+\.\d frames/s = \d+\.\d\d x the slowest stage alone \(target >= 0\.8: (met|missed)\)$",
                      out, re.MULTILINE), out
-    assert re.search(r"^memory .* largest deviation \d+\.\d% \(target \+-5%: (met|missed)\)$", out, re.MULTILINE)
+    assert re.search(r"^memory .* largest deviation \d+\.\d% \(target \+-5%: (met|missed)\); second half [+-]\d+\.\d%$",
+                     out, re.MULTILINE), out
     assert re.search(r"^latency produce-to-verdict: one frame alone \(2 frames\) median \d+ ms .* p99 \d+ ms = "
                      r"\d+\.\d\d x the median alone \(target <= 3: (met|missed)\)$", out, re.MULTILINE), out
     assert "exited with code" not in out
 
 
-def test_memory_figures_are_relative_to_the_first_tenth():
-    e2e = EndToEnd(rss=[(float(t), (100 + (5 if t == 19 else 0)) * 2**20) for t in range(20)])
+def test_memory_figures_are_relative_to_the_first_tenth(tmp_path):
+    e2e = EndToEnd(rss=[(float(t), (100 + (5 if t == 19 else 0)) * 2**20) for t in range(20)], backlog=[3] * 20)
     baseline, low, high, last, deviation = e2e.memory()
     assert (baseline, low, high, last) == (100, 100, 105, 105) and deviation == pytest.approx(5.0)
+    assert e2e.second_half_growth() == pytest.approx(5.0)
+    e2e.write_samples(tmp_path / "rss.csv")
+    lines = (tmp_path / "rss.csv").read_text().splitlines()
+    assert lines[0] == "seconds,rss_bytes,backlog" and lines[-1] == f"19.0,{105 * 2**20},3" and len(lines) == 21
 
 
 @pytest.mark.parametrize(("args", "message"), [(["--duration", "0"], "--duration must be positive"),
