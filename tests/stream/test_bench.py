@@ -19,7 +19,9 @@ def test_bench_e2e_prints_stages_ratio_memory_and_latency(line_t_dataset, model_
     out = capsys.readouterr().out
     for stage in ("consume", "decode", "ocr pool", "inference", "produce"):
         assert re.search(rf"^  {stage} +\d+\.\d frames/s", out, re.MULTILINE), (stage, out)
-    assert re.search(r"^end to end \(1 worker, 1 OCR process\(es\), window 4, standing backlog \d+-\d+ frames.*: "
+    assert re.search(r"^  slowest: [a-z ]+ \d+\.\d frames/s before the end-to-end run, \d+\.\d after; mean \d+\.\d$",
+                     out, re.MULTILINE), out
+    assert re.search(r"^end to end \(1 worker, 1 OCR process\(es\), window 4, frames waiting \d+-\d+, .*: "
                      r"\d+\.\d frames/s = \d+\.\d\d x the slowest stage alone \(target >= 0\.8: (met|missed)\)$",
                      out, re.MULTILINE), out
     assert re.search(r"^memory .* largest deviation \d+\.\d% \(target \+-5%: (met|missed)\); second half [+-]\d+\.\d%$",
