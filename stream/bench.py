@@ -57,10 +57,39 @@ class Stage:
     frames: int
     seconds: float
     how: str
+    cpu_s: float | None = None  # CPU time of the stage's processes while measured (pool stages)
 
     @property
     def rate(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_ms_per_frame(self) -> float | None:
+        return None if self.cpu_s is None or not self.frames else self.cpu_s / self.frames * 1000
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes and of everything they started, so far."""
+    import psutil
+
+    seen: set[int] = set()
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            family = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for process in family:
+            if process.pid in seen:
+                continue
+            seen.add(process.pid)
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+    return total
 
 
 @dataclass(frozen=True)
@@ -187,8 +216,11 @@ def _pool_stage(name: str, how: str, executor: concurrent.futures.Executor, call
     warmup_s = min(3.0, seconds / 3)
     start = time.monotonic()
     measure_from, until = start + warmup_s, start + warmup_s + seconds
+    from stream.worker.ocr_stage import executor_pids
+
     pending: deque = deque()
     index = done = 0
+    cpu_from: float | None = None
     while True:
         while len(pending) < in_flight:
             i = index % len(frames)
@@ -197,15 +229,20 @@ def _pool_stage(name: str, how: str, executor: concurrent.futures.Executor, call
         result = pending.popleft().result()
         now = time.monotonic()
         if now >= measure_from:
+            if cpu_from is None:
+                cpu_from, measure_from = cpu_seconds(executor_pids(executor)), now
+                continue
             done += 1
             if keep is not None and len(keep) < 256:
                 keep.append(result)
         if now >= until:
             break
+    cpu_s = cpu_seconds(executor_pids(executor)) - (cpu_from or 0.0)
+    seconds = time.monotonic() - measure_from
     for future in pending:
         future.cancel()
     concurrent.futures.wait(list(pending))
-    return Stage(name, done, time.monotonic() - measure_from, how)
+    return Stage(name, done, seconds, how, cpu_s)
 
 
 def _inference_stage(settings: Settings, prepared: list, window: int, seconds: float) -> Stage:
@@ -313,6 +350,11 @@ class EndToEnd:
     seconds: float = 0.0
     rss: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, bytes)
     backlog: list[int] = field(default_factory=list)  # frames waiting, sampled before each top-up
+    cpu_s: float = 0.0  # CPU time of the worker, its OCR processes, Triton and the broker while measured
+
+    @property
+    def cpu_ms_per_frame(self) -> float:
+        return self.cpu_s / self.verdicts * 1000 if self.verdicts else float("nan")
 
     @property
     def rate(self) -> float:
@@ -346,7 +388,7 @@ class EndToEnd:
 
 
 def _end_to_end(settings: Settings, frames: Frames, worker, answers: Answers, backlog: int, warmup_s: float,
-                duration_s: float, progress: Callable[[str], None]) -> tuple[EndToEnd, Camera]:
+                duration_s: float, progress: Callable[[str], None], service_pids: list[int]) -> tuple[EndToEnd, Camera]:
     camera = Camera(settings, frames)
     result = EndToEnd()
     produced = 0
@@ -366,6 +408,8 @@ def _end_to_end(settings: Settings, frames: Frames, worker, answers: Answers, ba
     measure_from = start + warmup_s
     until = measure_from + duration_s
     counted_from = None
+    cpu_from = 0.0
+    pids = [worker.pid, *service_pids]
     next_report = start + 30
     while True:
         if not worker.alive():
@@ -375,7 +419,8 @@ def _end_to_end(settings: Settings, frames: Frames, worker, answers: Answers, ba
         now = time.monotonic()
         if now >= measure_from:
             if counted_from is None:
-                counted_from = answers.count()
+                counted_from, cpu_from, measure_from = answers.count(), cpu_seconds(pids), now
+                until = measure_from + duration_s
             result.rss.append((now - measure_from, worker.family_rss()))
             result.backlog.append(left)
         if now >= next_report:
@@ -387,6 +432,7 @@ def _end_to_end(settings: Settings, frames: Frames, worker, answers: Answers, ba
         time.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
     result.verdicts = answers.count() - (counted_from or 0)
     result.seconds = time.monotonic() - measure_from
+    result.cpu_s = cpu_seconds(pids) - cpu_from
     answers.wait_for({f"e2e-{n}" for n in range(produced)}, timeout_s=600)  # drain before the latency runs
     return result, camera
 
@@ -442,14 +488,16 @@ class BenchOptions:
 
 
 @contextmanager
-def _stack(repo: Path, state: Path) -> Iterator[Settings]:
+def _stack(repo: Path, state: Path) -> Iterator[tuple[Settings, list[int]]]:
+    """The embedded stack serving `repo` on free ports: (settings, the services' pids)."""
     from deploy.embedded.stack import EmbeddedStack, free_port_settings
 
     stack_settings = free_port_settings(state / "stack", repo, startup_timeout_s=300)
     stack = EmbeddedStack(stack_settings)
     stack.up()
     try:
-        yield load_settings(stack=stack_settings.model_dump())
+        pids = [status.pid for status in stack.status() if status.pid is not None]
+        yield load_settings(stack=stack_settings.model_dump()), pids
     finally:
         stack.down()
 
@@ -484,7 +532,7 @@ def run(options: BenchOptions, progress: Callable[[str], None] = lambda line: No
     progress = lambda line: say(f"{time.monotonic() - began:5.0f} s  {line}")  # noqa: E731
     window = options.window
     with tempfile.TemporaryDirectory(prefix="oanet-bench-e2e-") as tmp, ExitStack() as cleanup:
-        settings = cleanup.enter_context(_stack(options.repo, Path(tmp)))
+        settings, service_pids = cleanup.enter_context(_stack(options.repo, Path(tmp)))
         run_id = uuid.uuid4().hex[:6]
         topics = settings.topics.model_copy(update={"frames": f"bench.{run_id}.frames",
                                                     "verdicts": f"bench.{run_id}.verdicts",
@@ -528,7 +576,8 @@ def run(options: BenchOptions, progress: Callable[[str], None] = lambda line: No
             stages.append(measure())
         slowest = min(stages, key=lambda st: st.rate)
         lines.append(f"stages alone ({options.seconds:g} s each after a warm-up, one at a time):")
-        lines += [f"  {st.name:<9} {st.rate:8.1f} frames/s  ({st.how}; {st.frames} in {st.seconds:.1f} s)"
+        lines += [f"  {st.name:<9} {st.rate:8.1f} frames/s  ({st.how}; {st.frames} in {st.seconds:.1f} s"
+                  + (f"; {st.cpu_ms_per_frame:.0f} ms CPU per frame)" if st.cpu_ms_per_frame is not None else ")")
                   for st in stages]
 
         answers = cleanup.enter_context(Answers(settings))
@@ -543,7 +592,7 @@ def run(options: BenchOptions, progress: Callable[[str], None] = lambda line: No
         progress(f"end to end: standing backlog of {backlog} frames, {options.warmup_s:g} s warm-up, "
                  f"{options.duration_s:g} s measured")
         e2e, camera = _end_to_end(settings, frames, worker, answers, backlog, options.warmup_s, options.duration_s,
-                                  progress)
+                                  progress, service_pids)
         cleanup.callback(camera.close)
         end_to_end_line = (f"end to end (1 worker, {processes} OCR process(es), window {window}, frames waiting "
                            f"{min(e2e.backlog)}-{max(e2e.backlog)}, {e2e.seconds:.0f} s after {options.warmup_s:g} s "
@@ -582,6 +631,13 @@ def run(options: BenchOptions, progress: Callable[[str], None] = lambda line: No
                      f"{again.rate:.1f} after; mean {reference:.1f}")
         lines.append(f"{end_to_end_line} = {ratio:.2f} x the slowest stage alone (target >= {TARGET_RATIO}: "
                      f"{'met' if ratio >= TARGET_RATIO else 'missed'})")
+        if slowest.cpu_ms_per_frame is not None:
+            # On a shared machine the scheduler gives a pipeline of many processes a larger share
+            # than one stage's few processes; CPU time per frame does not depend on that share.
+            lines.append(f"  CPU per frame: end to end {e2e.cpu_ms_per_frame:.0f} ms (worker, OCR processes, Triton, "
+                         f"broker), {slowest.name} alone {slowest.cpu_ms_per_frame:.0f} ms: where CPU is the limit "
+                         f"and the machine is the pipeline's alone, end to end / slowest = "
+                         f"{slowest.cpu_ms_per_frame / e2e.cpu_ms_per_frame:.2f}")
         lines += report
     lines.append(f"{machine_line('cpu')} (end)")
     return lines

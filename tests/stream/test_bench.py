@@ -24,6 +24,7 @@ def test_bench_e2e_prints_stages_ratio_memory_and_latency(line_t_dataset, model_
     assert re.search(r"^end to end \(1 worker, 1 OCR process\(es\), window 4, frames waiting \d+-\d+, .*: "
                      r"\d+\.\d frames/s = \d+\.\d\d x the slowest stage alone \(target >= 0\.8: (met|missed)\)$",
                      out, re.MULTILINE), out
+    assert re.search(r"^  CPU per frame: end to end \d+ ms .* end to end / slowest = \d+\.\d\d$", out, re.MULTILINE), out
     assert re.search(r"^memory .* largest deviation \d+\.\d% \(target \+-5%: (met|missed)\); second half [+-]\d+\.\d%$",
                      out, re.MULTILINE), out
     assert re.search(r"^latency produce-to-verdict: one frame alone \(2 frames\) median \d+ ms .* p99 \d+ ms = "
