@@ -180,7 +180,7 @@ class WorkerSettings(_Frozen):
     # Frames polled and not yet acknowledged (verdict or dead letter). Bounds memory under any
     # backlog: consumption pauses while the window is full.
     window: int = Field(32, ge=1, le=4096)
-    ocr_processes: int = Field(1, ge=1, le=64)
+    ocr_processes: int = Field(1, ge=0, le=64)  # 0: OCR on one thread of the worker process
     # Decompression-bomb guard: width x height read from the PNG/JPEG header before decoding.
     max_pixels: int = Field(40_000_000, ge=1)
     # Colour models accepted; others are dead-lettered as unusable. CMYK/YCCK JPEGs (print
@@ -292,6 +292,35 @@ def load_settings(**overrides: Any) -> Settings:
     except SettingsError as exc:  # an environment value that does not parse (lists are JSON)
         raise ConfigError(f"invalid settings: {exc} (list values are JSON, e.g. "
                           "OANET_WORKER__REQUIRED_HEADERS='[\"frame_id\"]')") from None
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """`OANET_*` variables that make a child process (`oanet worker` started by the demo, the
+    bench or a test) load exactly these settings, whatever flags built them.
+
+    Secrets are left out: the child inherits them from the same environment and `.env` the
+    parent read them from (no command-line flag sets a secret). Unset optional values are left
+    out too, so the child falls back to the same source.
+    """
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, model: BaseModel) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            key = f"{prefix}__{name.upper()}" if prefix else name.upper()
+            if isinstance(value, BaseModel):
+                walk(key, value)
+            elif value is None or isinstance(value, SecretStr):
+                continue
+            elif isinstance(value, (tuple, list)):
+                env[f"OANET_{key}"] = json.dumps(list(value))
+            elif isinstance(value, bool):
+                env[f"OANET_{key}"] = "true" if value else "false"
+            else:
+                env[f"OANET_{key}"] = str(value)
+
+    walk("", settings)
+    return env
 
 
 def _drop_none(value: Any) -> Any:

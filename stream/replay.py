@@ -38,6 +38,30 @@ def manifest_id(frame_id: str, prefix: str = "") -> str | None:
     return head if sep and tail.isdigit() else base
 
 
+def line_ids(base: str, count: int, partitions: int) -> list[str]:
+    """`count` line ids (`<base>-<i>`) whose keys the producer's default partitioner spreads
+    evenly over the topic's `partitions` (each its own partition while count <= partitions).
+
+    The frames topic is keyed by line id (DESIGN.md), so all of one line's frames share a
+    partition and one worker verdicts them; several lines keep several workers busy.
+    """
+    from kafka.partitioner.default import murmur2
+
+    if count < 1 or partitions < 1:
+        raise StreamError(f"--lines and the partition count must be at least 1, got {count} and {partitions}")
+    targets = [(i * partitions) // count if count <= partitions else i % partitions for i in range(count)]
+    found: list[str] = []
+    index = 0
+    for target in targets:
+        while True:
+            name = f"{base}-{index}"
+            index += 1
+            if (murmur2(name.encode()) & 0x7FFFFFFF) % partitions == target:
+                found.append(name)
+                break
+    return found
+
+
 def select_entries(dataset: Dataset, split: str) -> list[ManifestEntry]:
     return list(dataset.entries) if split == "all" else dataset.split(split)
 
@@ -58,6 +82,17 @@ def plan(entries: Sequence[ManifestEntry], limit: int | None, loop: bool, prefix
         round_ += 1
 
 
+def frame_headers(frame_id: str, line_id: str, profile: str) -> list[tuple[str, bytes]]:
+    """The headers a camera sends with a frame (DESIGN.md), captured now."""
+    captured = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return [
+        (HEADER_FRAME_ID, frame_id.encode()),
+        (HEADER_LINE_ID, line_id.encode()),
+        (HEADER_CAPTURED_AT, captured.encode()),
+        (HEADER_PROFILE, profile.encode()),
+    ]
+
+
 @dataclass(frozen=True)
 class ReplayResult:
     frames: int
@@ -67,8 +102,11 @@ class ReplayResult:
 
 def replay(settings: Settings, dataset: Dataset, entries: Sequence[ManifestEntry], *, rate: float = 0.0,
            limit: int | None = None, loop: bool = False, prefix: str = "", line_id: str | None = None,
-           progress: bool = True) -> ReplayResult:
-    """Produce the frames (paced at `rate` frames/s when > 0) and wait for every acknowledgement."""
+           lines: int = 1, progress: bool = True) -> ReplayResult:
+    """Produce the frames (paced at `rate` frames/s when > 0) and wait for every acknowledgement.
+
+    With `lines` > 1 the frames take turns among that many line ids (`line_ids`), as several
+    lines making the same product would send them."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
     from tqdm import tqdm
@@ -82,9 +120,11 @@ def replay(settings: Settings, dataset: Dataset, entries: Sequence[ManifestEntry
     from stream.topics import describe_topics
 
     topic = settings.topics.frames
-    if topic not in describe_topics(settings.kafka):
+    partitions = describe_topics(settings.kafka).get(topic)
+    if partitions is None:
         raise StreamError(f"topic {topic} does not exist; create it with `oanet topics create`")
     line = line_id or dataset.profile.name
+    names = [line] if lines == 1 else line_ids(line, lines, partitions)
     total = limit if limit is not None else (None if loop else len(entries))
     producer = KafkaProducer(**producer_config(settings))
     futures = []
@@ -98,14 +138,9 @@ def replay(settings: Settings, dataset: Dataset, entries: Sequence[ManifestEntry
                     if delay > 0:
                         time.sleep(delay)
                 payload = dataset.read_bytes(entry)
-                captured = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-                headers = [
-                    (HEADER_FRAME_ID, frame_id.encode()),
-                    (HEADER_LINE_ID, line.encode()),
-                    (HEADER_CAPTURED_AT, captured.encode()),
-                    (HEADER_PROFILE, dataset.profile.name.encode()),
-                ]
-                futures.append(producer.send(topic, payload, key=line.encode(), headers=headers))
+                this_line = names[index % len(names)]
+                headers = frame_headers(frame_id, this_line, dataset.profile.name)
+                futures.append(producer.send(topic, payload, key=this_line.encode(), headers=headers))
                 sent_bytes += len(payload)
                 produced += 1
                 bar.update(1)
@@ -147,6 +182,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=(*SPLITS, "all"), default="all", help="which frames (default all)")
     p.add_argument("--id-prefix", default="", metavar="TEXT", help="prefix of every frame id (e.g. a run id)")
     p.add_argument("--line-id", metavar="ID", help="line id: key and line_id header (default: the profile name)")
+    p.add_argument("--lines", type=int, default=1, metavar="N",
+                   help="play the frames as N lines (ids <line-id>-0, -1, ... on different partitions, taking turns), "
+                   "so N workers share them (default 1: one line, one partition)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_settings_flags(p, kafka=True)
     add_topic_flags(p, "frames")
@@ -163,7 +201,7 @@ def _replay(args: argparse.Namespace) -> int:
         raise StreamError(f"the {args.split} split of {args.data} has no frames")
     try:
         result = replay(settings, dataset, entries, rate=args.rate, limit=args.limit, loop=args.loop,
-                        prefix=args.id_prefix, line_id=args.line_id, progress=not args.quiet)
+                        prefix=args.id_prefix, line_id=args.line_id, lines=args.lines, progress=not args.quiet)
     except KeyboardInterrupt:
         print("replay: interrupted; frames sent so far were flushed")
         return 130

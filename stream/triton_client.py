@@ -22,8 +22,10 @@ first rejected one (`frame_index`) and returns nothing, so the worker passes one
 
 Failures are `stream.errors` exceptions with a one-line message:
 * `TritonUnavailable`: server down or not ready, model not served, deadline passed (per
-  attempt, `request_timeout_s`), server-side failure. Requests answered UNAVAILABLE are
-  retried with exponential backoff first. The worker pauses and retries; never dead-letters.
+  attempt, `request_timeout_s`), server-side failure, or an answer from another version than
+  `model_info` described (the server was restarted with a new export: read it again). Requests
+  answered UNAVAILABLE are retried with exponential backoff first. The worker pauses and
+  retries; never dead-letters.
 * `InferenceRejected`: the frame's inputs are malformed (INVALID_ARG from Triton, or a shape or
   dtype the served model cannot take, checked here before sending). Dead-letter the frame.
   Parameter values (NaN, infinity, mask consistency) are checked in one place, the server.
@@ -76,6 +78,26 @@ def _status(exc: InferenceServerException) -> str:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, InferenceServerException) and _status(exc) == "UNAVAILABLE"
+
+
+def checked_arrays(model: ServedModel, rois: Any, values: Any, missing: Any) -> tuple[np.ndarray, ...]:
+    """The arrays as the served model takes them, or InferenceRejected saying why not.
+
+    Shapes and dtypes only: parameter values (NaN, infinity, mask consistency) are checked in
+    one place, the fusion model. The in-process model (`stream.worker.local_model`) checks here too.
+    """
+    rois, values, missing = np.asarray(rois), np.asarray(values), np.asarray(missing)
+    s, f = model.image_size, len(model.feature_names)
+    if rois.dtype != np.uint8 or rois.ndim != 4 or rois.shape[1:] != (s, s, 3):
+        raise InferenceRejected(f"rois must be uint8 [N, {s}, {s}, 3] (BGR, core.crop_object_roi), got "
+                                f"{rois.dtype} {list(rois.shape)}")
+    if not np.issubdtype(values.dtype, np.floating) or values.shape != (len(rois), f):
+        raise InferenceRejected(f"values must be float [{len(rois)}, {f}] (NaN where missing), got "
+                                f"{values.dtype} {list(values.shape)}")
+    if missing.dtype != np.bool_ or missing.shape != (len(rois), f):
+        raise InferenceRejected(f"missing must be bool [{len(rois)}, {f}], got {missing.dtype} "
+                                f"{list(missing.shape)}")
+    return np.ascontiguousarray(rois), np.ascontiguousarray(values, dtype=np.float32), np.ascontiguousarray(missing)
 
 
 class TritonClient:
@@ -214,10 +236,11 @@ class TritonClient:
     async def infer(self, rois: np.ndarray, values: np.ndarray, missing: np.ndarray) -> dict[str, np.ndarray]:
         """The fused verdict of N frames (module docstring); N requests, batched by Triton."""
         model = await self.model_info()
-        rois, values, missing = self._checked(model, rois, values, missing)
+        rois, values, missing = checked_arrays(model, rois, values, missing)
         n = len(rois)
-        results = await asyncio.gather(*(self._infer_frame(i, rois[i : i + 1], values[i : i + 1], missing[i : i + 1])
-                                         for i in range(n)), return_exceptions=True)
+        results = await asyncio.gather(*(self._infer_frame(model, i, rois[i : i + 1], values[i : i + 1],
+                                                           missing[i : i + 1]) for i in range(n)),
+                                       return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         for kind in (TritonUnavailable, InferenceRejected, BaseException):  # the worker pauses before it dead-letters
             first = next((e for e in errors if isinstance(e, kind)), None)
@@ -230,22 +253,7 @@ class TritonClient:
         out["present_fraction"] = ((~absent).sum(axis=1) / max(1, absent.shape[1])).astype(np.float32)
         return out
 
-    def _checked(self, model: ServedModel, rois: Any, values: Any, missing: Any) -> tuple[np.ndarray, ...]:
-        """The arrays as the served model takes them, or InferenceRejected saying why not."""
-        rois, values, missing = np.asarray(rois), np.asarray(values), np.asarray(missing)
-        s, f = model.image_size, len(model.feature_names)
-        if rois.dtype != np.uint8 or rois.ndim != 4 or rois.shape[1:] != (s, s, 3):
-            raise InferenceRejected(f"rois must be uint8 [N, {s}, {s}, 3] (BGR, core.crop_object_roi), got "
-                                    f"{rois.dtype} {list(rois.shape)}")
-        if not np.issubdtype(values.dtype, np.floating) or values.shape != (len(rois), f):
-            raise InferenceRejected(f"values must be float [{len(rois)}, {f}] (NaN where missing), got "
-                                    f"{values.dtype} {list(values.shape)}")
-        if missing.dtype != np.bool_ or missing.shape != (len(rois), f):
-            raise InferenceRejected(f"missing must be bool [{len(rois)}, {f}], got {missing.dtype} "
-                                    f"{list(missing.shape)}")
-        return np.ascontiguousarray(rois), np.ascontiguousarray(values, dtype=np.float32), np.ascontiguousarray(missing)
-
-    async def _infer_frame(self, index: int, roi: np.ndarray, values: np.ndarray,
+    async def _infer_frame(self, model: ServedModel, index: int, roi: np.ndarray, values: np.ndarray,
                            missing: np.ndarray) -> dict[str, np.ndarray]:
         inputs = []
         for name, array, dtype in ((core.ROI_INPUT, roi, "UINT8"), (core.PARAM_VALUES, values, "FP32"),
@@ -258,6 +266,13 @@ class TritonClient:
                                   lambda: client.infer(s.model_name, inputs, outputs=self._outputs,
                                                        client_timeout=s.request_timeout_s),
                                   frame_index=index)
+        answered = result.get_response().model_version
+        if answered != str(model.version):
+            # Restarted with another version between two calls: the facts the caller prepared
+            # this frame with (ROI size, feature order, threshold) may no longer hold.
+            self._model = None
+            raise TritonUnavailable(f"inference of frame {index}: Triton at {s.url} answered with version {answered} "
+                                    f"of {s.model_name}, not version {model.version} (read model_info again)")
         out = {key: result.as_numpy(tensor) for key, tensor in serving.PREDICT_OUTPUTS.items()}
         out["defect_probability"] = out["defect_probability"].reshape(-1)
         return out

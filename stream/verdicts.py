@@ -104,6 +104,16 @@ def latency_ms(tally: Tally) -> dict[str, float | None]:
             "end_to_end_p50": pct(e2e, 50), "end_to_end_p99": pct(e2e, 99)}
 
 
+def stage_medians_ms(tally: Tally) -> dict[str, float]:
+    """Median of each `timings_ms` entry (queue, decode, ocr, inference...) over first verdicts."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for messages in tally.verdicts.values():
+        for stage, ms in (_first(messages).get("timings_ms") or {}).items():
+            if isinstance(ms, (int, float)):
+                values[stage].append(float(ms))
+    return {stage: round(float(np.median(v)), 1) for stage, v in values.items()}
+
+
 def summary(tally: Tally) -> dict[str, Any]:
     outcomes = Counter(_first(m).get("verdict") for m in tally.verdicts.values())
     codes = Counter(code for codes in tally.dead_letters.values() for code in codes)
@@ -119,6 +129,7 @@ def summary(tally: Tally) -> dict[str, Any]:
         "conflicting_duplicates": conflicting,
         "undecodable_messages": tally.undecodable,
         "latency_ms": latency_ms(tally),
+        "stage_medians_ms": stage_medians_ms(tally),
     }
 
 
@@ -253,6 +264,9 @@ def print_report(report: dict[str, Any], out=sys.stdout) -> None:
     print(f"dead letters: {s['dead_letters']} ({codes})", file=out)
     print(f"latency ms: worker p50 {lat['worker_p50']} p99 {lat['worker_p99']}; capture-to-verdict "
           f"p50 {lat['end_to_end_p50']} p99 {lat['end_to_end_p99']}", file=out)
+    stages = ", ".join(f"{k} {v}" for k, v in s["stage_medians_ms"].items())
+    if stages:
+        print(f"median ms per stage: {stages}", file=out)
     score_ = report.get("score")
     if score_:
         print(f"against {report['data']} ({score_['expected_frames']} frames): accuracy {score_['accuracy']}, "

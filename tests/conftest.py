@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.embedded.stack import EmbeddedStack
+from deploy.embedded.stack import EmbeddedStack, free_port_settings
 from oanet.settings import Settings, StackSettings, load_settings
 
 # The serving tests' trained model, its repository and the tritonserver serving it.
@@ -29,26 +28,11 @@ TEST_MODEL_REPOSITORY = TEST_DATA / "model_repository"
 OANET = [sys.executable, "-m", "oanet"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def fresh_stack_settings(tmp_path_factory, **overrides) -> StackSettings:
     """Stack settings on fresh free ports, with a state directory of their own."""
-    values = dict(
-        state_dir=tmp_path_factory.mktemp("stack"),
-        broker_port=free_port(),
-        triton_http_port=free_port(),
-        triton_grpc_port=free_port(),
-        triton_metrics_port=free_port(),
-        model_repository=TEST_MODEL_REPOSITORY,
-        startup_timeout_s=120,
-        stop_timeout_s=10,
-    )
-    values.update(overrides)
-    return StackSettings(**values)
+    values = {"model_repository": TEST_MODEL_REPOSITORY, "startup_timeout_s": 120, "stop_timeout_s": 10, **overrides}
+    return free_port_settings(values.pop("state_dir", None) or tmp_path_factory.mktemp("stack"),
+                              values.pop("model_repository"), **values)
 
 
 @pytest.fixture
@@ -80,9 +64,8 @@ def settings(embedded_stack: EmbeddedStack) -> Settings:
     return load_settings(stack=embedded_stack.settings.model_dump())
 
 
-@pytest.fixture
-def unique_topics(settings: Settings) -> Settings:
-    """Settings with topic names of their own, so tests never see each other's messages."""
+def with_unique_topics(settings: Settings) -> Settings:
+    """`settings` with topic names of their own, so tests never see each other's messages."""
     suffix = uuid.uuid4().hex[:8]
     topics = settings.topics.model_copy(update={
         "frames": f"test.{suffix}.frames",
@@ -92,6 +75,12 @@ def unique_topics(settings: Settings) -> Settings:
         "verdicts_partitions": 2,
     })
     return settings.model_copy(update={"topics": topics})
+
+
+@pytest.fixture
+def unique_topics(settings: Settings) -> Settings:
+    """Settings with topic names of their own, so tests never see each other's messages."""
+    return with_unique_topics(settings)
 
 
 @pytest.fixture

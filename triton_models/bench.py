@@ -18,7 +18,6 @@ import asyncio
 import os
 import platform
 import shutil
-import socket
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
@@ -129,12 +128,6 @@ def bench_frames(version_dir: Path, count: int, seed: int = 0) -> tuple[np.ndarr
 # --------------------------------------------------------------------------- Triton
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def executions(metrics_url: str, model: str) -> tuple[float, float]:
     """(inferences, executions) Triton counted for `model` so far: their ratio is the batch size."""
     import urllib.request
@@ -155,12 +148,9 @@ def executions(metrics_url: str, model: str) -> tuple[float, float]:
 @contextmanager
 def serve(repo: Path, state_dir: Path) -> Iterator[tuple[str, str]]:
     """A tritonserver on free ports serving `repo`; yields its gRPC address and metrics URL."""
-    from deploy.embedded.stack import EmbeddedStack
-    from oanet.settings import StackSettings
+    from deploy.embedded.stack import EmbeddedStack, free_port_settings
 
-    settings = StackSettings(state_dir=state_dir, broker_port=_free_port(), triton_http_port=_free_port(),
-                             triton_grpc_port=_free_port(), triton_metrics_port=_free_port(),
-                             model_repository=repo, startup_timeout_s=300)
+    settings = free_port_settings(state_dir, repo, startup_timeout_s=300)
     stack = EmbeddedStack(settings)
     stack.up()
     try:

@@ -141,6 +141,29 @@ class EmbeddedStack:
             done.append(f"stopped {name} (pid {record.pid})")
         return done
 
+    def stop_service(self, name: str) -> bool:
+        """Stop one of our services and leave the other running (a Triton restart, a broker
+        outage); False when it was not running."""
+        if name not in SERVICES:
+            raise StackError(f"unknown service {name!r} (one of {', '.join(SERVICES)})")
+        if self._live_record(name) is None:
+            return False
+        self._stop(name)
+        return True
+
+    def start_service(self, name: str, model_repository: Path | None = None) -> None:
+        """Start one stopped service on its configured ports, as `up` would."""
+        if name not in SERVICES:
+            raise StackError(f"unknown service {name!r} (one of {', '.join(SERVICES)})")
+        self._ensure_state_dir()
+        if self._live_record(name) is not None:
+            raise StackAlreadyRunning(f"{name} is already running ({self._describe_running([name])})")
+        self._check_ports([name])
+        if name == BROKER:
+            self._start_broker()
+        else:
+            self._start_triton(self._resolve_repository(model_repository))
+
     def status(self) -> list[ServiceStatus]:
         statuses = []
         for name in SERVICES:
@@ -387,6 +410,21 @@ def _signal_all(processes: list[psutil.Process], sig: int) -> None:
             process.send_signal(sig)
         except psutil.Error:
             pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def free_port_settings(state_dir: Path, model_repository: Path, **overrides) -> StackSettings:
+    """Settings of a stack of its own: free ports and its own state directory, so it never
+    meets the user's `oanet stack` on the default ports (tests, benchmarks, the demo)."""
+    values = dict(state_dir=state_dir, broker_port=free_port(), triton_http_port=free_port(),
+                  triton_grpc_port=free_port(), triton_metrics_port=free_port(), model_repository=model_repository)
+    return StackSettings(**{**values, **overrides})
 
 
 def port_is_free(host: str, port: int) -> bool:

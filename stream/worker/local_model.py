@@ -13,27 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 
-from oanet.profile import ProfileError, parse_profile
+from stream.triton_client import checked_arrays
 from stream.worker.errors import WorkerError
-from stream.worker.inference import OUTPUT_KEYS, InferenceRejected, ModelInfo, check_inputs
+from stream.worker.inference import OUTPUT_KEYS, InferenceRejected, ServedModel
+from stream.worker.repository import read_exported
 from triton_models.oanet_fusion import core as source_core
-
-
-def _versions(repo: Path) -> list[int]:
-    folder = repo / source_core.FUSION_MODEL
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def _load_core(path: Path) -> ModuleType:
@@ -50,37 +42,6 @@ def _load_core(path: Path) -> ModuleType:
     return module
 
 
-def read_model_info(repo: Path, version: int | None = None) -> tuple[ModelInfo, dict[str, Any]]:
-    """(ModelInfo, manifest) of a version (default: the latest) of an exported repository."""
-    repo = Path(repo)
-    versions = _versions(repo)
-    if not versions:
-        raise WorkerError(f"{repo} holds no exported model (write one with `oanet export --repo {repo}`)")
-    version = versions[-1] if version is None else version
-    if version not in versions:
-        raise WorkerError(f"{repo} has no version {version} (has {versions})")
-    folder = repo / source_core.FUSION_MODEL / str(version)
-    problems = source_core.verify_version(folder)
-    if problems:
-        raise WorkerError(f"{repo} version {version} does not verify: {'; '.join(problems[:3])}")
-    manifest = json.loads((folder / source_core.MANIFEST_FILE).read_text(encoding="utf-8"))
-    if not manifest.get("profile"):
-        raise WorkerError(f"{folder / source_core.MANIFEST_FILE} names no line profile")
-    try:
-        profile = parse_profile(manifest["profile"], f"{folder / source_core.MANIFEST_FILE} profile")
-    except ProfileError as exc:
-        raise WorkerError(str(exc)) from None
-    info = ModelInfo(
-        name=source_core.ENSEMBLE_MODEL,
-        version=str(version),
-        image_size=int(manifest["image"]["size"]),
-        feature_names=tuple(manifest["feature_names"]),
-        threshold=float(manifest["threshold"]),
-        profile=profile,
-    )
-    return info, manifest
-
-
 class InProcessInference:
     """The Inference protocol on an exported repository version, in this process."""
 
@@ -88,8 +49,8 @@ class InProcessInference:
         import torch
 
         self.repo = Path(repo)
-        self._info, _ = read_model_info(self.repo, version)
-        v = self._info.version
+        self._model = read_exported(self.repo, version).model
+        v = str(self._model.version)
         if torch_threads:
             torch.set_num_threads(torch_threads)
         encoder_path = self.repo / source_core.ENCODER_MODEL / v / "model.pt"
@@ -108,13 +69,12 @@ class InProcessInference:
         self._torch = torch
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="oanet-local-model")
 
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
+    async def model_info(self, refresh: bool = False) -> ServedModel:
+        return self._model
 
     def predict(self, rois: np.ndarray, values: np.ndarray, missing: np.ndarray) -> dict[str, np.ndarray]:
         """Synchronous inference (what `infer` runs on its thread)."""
-        check_inputs(self._info, rois, values, missing)
+        rois, values, missing = checked_arrays(self._model, rois, values, missing)
         torch = self._torch
         with torch.inference_mode():
             embedding, logit = self._encoder(torch.from_numpy(np.ascontiguousarray(rois)))
@@ -131,8 +91,8 @@ class InProcessInference:
     async def is_ready(self) -> bool:
         return True
 
-    async def wait_ready(self, timeout_s: float) -> bool:
-        return True
+    async def wait_ready(self, timeout_s: float | None = None) -> None:
+        return None
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)

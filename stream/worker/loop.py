@@ -36,11 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import psutil
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential
 
 from oanet.contracts import STAGE_DECODE, STAGE_INFERENCE, STAGE_OCR, STAGE_PRODUCE, DeadLetterCode
 from oanet.profile import LineProfile
@@ -51,7 +50,8 @@ from stream.worker import ocr_stage
 from stream.worker.checkpoint import Checkpoint, CheckpointError, Ticket
 from stream.worker.errors import FrameRejected, WorkerError
 from stream.worker.frames import Frame, FramePolicy, SourceRef, admit, frame_id_of, normalize_headers
-from stream.worker.inference import Inference, InferenceRejected, ModelInfo, TritonUnavailable
+from stream.worker.inference import Inference, InferenceRejected, ServedModel, TritonUnavailable
+from stream.worker.repository import read_exported
 from stream.worker.messages import DeadLetter, ModelOutputs, Verdict, utc_now
 from stream.worker.metrics import MetricsServer, WorkerMetrics
 from triton_models.oanet_fusion.core import param_arrays
@@ -124,22 +124,32 @@ class AsyncRunner:
             self.loop.close()
 
 
+class ModelChanged(WorkerError):
+    """The server came back with another model version than the one this worker prepares
+    frames and writes verdicts for."""
+
+
 class InferenceGate:
     """The model server behind a readiness gate (a circuit breaker).
 
     While the server answers, calls go straight through. The first `TritonUnavailable` closes
     the gate: waiting calls park, one prober asks `is_ready` with exponential backoff, and the
-    gate reopens when the server is ready; parked calls then retry. A frame is never failed
-    for the server's fault; the worker pauses consumption while the gate is closed.
+    gate reopens when the server is ready and still serves the model the worker started with;
+    parked calls then retry. A frame is never failed for the server's fault; the worker pauses
+    consumption while the gate is closed. A server back with another version keeps the gate
+    closed and calls `on_model_changed`: frames prepared and verdicted for the old version must
+    not be mixed with the new one's answers (the next worker start reads the new version).
     """
 
     def __init__(self, backend: Inference, initial_s: float, max_s: float, metrics: WorkerMetrics,
-                 on_change: Callable[[bool], None]):
+                 on_change: Callable[[bool], None], on_model_changed: Callable[[ModelChanged], None]):
         self.backend = backend
+        self.model: ServedModel | None = None
         self._initial_s = initial_s
         self._max_s = max_s
         self._metrics = metrics
         self._on_change = on_change
+        self._on_model_changed = on_model_changed
         self._open = asyncio.Event()
         self._prober: asyncio.Task | None = None
 
@@ -147,10 +157,15 @@ class InferenceGate:
     def available(self) -> bool:
         return self._open.is_set()
 
-    async def start(self, timeout_s: float, where: str) -> None:
-        if not await self.backend.wait_ready(timeout_s):
-            raise WorkerError(f"the model server at {where} was not ready within {timeout_s:.0f} s")
+    async def start(self, timeout_s: float, where: str) -> ServedModel:
+        """Wait for the server, read the served model's facts and open the gate."""
+        try:
+            await self.backend.wait_ready(timeout_s)
+            self.model = await self.backend.model_info()
+        except TritonUnavailable as exc:
+            raise WorkerError(f"the model server at {where} is not usable: {exc}") from None
         self._set(True)
+        return self.model
 
     def _set(self, available: bool) -> None:
         if available:
@@ -177,18 +192,33 @@ class InferenceGate:
     async def _probe(self) -> None:
         retrying = AsyncRetrying(
             wait=wait_exponential(multiplier=self._initial_s, min=self._initial_s, max=self._max_s),
-            retry=retry_if_exception_type(Exception),
+            retry=retry_if_not_exception_type(ModelChanged),
             before_sleep=lambda state: log.info(
                 "model server still unavailable", extra={"attempt": state.attempt_number,
                                                          "retry_in_s": round(state.next_action.sleep, 2)}),
         )
-        await retrying(self._check_ready)
+        try:
+            await retrying(self._check_ready)
+        except ModelChanged as exc:
+            self._on_model_changed(exc)
+            return
         log.info("model server ready again: resuming consumption")
         self._set(True)
 
     async def _check_ready(self) -> None:
         if not await self.backend.is_ready():
             raise TritonUnavailable("not ready")
+        served = await self.backend.model_info(refresh=True)
+        if self.model is not None and _facts(served) != _facts(self.model):
+            raise ModelChanged(f"the model server came back with {served.name} version {served.version} "
+                               f"(threshold {served.threshold:g}, {served.image_size} px, features "
+                               f"{list(served.feature_names)}), but this worker was started for version "
+                               f"{self.model.version}: restart the worker to use the new version")
+
+
+def _facts(model: ServedModel) -> tuple:
+    """What a verdict depends on besides the frame: same facts, same verdicts."""
+    return model.version, model.image_size, model.feature_names, model.threshold
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):
@@ -259,13 +289,18 @@ class StreamWorker:
         self._server: MetricsServer | None = None
         self.profile: LineProfile | None = None
         self.policy: FramePolicy | None = None
-        self.model: ModelInfo | None = None
+        self.model: ServedModel | None = None
 
     # ---------------------------------------------------------------- control
 
     def stop(self) -> None:
         """Ask the worker to stop fetching, finish in-flight frames, commit and close."""
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Asked to stop (stop(), a signal) or stopping on its own after a fatal error."""
+        return self._stop.is_set()
 
     @property
     def started(self) -> threading.Event:
@@ -329,8 +364,11 @@ class StreamWorker:
                               "`oanet stack status`)")
         self._runner = AsyncRunner()
         backend = self._runner.run(self._create_backend(), timeout=self.ws.startup_timeout_s)
-        self.model = backend.info
-        self.profile = self._profile_override or self.model.profile
+        self._gate = InferenceGate(backend, self.ws.retry_initial_s, self.ws.retry_max_s, self.metrics,
+                                   self._inference_state, self._fail)
+        where = s.triton.url if self.ws.inference == "triton" else str(s.stack.model_repository)
+        self.model = self._runner.run(self._gate.start(self.ws.startup_timeout_s, where))
+        self.profile = self._profile_override or self._served_profile()
         numeric = tuple(f.name for f in self.profile.fields if f.kind == "number")
         if numeric != tuple(self.model.feature_names):
             raise WorkerError(f"line profile {self.profile.name!r} has number fields {list(numeric)}, but model "
@@ -343,11 +381,6 @@ class StreamWorker:
             default_profile=self.profile.name,
             required_headers=frozenset(self.ws.required_headers),
         )
-        self._gate = InferenceGate(backend, self.ws.retry_initial_s, self.ws.retry_max_s, self.metrics,
-                                   self._inference_state)
-        where = s.triton.url if self.ws.inference == "triton" else str(s.stack.model_repository)
-        self._runner.run(self._gate.start(self.ws.startup_timeout_s, where))
-        self._start_ocr()
         self._send_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="oanet-send")
         try:
             self._producer = KafkaProducer(**producer_config(s, enable_idempotence=True))
@@ -357,11 +390,12 @@ class StreamWorker:
             raise WorkerError(f"cannot connect to Kafka at {s.kafka.bootstrap_servers}: {exc}") from None
         if missing:
             raise WorkerError(f"topic(s) {', '.join(missing)} do not exist; create them with `oanet topics create`")
+        self._start_ocr()  # seconds of model loading: after the quick checks, before joining the group
         self._consumer.subscribe([s.topics.frames], listener=_Rebalance(self))
         if self.ws.metrics_port:
             self._server = MetricsServer(self.metrics, self.ws.metrics_host, self.ws.metrics_port, self.live,
                                          self.ready)
-        self.metrics.model.info({"name": self.model.name, "version": self.model.version,
+        self.metrics.model.info({"name": self.model.name, "version": str(self.model.version),
                                  "profile": self.profile.name, "threshold": str(self.model.threshold)})
         self._started.set()
         log.info("worker started", extra={
@@ -369,6 +403,22 @@ class StreamWorker:
             "model": f"{self.model.name}/{self.model.version}", "profile": self.profile.name,
             "inference": self.ws.inference, "ocr_processes": self.ws.ocr_processes, "window": self.ws.window,
             "metrics_port": self.metrics_port})
+
+    def _served_profile(self) -> LineProfile:
+        """The line profile of the served version, from its export manifest (stream.worker.repository)."""
+        assert self.model is not None
+        repo = self.settings.stack.model_repository
+        try:
+            exported = read_exported(repo, self.model.version)
+        except WorkerError as exc:
+            raise WorkerError(f"the line profile of {self.model.name} version {self.model.version} is read from its "
+                              f"export manifest, but {exc}; point --repo at the repository the model server "
+                              "serves, or pass --profile FILE") from None
+        if _facts(exported.model) != _facts(self.model):
+            raise WorkerError(f"{repo} version {self.model.version} is not the model the server serves (another "
+                              "threshold, ROI size or feature order); point --repo at the repository it serves, or "
+                              "pass --profile FILE")
+        return exported.profile
 
     async def _create_backend(self) -> Inference:
         self._ocr_lock = asyncio.Lock()
@@ -491,7 +541,7 @@ class StreamWorker:
                 known = prepared.decode_ms + prepared.ocr_ms + inference_ms
                 verdict = Verdict.build(
                     job.frame, prepared.record, row, threshold=self.model.threshold, model_name=self.model.name,
-                    model_version=self.model.version, worker=self.worker_id,
+                    model_version=str(self.model.version), worker=self.worker_id,
                     timings_ms={"queue": max(0.0, total_ms - known), "decode": prepared.decode_ms,
                                 "ocr": prepared.ocr_ms, "inference": inference_ms, "total": total_ms},
                 )
@@ -540,7 +590,7 @@ class StreamWorker:
                             f"an OCR process died on each of {OCR_CRASH_ATTEMPTS} attempts at this frame")
 
     def _restart_ocr(self, broken: concurrent.futures.Executor) -> None:
-        _shutdown_executor(broken)
+        ocr_stage.shutdown_executor(broken)
         self._start_ocr()
 
     async def _dead_letter(self, job: Job, code: str, stage: str, message: str) -> None:
@@ -709,7 +759,7 @@ class StreamWorker:
                     log.warning("closing the model client failed", exc_info=True)
             self._runner.stop()
         if self._ocr is not None:
-            _shutdown_executor(self._ocr)
+            ocr_stage.shutdown_executor(self._ocr)
         if self._send_executor is not None:
             self._send_executor.shutdown(wait=False, cancel_futures=True)
         if self._producer is not None:
@@ -723,21 +773,3 @@ class StreamWorker:
 
 def _names(tps) -> list[str]:
     return sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)
-
-
-def _shutdown_executor(executor: concurrent.futures.Executor) -> None:
-    """Stop a pool now: cancel queued frames and end its processes (ours) if they linger."""
-    pids = ocr_stage.executor_pids(executor)
-    executor.shutdown(wait=False, cancel_futures=True)
-    processes = []
-    for pid in pids:
-        try:
-            processes.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            continue
-    _, alive = psutil.wait_procs(processes, timeout=5)
-    for process in alive:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass

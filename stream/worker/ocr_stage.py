@@ -11,6 +11,7 @@ deployments, debugging); the engine is then still used from that one thread only
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -108,21 +109,28 @@ def decode(data: bytes, info: ImageInfo) -> np.ndarray:
     return image
 
 
-def prepare(data: bytes, info: ImageInfo) -> Prepared:
-    """Decode, read the panel with OCR and cut the object ROI (in a pool process)."""
+def _decode_stage(data: bytes, info: ImageInfo) -> tuple[np.ndarray, np.ndarray]:
+    """(frame fitted to the profile for OCR, object ROI for the CNN)."""
     from stream.ocr.crops import fit_to_profile
 
-    if _init_error is not None:
-        raise _init_error
-    assert _engine is not None and _config is not None, "init_process() has not run"
+    assert _config is not None, "init_process() has not run"
     profile = _config.profile
-    started = time.perf_counter()
     image = decode(data, info)
     try:
         fitted = fit_to_profile(image, profile)
     except FrameMismatchError as exc:
         raise FrameRejected(DeadLetterCode.PROFILE_MISMATCH, STAGE_DECODE, str(exc)) from None
     roi = crop_object_roi(image, profile.object_roi, (profile.frame.width, profile.frame.height), _config.image_size)
+    return fitted, roi
+
+
+def prepare(data: bytes, info: ImageInfo) -> Prepared:
+    """Decode, read the panel with OCR and cut the object ROI (in a pool process)."""
+    if _init_error is not None:
+        raise _init_error
+    assert _engine is not None, "init_process() has not run"
+    started = time.perf_counter()
+    fitted, roi = _decode_stage(data, info)
     decoded = time.perf_counter()
     result = _engine.read_batch([fitted])[0]
     if isinstance(result, OcrError):
@@ -131,7 +139,20 @@ def prepare(data: bytes, info: ImageInfo) -> Prepared:
     return Prepared(result, roi, (decoded - started) * 1000, (done - decoded) * 1000)
 
 
+def decode_only(data: bytes, info: ImageInfo) -> float:
+    """The decode part of `prepare` alone, in ms (`oanet bench e2e` measures the stage by itself)."""
+    started = time.perf_counter()
+    _decode_stage(data, info)
+    return (time.perf_counter() - started) * 1000
+
+
 def make_executor(config: StageConfig, processes: int) -> Executor:
+    if config.ocr.threads == 0:
+        # The stage scales with processes (--ocr-processes). onnxruntime's default, a thread per
+        # core in each process, oversubscribes cores that the other processes, Triton and the
+        # broker share: measured on the 2-core machine at load 5, 700 ms per 1024x768 frame
+        # against 350 ms with one thread.
+        config = dataclasses.replace(config, ocr=config.ocr.model_copy(update={"threads": 1}))
     if processes == 0:
         return ThreadPoolExecutor(1, thread_name_prefix="oanet-ocr", initializer=init_process,
                                   initargs=(config, True))
@@ -144,3 +165,23 @@ def executor_pids(executor: Executor) -> list[int]:
     """PIDs of a process pool's workers (for logs and for stopping them at exit)."""
     processes = getattr(executor, "_processes", None) or {}
     return [p.pid for p in processes.values() if p.pid is not None]
+
+
+def shutdown_executor(executor: Executor) -> None:
+    """Stop a pool now: cancel queued frames and end its processes (ours) if they linger."""
+    import psutil
+
+    pids = executor_pids(executor)
+    executor.shutdown(wait=False, cancel_futures=True)
+    processes = []
+    for pid in pids:
+        try:
+            processes.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(processes, timeout=5)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass

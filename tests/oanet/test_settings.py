@@ -148,3 +148,22 @@ def test_worker_section_from_env_and_its_checks(monkeypatch):
     monkeypatch.setenv("OANET_WORKER__REQUIRED_HEADERS", "frame_id")  # not JSON
     with pytest.raises(ConfigError, match="list values are JSON"):
         load_settings()
+
+
+def test_settings_env_makes_a_child_load_the_same_settings(monkeypatch):
+    from oanet.settings import settings_env
+
+    monkeypatch.setenv("OANET_KAFKA__SASL_PASSWORD", "s3cret")
+    original = load_settings(
+        kafka={"bootstrap_servers": "k1:9092,k2:9092", "security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN",
+               "sasl_username": "line-a"},
+        topics={"frames": "f.x", "frames_partitions": 3},
+        worker={"required_headers": ("frame_id", "captured_at"), "inference": "local", "window": 7},
+        ocr={"fallback": False},
+    )
+    env = settings_env(original)
+    assert "OANET_KAFKA__SASL_PASSWORD" not in env  # inherited from the environment, never copied
+    assert env["OANET_WORKER__REQUIRED_HEADERS"] == '["frame_id", "captured_at"]'
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == original

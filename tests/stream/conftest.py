@@ -1,8 +1,10 @@
-"""Factories for stream tests: rendered frames in a profile's layout, real OCR engines."""
+"""Factories for stream tests: rendered frames in a profile's layout, real OCR engines, a small
+line's dataset and a tiny model exported for it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,3 +78,17 @@ def line_t_dataset(tmp_path_factory, line_t_profile) -> Dataset:
     root = tmp_path_factory.mktemp("worker-data") / "line-t"
     generate(root, line_t_profile, LINE_T_FRAMES, seed=11, workers=1, progress=False)
     return load_dataset(root)
+
+
+@pytest.fixture(scope="session")
+def model_repo(line_t_dataset: Dataset, tmp_path_factory) -> Path:
+    """A tiny model (32 px, one epoch of nothing) trained on the small line and exported as
+    version 1 of a repository."""
+    from oanet.cli import main as oanet_main
+    from tests.training.test_end_to_end import TINY
+
+    base = tmp_path_factory.mktemp("worker-model")
+    run, repo = base / "run", base / "repo"
+    assert oanet_main(["train", "--data", str(line_t_dataset.root), "--out", str(run), *TINY]) == 0
+    assert oanet_main(["export", "--run", str(run), "--repo", str(repo)]) == 0
+    return repo

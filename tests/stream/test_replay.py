@@ -10,7 +10,7 @@ from kafka import KafkaConsumer
 
 from oanet.contracts import HEADER_CAPTURED_AT, HEADER_FRAME_ID, HEADER_LINE_ID, HEADER_PROFILE
 from stream.kafka_clients import consumer_config
-from stream.replay import manifest_id, plan, replay_frame_id
+from stream.replay import line_ids, manifest_id, plan, replay_frame_id
 from stream.topics import create_topics
 
 
@@ -29,6 +29,19 @@ def test_plan_limits_and_loops(line_t_dataset):
     assert looped[:4] == [f"p-{entries[0].id}", f"p-{entries[1].id}", f"p-{entries[2].id}", f"p-{entries[0].id}@1"]
     assert looped[-1] == f"p-{entries[0].id}@2" and len(set(looped)) == 7
     assert list(plan([], 5, True)) == []
+
+
+def test_line_ids_spread_over_partitions_as_the_producer_sends_them():
+    from kafka.partitioner.default import murmur2
+
+    def partition(name: str, n: int) -> int:
+        return (murmur2(name.encode()) & 0x7FFFFFFF) % n
+
+    six = line_ids("line-a", 6, 6)
+    assert sorted(partition(n, 6) for n in six) == [0, 1, 2, 3, 4, 5] and line_ids("line-a", 6, 6) == six
+    assert [partition(n, 6) for n in line_ids("line-a", 2, 6)] == [0, 3]  # one per half: two workers
+    assert [partition(n, 2) for n in line_ids("x", 5, 2)] == [0, 1, 0, 1, 0]
+    assert all(n.startswith("line-a-") for n in six)
 
 
 def _consume_all(settings, count: int) -> list:
@@ -66,5 +79,12 @@ def test_replay_command_produces_frames_like_a_camera(unique_topics, run_oanet, 
         assert r.value == line_t_dataset.read_bytes(entry)
         assert r.key == b"line-t" and headers[HEADER_LINE_ID] == b"line-t" and headers[HEADER_PROFILE] == b"line-t"
         assert dt.datetime.fromisoformat(headers[HEADER_CAPTURED_AT].decode()) >= before
+    spread = run_oanet("replay", "--data", str(line_t_dataset.root), "--limit", "6", "--lines", "3", "--id-prefix",
+                       "lines-", "--quiet", env=env)
+    assert spread.returncode == 0, spread.stderr
+    played = [r for r in _consume_all(s, 136) if dict(r.headers)[HEADER_FRAME_ID].startswith(b"lines-")]
+    assert {r.key for r in played} == {dict(r.headers)[HEADER_LINE_ID] for r in played} == {
+        n.encode() for n in line_ids("line-t", 3, 3)}
+    assert len({r.partition for r in played}) == 3
     bad = run_oanet("replay", "--data", str(line_t_dataset.root), "--rate", "-1", env=env)
     assert bad.returncode == 1 and bad.stderr.strip().endswith("--rate must be >= 0 frames/s, got -1.0")

@@ -49,7 +49,7 @@ def test_topics_cli_and_kcat_listing(unique_topics, run_oanet, kcat):
 
 
 def test_unreachable_broker_gives_one_line_error(run_oanet):
-    from tests.conftest import free_port
+    from deploy.embedded.stack import free_port
 
     result = run_oanet("topics", "create", "--bootstrap-servers", f"127.0.0.1:{free_port()}", timeout=120)
     assert result.returncode == 1

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from deploy.embedded.stack import free_port
 from oanet.errors import ConfigError, OanetError
 from oanet.settings import TritonSettings, load_settings
 from stream.errors import InferenceRejected, StreamError, TritonUnavailable
 from stream.triton_client import ServedModel, TritonClient
-from tests.conftest import free_port
 from triton_models.oanet_fusion import core
 
 
@@ -76,6 +76,32 @@ def test_infer_answers_every_frame_with_the_predict_keys(served_model: ServedMod
     # frame i's answer does not depend on the other frames sent with it
     one = run(oanet_triton, lambda client: client.infer(rois[5:6], values[5:6], missing[5:6]))
     np.testing.assert_allclose(one["defect_probability"], out["defect_probability"][5:6], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_frame_gets_bit_identical_answers_in_whatever_batch_triton_runs_it(served_model, oanet_triton, oanet_stack):
+    """A replayed frame's verdict must not depend on the frames Triton's dynamic batcher put
+    beside it (the worker's verdicts are deterministic for a model version)."""
+    from triton_models.bench import executions
+
+    rois, values, missing = frames(served_model, 32, seed=3)
+    metrics = f"http://127.0.0.1:{oanet_stack.settings.triton_metrics_port}/metrics"
+
+    async def alone_then_in_crowds(client: TritonClient):
+        alone = await client.infer(rois[:1], values[:1], missing[:1])
+        before = executions(metrics, core.ENCODER_MODEL)
+        crowds = []
+        for shift in (0, 5, 17, 31):  # frame 0 at other positions, among other frames
+            order = np.roll(np.arange(len(rois)), shift)
+            crowds.append((int(np.argmax(order == 0)), await client.infer(rois[order], values[order], missing[order])))
+        after = executions(metrics, core.ENCODER_MODEL)
+        return alone, crowds, (after[0] - before[0]) / max(1.0, after[1] - before[1])
+
+    alone, crowds, mean_batch = run(oanet_triton, alone_then_in_crowds)
+    assert mean_batch > 1.5, "Triton did not batch the concurrent requests: nothing was compared"
+    for row, out in crowds:
+        for key in ("defect_probability", "branch_probabilities", "gate_weights", "kl_scores"):
+            assert np.array_equal(out[key][row], alone[key][0]), key
 
 
 @pytest.mark.slow

@@ -47,5 +47,15 @@ class TritonPythonModel:
         torch = self.torch
         with torch.inference_mode():
             rois = torch.from_numpy(arrays[core.ROI_INPUT]).to(self.device, non_blocking=True)
-            embedding, logit = self.model(rois)
+            if self.device.type == "cpu":
+                # One frame at a time: oneDNN picks its convolution kernels by batch size, so a
+                # frame's embedding would differ in the last float32 bits with the batch the
+                # dynamic batcher happened to form, and a replayed frame's verdict with it.
+                # Batch 1 is the same computation every time; on CPU it costs about what the
+                # batch does (the execution's fixed cost, which batching amortises, stays shared).
+                outputs = [self.model(rois[i : i + 1]) for i in range(len(rois))]
+                embedding = torch.cat([e for e, _ in outputs])
+                logit = torch.cat([l for _, l in outputs])
+            else:
+                embedding, logit = self.model(rois)
             return {core.EMBEDDING: embedding.float().cpu().numpy(), core.IMAGE_LOGIT: logit.float().cpu().numpy()}

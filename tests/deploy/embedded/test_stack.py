@@ -127,3 +127,22 @@ def test_stale_pid_file_is_removed_and_reported(stack_settings_factory):
             stack.up(with_triton=False)
     finally:
         stack.down()
+
+
+def test_one_service_stops_and_starts_while_the_other_keeps_running(stack_settings_factory):
+    stack = EmbeddedStack(stack_settings_factory())
+    stack.up()
+    try:
+        broker_pid = stack.status()[0].pid
+        assert stack.stop_service(TRITON) and not stack.stop_service(TRITON)
+        assert [(s.name, s.running) for s in stack.status()] == [(BROKER, True), (TRITON, False)]
+        with pytest.raises(StackAlreadyRunning):
+            stack.start_service(BROKER)
+        with pytest.raises(StackError, match="unknown service 'kafka'"):
+            stack.stop_service("kafka")
+        stack.start_service(TRITON)
+        broker, triton = stack.status()
+        assert triton.healthy and "echo:1 READY" in triton.detail
+        assert broker.healthy and broker.pid == broker_pid
+    finally:
+        stack.down()

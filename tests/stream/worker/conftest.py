@@ -1,9 +1,11 @@
-"""Fixtures of the stream-worker tests: a small line, a tiny exported model, workers on the
-real broker (in this process on a thread, or as `oanet worker` processes), and readers of
-what they wrote.
+"""Fixtures of the stream-worker tests: a small line, a tiny exported model served by a real
+tritonserver beside a real broker, workers (in this process on a thread, or as `oanet worker`
+processes) and readers of what they wrote.
 
-The model is trained for real (a few epochs of nothing, 32 px) and exported with
-`oanet export`: the worker runs it through `InProcessInference`, exactly as exported.
+The model (`model_repo`, tests/stream/conftest.py) is trained for real and exported with
+`oanet export`; the embedded stack serves that repository, and workers call it through the
+product's Triton client (`--inference triton`, the default). `InProcessInference` has its own
+tests (test_local_model.py).
 """
 
 from __future__ import annotations
@@ -14,40 +16,55 @@ from typing import Any
 
 import pytest
 
-from oanet.cli import main as oanet_main
-from oanet.dataset import Dataset
-from oanet.settings import Settings
+from deploy.embedded.stack import EmbeddedStack
+from oanet.settings import Settings, load_settings
 from stream.topics import create_topics
-from tests.stream.worker.harness import WorkerProcess
-from tests.training.test_end_to_end import TINY
+from stream.worker.processes import WorkerProcess
+from tests.conftest import fresh_stack_settings, running_stack, with_unique_topics
+
 
 @pytest.fixture(scope="session")
-def model_repo(line_t_dataset: Dataset, tmp_path_factory) -> Path:
-    """A tiny model trained on the small line and exported as version 1 of a repository."""
-    base = tmp_path_factory.mktemp("worker-model")
-    run, repo = base / "run", base / "repo"
-    assert oanet_main(["train", "--data", str(line_t_dataset.root), "--out", str(run), *TINY]) == 0
-    assert oanet_main(["export", "--run", str(run), "--repo", str(repo)]) == 0
-    return repo
+def worker_stack_factory(model_repo: Path, tmp_path_factory) -> Callable[[], Any]:
+    """worker_stack_factory() -> a context manager: a broker + tritonserver serving `model_repo`
+    on free ports (a stack of its own, for a test that stops its Triton)."""
+    return lambda: running_stack(fresh_stack_settings(tmp_path_factory, model_repository=model_repo))
+
+
+@pytest.fixture(scope="session")
+def worker_stack(worker_stack_factory) -> Iterator[EmbeddedStack]:
+    """The stack the worker tests share."""
+    with worker_stack_factory() as stack:
+        yield stack
+
+
+def stack_settings(stack: EmbeddedStack) -> Settings:
+    """Settings pointing at `stack`: its broker, its Triton (short client backoff: tests never
+    wait on purpose) and its model repository (where the worker reads the line profile)."""
+    return load_settings(stack=stack.settings.model_dump(),
+                         triton={"request_timeout_s": 60, "retry_attempts": 2, "retry_backoff_s": 0.01,
+                                 "retry_backoff_max_s": 0.05})
 
 
 @pytest.fixture
-def worker_settings(unique_topics: Settings, model_repo: Path) -> Callable[..., Settings]:
-    """worker_settings(**worker_overrides, topics=..., create=True) -> settings on fresh topics.
+def worker_settings(worker_stack: EmbeddedStack) -> Callable[..., Settings]:
+    """worker_settings(**worker_overrides, topics=..., create=True, stack=None) -> settings on fresh topics.
 
-    Local inference on the test model, no metrics endpoint, quick commits; topics created.
-    OCR without the detection fallback and on one thread per engine: the OCR stage has its own
-    tests, and two cores are shared by the worker's threads and processes here.
+    Triton inference (the shared stack's, or `stack`'s), no metrics endpoint, quick commits;
+    topics created. OCR without the detection fallback and on one thread per engine: the OCR
+    stage has its own tests, and two cores are shared by the worker's threads and processes,
+    the broker and Triton here.
     """
 
-    def factory(create: bool = True, topics: dict[str, Any] | None = None, **worker: Any) -> Settings:
-        values = {"inference": "local", "metrics_port": 0, "commit_interval_s": 0.2, "poll_timeout_ms": 50,
-                  "status_interval_s": 2.0, "drain_timeout_s": 60.0, "startup_timeout_s": 180.0, **worker}
-        s = unique_topics.model_copy(update={
-            "worker": unique_topics.worker.model_copy(update=values),
-            "stack": unique_topics.stack.model_copy(update={"model_repository": model_repo}),
-            "ocr": unique_topics.ocr.model_copy(update={"fallback": False, "threads": 1}),
-            "topics": unique_topics.topics.model_copy(update=topics or {}),
+    def factory(create: bool = True, topics: dict[str, Any] | None = None, stack: EmbeddedStack | None = None,
+                **worker: Any) -> Settings:
+        values = {"metrics_port": 0, "commit_interval_s": 0.2, "poll_timeout_ms": 50, "status_interval_s": 2.0,
+                  "drain_timeout_s": 60.0, "startup_timeout_s": 180.0, "retry_initial_s": 0.05, "retry_max_s": 0.5,
+                  **worker}
+        base = with_unique_topics(stack_settings(stack or worker_stack))
+        s = base.model_copy(update={
+            "worker": base.worker.model_copy(update=values),
+            "ocr": base.ocr.model_copy(update={"fallback": False, "threads": 1}),
+            "topics": base.topics.model_copy(update=topics or {}),
         })
         if create:
             create_topics(s.kafka, s.topics)
@@ -62,11 +79,11 @@ def worker_process(tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(settings: Settings, *, group: str, extra: Sequence[str] = ()) -> WorkerProcess:
-        process = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log", group=group, extra=extra)
+        process = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log",
+                                extra=["--group", group, *extra], inherit_env=False)
         started.append(process)
         return process
 
     yield start
     for process in started:
         process.stop()
-

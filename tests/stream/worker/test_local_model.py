@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from stream.worker.errors import WorkerError
-from stream.worker.inference import Inference, InferenceRejected
-from stream.worker.local_model import InProcessInference, read_model_info
+from stream.worker.inference import Inference, InferenceRejected, ServedModel
+from stream.worker.local_model import InProcessInference
+from stream.worker.repository import read_exported
 
 
 @pytest.fixture(scope="module")
@@ -18,13 +19,14 @@ def local(model_repo):
     return InProcessInference(model_repo)
 
 
-def test_model_info_comes_from_the_export_manifest(local, line_t_profile):
-    info = local.info
-    assert isinstance(local, Inference)
-    assert (info.name, info.version, info.image_size) == ("oanet", "1", 32)
+def test_model_info_comes_from_the_export_manifest(local, model_repo, line_t_profile):
+    info = asyncio.run(local.model_info())
+    assert isinstance(local, Inference) and isinstance(info, ServedModel)
+    assert (info.name, info.version, info.image_size, info.max_batch_size) == ("oanet", 1, 32, 64)
     assert info.feature_names == tuple(f.name for f in line_t_profile.fields if f.kind == "number")
     assert 0.0 <= info.threshold <= 1.0
-    assert info.profile == line_t_profile
+    exported = read_exported(model_repo)
+    assert exported.model == info and exported.profile == line_t_profile
 
 
 def test_outputs_equal_the_training_run_on_the_same_inputs(local, model_repo, line_t_dataset):
@@ -44,28 +46,29 @@ def test_outputs_equal_the_training_run_on_the_same_inputs(local, model_repo, li
 
 
 def test_async_interface_and_rejection_of_wrong_inputs(local):
-    f = len(local.info.feature_names)
+    f = len(asyncio.run(local.model_info()).feature_names)
     rois = np.zeros((2, 32, 32, 3), np.uint8)
     values = np.full((2, f), np.nan, np.float32)
     missing = np.ones((2, f), bool)
 
     async def go():
-        assert await local.is_ready() and await local.wait_ready(1.0)
+        await local.wait_ready(1.0)
+        assert await local.is_ready()
         out = await local.infer(rois, values, missing)
         assert out["defect_probability"].shape == (2,) and out["gate_weights"].shape == (2, 3)
         with pytest.raises(InferenceRejected, match="rois must be uint8"):
             await local.infer(np.zeros((2, 16, 16, 3), np.uint8), values, missing)
-        with pytest.raises(InferenceRejected, match="values must be float32"):
-            await local.infer(rois, values.astype(np.float64), missing)
+        with pytest.raises(InferenceRejected, match="values must be float"):
+            await local.infer(rois, values[:, :-1], missing)
 
     asyncio.run(go())
 
 
 def test_a_repository_that_does_not_verify_is_refused(model_repo, tmp_path):
     with pytest.raises(WorkerError, match="holds no exported model"):
-        read_model_info(tmp_path / "empty")
+        read_exported(tmp_path / "empty")
     with pytest.raises(WorkerError, match="has no version 7"):
-        read_model_info(model_repo, 7)
+        read_exported(model_repo, 7)
     copy = tmp_path / "repo"
     shutil.copytree(model_repo, copy)
     weights = copy / "oanet_fusion" / "1" / "fusion_weights.npz"

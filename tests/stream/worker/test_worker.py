@@ -1,8 +1,7 @@
-"""The worker against the real broker: verdicts out, dead letters, pause while the model server
-is away, consumer-group sharing, kill -9, graceful SIGTERM.
-
-Inference is the exported test model run in-process (`--inference local`); the Triton-backed
-fault tests (server stopped mid-run, INVALID_ARG from Triton) come with the Triton client.
+"""The worker against the embedded stack (the real broker and the real tritonserver serving the
+exported test model): verdicts out, every dead letter (Triton's own INVALID_ARG included),
+Triton stopped and started mid-run, Triton back with another version, consumer-group sharing,
+kill -9, graceful SIGTERM, kcat.
 """
 
 from __future__ import annotations
@@ -10,9 +9,9 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import json
+import shutil
 import signal
 import subprocess
-import threading
 import urllib.request
 import uuid
 
@@ -23,6 +22,7 @@ import pytest
 from oanet.contracts import (
     HEADER_CAPTURED_AT,
     HEADER_ERROR_CODE,
+    HEADER_ERROR_MESSAGE,
     HEADER_ERROR_STAGE,
     HEADER_FRAME_ID,
     HEADER_PROFILE,
@@ -32,13 +32,13 @@ from oanet.contracts import (
     MIB,
     DeadLetterCode,
 )
+from deploy.embedded.stack import TRITON, free_port
 from oanet.profile import DEFAULT_PROFILE_PATH
 from stream.schemas import verdict_validator
-from stream.worker.inference import InferenceRejected, TritonUnavailable
-from stream.worker.local_model import InProcessInference
+from stream.triton_client import TritonClient
+from stream.worker.errors import WorkerError
 from stream.worker.logs import JsonFormatter
 from stream.worker.messages import stable_part
-from tests.conftest import free_port
 from tests.stream.worker.harness import committed_offsets, produce, read_outputs, replay, running_worker, wait_until
 from tests.stream.worker.images import cmyk_jpeg, noise, png, png_bomb, png_with_corrupt_data
 
@@ -73,7 +73,7 @@ def test_300_frames_in_300_schema_valid_verdicts_out(worker_settings, line_t_dat
         assert v["threshold"] == pytest.approx(model.threshold, abs=1e-6)
         assert set(v["params"]) == {"temp", "force", "speed"}
         assert v["source"]["topic"] == settings.topics.frames and v["captured_at"] is not None
-    # the same image (played by the three lines) always gets the same verdict
+    # the same image (played by the three lines) gets the same verdict, whatever batch Triton ran it in
     by_entry: dict[str, set[str]] = {}
     for v in out.verdicts:
         content = dict(stable_part(v))
@@ -92,19 +92,25 @@ def test_300_frames_in_300_schema_valid_verdicts_out(worker_settings, line_t_dat
 # ------------------------------------------------------------------------------------ dead letters
 
 
-class RejectBlackObjects(InProcessInference):
-    """Stands in for Triton answering INVALID_ARG to one request (the phase-2 tests use Triton),
-    and for a bug that one frame meets (a white object)."""
+class MalformBlackObjects(TritonClient):
+    """The product's Triton client, with one deliberate fault per marked frame.
+
+    A frame whose object is all black is sent to Triton for real, with an infinite parameter
+    value: the served fusion model answers INVALID_ARG for that request alone, and the client
+    maps it to InferenceRejected. (A frame's OCR cannot yield an infinity, so the request is
+    malformed here, after OCR.) A white object meets a bug in this wrapper (internal_error).
+    """
 
     async def infer(self, rois, values, missing):
         if int(rois.max()) == 0:
-            raise InferenceRejected("INVALID_ARG: the object ROI is all black")
+            values, missing = values.copy(), missing.copy()
+            values[:, 0], missing[:, 0] = np.inf, False
         if int(rois.min()) == 255:
             raise ZeroDivisionError("a bug this frame meets")
         return await super().infer(rois, values, missing)
 
 
-def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings, line_t_dataset, model_repo, caplog):
+def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings, line_t_dataset, caplog):
     settings = worker_settings(ocr_processes=0, required_headers=("frame_id", "captured_at"),
                                topics={"max_frame_bytes": 1 * MIB})
     good = line_t_dataset.read_bytes(line_t_dataset.entries[0])
@@ -141,7 +147,7 @@ def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings,
     frames.append((good, [(HEADER_CAPTURED_AT, _now())]))  # no frame_id: missing_header
     expected_codes = {fid: code for fid, (_, code) in cases.items() if code}
 
-    with running_worker(settings, lambda: RejectBlackObjects(model_repo)) as worker:
+    with running_worker(settings, lambda: MalformBlackObjects(settings.triton)) as worker:
         produce(settings, frames)
         out = read_outputs(settings, until=lambda o: len(o.verdicts) + len(o.dead_letters) >= len(frames))
         counted = {code: worker.metrics.registry.get_sample_value("oanet_worker_dead_letters_total", {"code": code})
@@ -168,54 +174,88 @@ def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings,
     assert sum(v or 0 for v in counted.values()) == len(frames) - 2
     logged = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.getMessage() == "dead letter"]
     assert {(e["frame_id"], e["code"]) for e in logged} >= {("truncated", "truncated_image"), ("bomb", "too_many_pixels")}
+    rejected = next(r for r in out.dead_letters if dict(r.headers).get(HEADER_FRAME_ID) == b"black-object")
+    assert b"is infinite" in dict(rejected.headers)[HEADER_ERROR_MESSAGE]  # Triton's own reason
 
 
 # ------------------------------------------------------------------------------------ server away
 
 
-class SwitchableServer(InProcessInference):
-    """The exported model behind a switch: while `down` is set it answers like a Triton that is
-    unreachable (phase 2 stops the real tritonserver instead)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.down = threading.Event()
-        self.refused = 0
-        self.probes = 0
-
-    async def infer(self, rois, values, missing):
-        if self.down.is_set():
-            self.refused += 1
-            raise TritonUnavailable("connection refused (test switch)")
-        return await super().infer(rois, values, missing)
-
-    async def is_ready(self):
-        self.probes += 1
-        return not self.down.is_set()
+@pytest.fixture(scope="module")
+def restartable_stack(worker_stack_factory):
+    """A stack of its own whose Triton the tests stop and start (the shared one stays up)."""
+    with worker_stack_factory() as stack:
+        yield stack
 
 
-def test_unavailable_model_server_pauses_commits_nothing_and_resumes(worker_settings, line_t_dataset, model_repo):
-    settings = worker_settings(ocr_processes=0, window=32, retry_initial_s=0.05, retry_max_s=0.2)
-    server: list[SwitchableServer] = []
+def _triton_serving(stack) -> None:
+    """Triton of `stack` up again (with its configured repository), whatever a test left."""
+    if not next(status.running for status in stack.status() if status.name == TRITON):
+        stack.start_service(TRITON)
 
-    def factory():
-        server.append(SwitchableServer(model_repo))
-        server[0].down.set()
-        return server[0]
 
-    group = f"pause-{uuid.uuid4().hex[:6]}"
-    with running_worker(settings, factory, group=group) as worker:
-        ids = replay(settings, line_t_dataset, 20, prefix="away-")
-        wait_until(lambda: worker.in_flight == 20 and server[0].probes >= 3, 120,
-                   "every frame to wait for the server while readiness is probed")
-        assert not worker.ready() and server[0].refused >= 1
-        assert worker.metrics.registry.get_sample_value("oanet_worker_paused_partitions") == len(worker.assignment) > 0
-        assert read_outputs(settings).verdicts == [] and committed_offsets(settings, group) == {}
-        server[0].down.clear()
-        out = read_outputs(settings, until=lambda o: len(o.verdicts) >= 20)
-        wait_until(lambda: sum(committed_offsets(settings, group).values()) == 20, 30, "the commit of all 20")
-        assert worker.ready()
-    assert out.dead_letters == [] and sorted(v["frame_id"] for v in out.verdicts) == sorted(ids)
+def _verdicted_offsets(verdicts) -> dict[int, set[int]]:
+    found: dict[int, set[int]] = {}
+    for v in verdicts:
+        found.setdefault(v["source"]["partition"], set()).add(v["source"]["offset"])
+    return found
+
+
+def test_triton_stopped_mid_run_pauses_commits_nothing_unverdicted_and_resumes(worker_settings, line_t_dataset,
+                                                                               restartable_stack):
+    settings = worker_settings(stack=restartable_stack, ocr_processes=0, window=16)
+    group = f"restart-{uuid.uuid4().hex[:6]}"
+    try:
+        with running_worker(settings, group=group) as worker:
+            ids = replay(settings, line_t_dataset, 60, prefix="restart-", lines=3)
+            read_outputs(settings, until=lambda o: len(o.verdicts) >= 10)
+            assert restartable_stack.stop_service(TRITON)
+            wait_until(lambda: not worker.ready() and worker.in_flight > 0, 120,
+                       "the worker to notice that Triton is gone, with frames waiting for it")
+            paused = worker.metrics.registry.get_sample_value("oanet_worker_paused_partitions")
+            assert paused == len(worker.assignment) > 0
+            assert worker.metrics.registry.get_sample_value("oanet_worker_inference_available") == 0
+            during = read_outputs(settings)
+            verdicted = _verdicted_offsets(during.verdicts)
+            for partition, offset in committed_offsets(settings, group).items():
+                assert set(range(offset)) <= verdicted.get(partition, set()), "committed a frame without a verdict"
+            restartable_stack.start_service(TRITON)
+            out = read_outputs(settings, until=lambda o: {v["frame_id"] for v in o.verdicts} >= set(ids))
+            wait_until(lambda: sum(committed_offsets(settings, group).values()) == 60, 60, "the commit of all 60")
+            assert worker.ready()
+    finally:
+        _triton_serving(restartable_stack)
+    assert out.dead_letters == [] and len(during.dead_letters) == 0
+    assert sorted(v["frame_id"] for v in out.verdicts) == sorted(ids)  # each once: nothing lost, nothing twice
+    assert worker.metrics.registry.get_sample_value("oanet_worker_inference_retries_total") >= 1
+
+
+def test_triton_back_with_another_version_stops_the_worker_without_verdicting_for_it(
+        worker_settings, line_t_dataset, restartable_stack, model_repo, tmp_path):
+    from training.export import export_run
+
+    newer = tmp_path / "repo"
+    shutil.copytree(model_repo, newer)
+    assert export_run(model_repo.parent / "run", newer)[0] == 2
+    settings = worker_settings(stack=restartable_stack, ocr_processes=0, window=8)
+    group = f"version-{uuid.uuid4().hex[:6]}"
+    try:
+        with pytest.raises(WorkerError, match="came back with oanet version 2 .* started for version 1"):
+            with running_worker(settings, group=group) as worker:
+                ids = replay(settings, line_t_dataset, 40, prefix="version-")
+                read_outputs(settings, until=lambda o: len(o.verdicts) >= 5)
+                restartable_stack.stop_service(TRITON)
+                restartable_stack.start_service(TRITON, newer)
+                wait_until(lambda: worker.stopping, 120, "the worker to refuse the new version")
+    finally:
+        restartable_stack.stop_service(TRITON)
+        _triton_serving(restartable_stack)  # version 1 again, for the next test
+    out = read_outputs(settings)
+    assert {v["model"]["version"] for v in out.verdicts} == {"1"} and out.dead_letters == []
+    assert len(out.verdicts) < len(ids)
+    verdicted = _verdicted_offsets(out.verdicts)
+    for partition, offset in committed_offsets(settings, group).items():
+        assert set(range(offset)) <= verdicted.get(partition, set())
 
 
 # ------------------------------------------------------------------------------------ processes
@@ -311,20 +351,26 @@ def test_sigterm_drains_and_commits_exactly_what_was_verdicted(worker_settings, 
     assert sorted(v["frame_id"] for v in out.verdicts) == sorted(ids)  # exact commits: nothing twice
 
 
-def test_worker_command_errors_are_one_line(run_oanet, settings, tmp_path, model_repo):
+def test_worker_command_errors_are_one_line(run_oanet, worker_settings, tmp_path, model_repo):
+    s = worker_settings()
+    broker, triton = ["--bootstrap-servers", s.kafka.bootstrap_servers], ["--triton-url", s.triton.url]
+    topics = ["--frames-topic", s.topics.frames, "--verdicts-topic", s.topics.verdicts,
+              "--dead-letter-topic", s.topics.dead_letter]
+    quick = {"OANET_WORKER__STARTUP_TIMEOUT_S": "3", "OANET_TRITON__RETRY_ATTEMPTS": "0"}  # Triton away: say so soon
     cases = [
-        (["worker", "--inference", "local", "--repo", str(model_repo), "--bootstrap-servers",
-          f"127.0.0.1:{free_port()}"], "no Kafka broker answers"),
-        (["worker", "--inference", "local", "--repo", str(tmp_path / "none"), "--bootstrap-servers",
-          settings.kafka.bootstrap_servers], "holds no exported model"),
-        (["worker", "--inference", "local", "--repo", str(model_repo), "--bootstrap-servers",
-          settings.kafka.bootstrap_servers, "--frames-topic", f"absent-{uuid.uuid4().hex[:6]}"], "do not exist"),
-        (["worker", "--window", "0"], "worker.window"),
-        (["worker", "--inference", "local", "--repo", str(model_repo), "--bootstrap-servers",
-          settings.kafka.bootstrap_servers, "--profile", str(DEFAULT_PROFILE_PATH)], "has number fields"),
+        (["--bootstrap-servers", f"127.0.0.1:{free_port()}"], "no Kafka broker answers", None),
+        ([*broker, "--triton-url", f"127.0.0.1:{free_port()}", "--repo", str(model_repo)],
+         "the model server at 127.0.0.1:", quick),
+        ([*broker, *triton, *topics, "--repo", str(tmp_path / "none")], "is read from its export manifest, but", None),
+        ([*broker, *triton, "--repo", str(model_repo), "--frames-topic", f"absent-{uuid.uuid4().hex[:6]}"],
+         "do not exist", None),
+        (["--window", "0"], "worker.window", None),
+        ([*broker, *triton, *topics, "--profile", str(DEFAULT_PROFILE_PATH)], "has number fields", None),
+        ([*broker, *topics, "--inference", "local", "--repo", str(tmp_path / "none")], "holds no exported model",
+         None),
     ]
-    for argv, expected in cases:
-        result = run_oanet(*argv, timeout=300)
+    for argv, expected, env in cases:
+        result = run_oanet("worker", *argv, env=env, timeout=300)
         err = [line for line in result.stderr.splitlines() if not line.startswith("{")]
         assert result.returncode != 0 and len(err) == 1 and expected in err[0], result.stderr
         assert "Traceback" not in result.stderr

@@ -1,0 +1,72 @@
+"""What the worker reads from a model repository written by `oanet export`.
+
+The line profile a model was trained on is stored once, in its version's sha256 manifest
+(`oanet_fusion/<v>/manifest.json`, key `profile`), which the fusion model verifies when Triton
+loads the version. The worker reads it from there for the version the server says it serves,
+so the frames are read with exactly the layout and fields that version expects. Triton's API
+cannot hand out files; where the worker cannot see the repository, `oanet worker --profile FILE`
+names the profile instead (checked against the served feature order).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from oanet.profile import LineProfile, ProfileError, parse_profile
+from stream.triton_client import ServedModel
+from stream.worker.errors import WorkerError
+from triton_models.oanet_fusion import core
+
+
+@dataclass(frozen=True)
+class ExportedVersion:
+    """One verified version of an exported repository."""
+
+    model: ServedModel
+    profile: LineProfile
+    manifest: dict[str, Any]
+    folder: Path  # REPO/oanet_fusion/<v>
+
+
+def versions(repo: Path) -> list[int]:
+    folder = Path(repo) / core.FUSION_MODEL
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def read_exported(repo: str | Path, version: int | None = None) -> ExportedVersion:
+    """Version `version` (default: the latest, the one Triton serves) after checking every file
+    against its sha256 manifest; WorkerError (one line) when it is absent or does not verify."""
+    repo = Path(repo)
+    found = versions(repo)
+    if not found:
+        raise WorkerError(f"{repo} holds no exported model (write one with `oanet export --repo {repo}`)")
+    version = found[-1] if version is None else int(version)
+    if version not in found:
+        raise WorkerError(f"{repo} has no version {version} (has {found})")
+    folder = repo / core.FUSION_MODEL / str(version)
+    problems = core.verify_version(folder)
+    if problems:
+        raise WorkerError(f"{repo} version {version} does not verify: {'; '.join(problems[:3])}")
+    manifest_path = folder / core.MANIFEST_FILE
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if not manifest.get("profile"):
+        raise WorkerError(f"{manifest_path} names no line profile")
+    try:
+        profile = parse_profile(manifest["profile"], f"{manifest_path} profile")
+    except ProfileError as exc:
+        raise WorkerError(str(exc)) from None
+    model = ServedModel(
+        name=core.ENSEMBLE_MODEL,
+        version=version,
+        image_size=int(manifest["image"]["size"]),
+        feature_names=tuple(manifest["feature_names"]),
+        threshold=float(manifest["threshold"]),
+        embedding_dim=int(manifest["embedding_dim"]),
+        max_batch_size=int((manifest.get("serving") or {}).get("max_batch", 0)),
+    )
+    return ExportedVersion(model, profile, manifest, folder)

@@ -1,0 +1,50 @@
+"""`oanet bench e2e`: every figure is printed with its target, and bad options are one line.
+Speed itself is not asserted: the command prints its figures (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from oanet.cli import main
+from stream.bench import EndToEnd
+
+
+@pytest.mark.slow
+def test_bench_e2e_prints_stages_ratio_memory_and_latency(line_t_dataset, model_repo, capsys):
+    assert main(["bench", "e2e", "--data", str(line_t_dataset.root), "--repo", str(model_repo), "--seconds", "1",
+                 "--duration", "4", "--warmup", "2", "--alone", "2", "--paced", "2", "--ocr-processes", "1",
+                 "--window", "4"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("consume", "decode", "ocr pool", "inference", "produce"):
+        assert re.search(rf"^  {stage} +\d+\.\d frames/s", out, re.MULTILINE), (stage, out)
+    assert re.search(r"^  slowest: [a-z ]+ \d+\.\d frames/s before the end-to-end run, \d+\.\d after; mean \d+\.\d$",
+                     out, re.MULTILINE), out
+    assert re.search(r"^end to end \(1 worker, 1 OCR process\(es\), window 4, frames waiting \d+-\d+, .*: "
+                     r"\d+\.\d frames/s = \d+\.\d\d x the slowest stage alone \(target >= 0\.8: (met|missed)\)$",
+                     out, re.MULTILINE), out
+    assert re.search(r"^  CPU per frame: end to end \d+ ms .* end to end / slowest = \d+\.\d\d$", out, re.MULTILINE), out
+    assert re.search(r"^memory .* largest deviation \d+\.\d% \(target \+-5%: (met|missed)\); second half [+-]\d+\.\d%$",
+                     out, re.MULTILINE), out
+    assert re.search(r"^latency produce-to-verdict: one frame alone \(2 frames\) median \d+ ms .* p99 \d+ ms = "
+                     r"\d+\.\d\d x the median alone \(target <= 3: (met|missed)\)$", out, re.MULTILINE), out
+    assert "exited with code" not in out
+
+
+def test_memory_figures_are_relative_to_the_first_tenth(tmp_path):
+    e2e = EndToEnd(rss=[(float(t), (100 + (5 if t == 19 else 0)) * 2**20) for t in range(20)], backlog=[3] * 20)
+    baseline, low, high, last, deviation = e2e.memory()
+    assert (baseline, low, high, last) == (100, 100, 105, 105) and deviation == pytest.approx(5.0)
+    assert e2e.second_half_growth() == pytest.approx(5.0)
+    e2e.write_samples(tmp_path / "rss.csv")
+    lines = (tmp_path / "rss.csv").read_text().splitlines()
+    assert lines[0] == "seconds,rss_bytes,backlog" and lines[-1] == f"19.0,{105 * 2**20},3" and len(lines) == 21
+
+
+@pytest.mark.parametrize(("args", "message"), [(["--duration", "0"], "--duration must be positive"),
+                                                (["--window", "0"], "--window must be at least 1")])
+def test_bad_options_give_one_line_errors(line_t_dataset, model_repo, capsys, args, message):
+    assert main(["bench", "e2e", "--data", str(line_t_dataset.root), "--repo", str(model_repo), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
