@@ -60,6 +60,6 @@ def test_probe_catches_a_dead_python_backend_stub(repo_copy, tmp_path_factory, c
 
 
 def test_probe_fails_when_nothing_listens():
-    from tests.conftest import free_port
+    from deploy.embedded.stack import free_port
 
     assert probe.main(["ready", "--url", f"http://127.0.0.1:{free_port()}", "--timeout", "1"]) == 1
