@@ -51,8 +51,9 @@ class TritonPythonModel:
                 # One frame at a time: oneDNN picks its convolution kernels by batch size, so a
                 # frame's embedding would differ in the last float32 bits with the batch the
                 # dynamic batcher happened to form, and a replayed frame's verdict with it.
-                # Batch 1 is the same computation every time; on CPU it costs about what the
-                # batch does (the execution's fixed cost, which batching amortises, stays shared).
+                # Batch 1 is the same computation every time. It costs 3-17% of the served
+                # throughput of the default model (docs/benchmarks.md); the execution's fixed
+                # cost, which batching amortises, stays shared.
                 outputs = [self.model(rois[i : i + 1]) for i in range(len(rois))]
                 embedding = torch.cat([e for e, _ in outputs])
                 logit = torch.cat([l for _, l in outputs])
