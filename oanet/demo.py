@@ -364,6 +364,11 @@ def _print_summary(report: dict[str, Any], steps: dict[str, float], total_s: flo
     print(f"  against the truth   accuracy {_pct(sc['accuracy'])}, recall {_pct(sc['recall'])}, "
           f"precision {_pct(sc['precision'])}, f1 {_pct(sc['f1'])}; confusion [[tn fp] [fn tp]] "
           f"{sc['confusion_matrix']}")
+    if "training" in steps:
+        # A first-time user reads the scores above as the product's: say what model made them.
+        epochs = DEMO_TRAIN_ARGS[DEMO_TRAIN_ARGS.index("--epochs") + 1]
+        print(f"  model               the demo's short training ({epochs} CNN epochs, {steps['training']:.0f} s); "
+              "`oanet train` with its defaults scores far higher (docs/benchmarks.md)")
     print(f"  throughput          {rate:.1f} frames/s (first frame played to last verdict, {report['seconds']:.1f} s)")
     print(f"  latency             capture-to-verdict p50 {lat['end_to_end_p50']} ms, p99 {lat['end_to_end_p99']} ms; "
           f"in the worker p50 {lat['worker_p50']} ms, p99 {lat['worker_p99']} ms")
