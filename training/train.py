@@ -454,4 +454,23 @@ def main(args: argparse.Namespace) -> int:
         m = v[name]
         print(f"  val {name:6s} recall {m['recall']:.3f} precision {m['precision']:.3f} f1 {m['f1']:.3f} "
               f"auroc {m['auroc'] if m['auroc'] is None else round(m['auroc'], 3)} (threshold {m['threshold']:.3f})")
+    note = image_branch_note(stage.history)
+    if note:
+        print(note)
     return 0
+
+
+# Below this validation AUROC on object defects the CNN has not learnt them: a from-scratch CNN
+# on CPU misses in some seeds (docs/benchmarks.md, Training), and the user should know that the
+# verdicts then rest on the parameters alone.
+IMAGE_LEARNT_AUROC = 0.6
+
+
+def image_branch_note(history: list[dict[str, Any]]) -> str | None:
+    """A warning line when the CNN's last epoch is near chance on the object defects, else None."""
+    value = history[-1].get("val_object_auroc") if history else None
+    if value is None or value >= IMAGE_LEARNT_AUROC:
+        return None
+    return (f"note: the image branch did not learn the object defects (validation AUROC {value:.2f} < "
+            f"{IMAGE_LEARNT_AUROC}); verdicts lean on the parameters. More --epochs, more frames or another "
+            "--seed usually help (docs/benchmarks.md, Training).")

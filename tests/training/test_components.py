@@ -25,7 +25,7 @@ from training.encoders import (
 from training.errors import TrainingError
 from training.fusion import FusionOptions, FusionRows, alignment_weights, fit_fusion, reference_stats, threshold_for_recall
 from training.metrics import binary_metrics
-from training.train import export_torchscript
+from training.train import export_torchscript, image_branch_note
 from triton_models.oanet_fusion import core
 
 
@@ -289,3 +289,16 @@ def test_recall_at_precision_reads_the_pr_curve():
     assert recall_at_precision(labels, -scores, 0.9) == 0.0
     assert recall_at_precision(np.zeros(3), scores[:3], 0.9) is None
     assert binary_metrics(labels, scores, 0.5)["recall_at_p90"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(("history", "warned"), [
+    ([{"val_object_auroc": 0.9}, {"val_object_auroc": 0.52}], True),   # the last epoch counts
+    ([{"val_object_auroc": 0.5}, {"val_object_auroc": 0.81}], False),
+    ([{"val_object_auroc": None}], False),                            # one class in validation
+    ([], False),
+])
+def test_training_warns_when_the_image_branch_did_not_learn(history, warned):
+    note = image_branch_note(history)
+    assert (note is not None) == warned
+    if warned:
+        assert "validation AUROC 0.52 < 0.6" in note and "--epochs" in note
