@@ -39,6 +39,16 @@ def epoch_lr(base_lr: float, epoch: int, epochs: int) -> float:
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, epochs)))
 
 
+def grid_mask_probability(p: float, epoch: int, epochs: int, warmup: float) -> float:
+    """GridMask probability of `epoch`: rising linearly from 0 to `p` over the first `warmup`
+    share of the epochs. From the first epoch on, GridMask kept the from-scratch CNN at chance in
+    some seeds (it hides the small defect the net has yet to find); once it has found it,
+    GridMask teaches it to keep it under occlusion (docs/benchmarks.md, Training)."""
+    if warmup <= 0:
+        return p
+    return p * min(1.0, epoch / (warmup * max(1, epochs)))
+
+
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, momentum: float = 0.9,
                    name: str = "sgd") -> torch.optim.Optimizer:
     if name == "adamw":
@@ -128,6 +138,7 @@ def train_cnn(
     target: str = "object",
     pos_weight: float | None = None,
     augment: str = "dihedral",
+    grid_mask_warmup: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Train for epochs [start_epoch, epochs); calls on_epoch(epoch, record) after each.
 
@@ -148,6 +159,7 @@ def train_cnn(
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(lr, epoch, epochs)
         order = rng.permutation(n)
+        epoch_grid_mask = grid_mask_probability(grid_mask_p, epoch, epochs, grid_mask_warmup)
         total, seen = 0.0, 0
         bar = tqdm(range(0, n, batch_size), desc=f"cnn epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=not progress, leave=False)
@@ -155,7 +167,7 @@ def train_cnn(
             idx = order[start : start + batch_size]
             if len(idx) < 2:  # batch norm needs two samples
                 continue
-            images, _ = grid_mask(train.rois[idx], grid_mask_p, rng)
+            images, _ = grid_mask(train.rois[idx], epoch_grid_mask, rng)
             images = symmetries(images, augment, rng)
             x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
             y = torch.from_numpy(labels[idx]).to(device)
@@ -169,7 +181,8 @@ def train_cnn(
             bar.set_postfix(loss=f"{total / max(seen, 1):.4f}")
         _, val_logit = extract(model, val.rois, device)
         objects = np.array([c != "param" for c in val.causes])
-        record = {"epoch": epoch + 1, "lr": epoch_lr(lr, epoch, epochs), "train_loss": total / max(seen, 1),
+        record = {"epoch": epoch + 1, "lr": epoch_lr(lr, epoch, epochs), "grid_mask": epoch_grid_mask,
+                  "train_loss": total / max(seen, 1),
                   "val_image_auroc": auroc(val.labels, val_logit),
                   "val_object_auroc": auroc(val.labels[objects], val_logit[objects])}
         history.append(record)

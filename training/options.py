@@ -67,6 +67,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mask learning: OCR-field dropout rate of the augmented copies (default 0.3)")
     parser.add_argument("--grid-mask", type=float, default=0.3, metavar="P",
                         help="GridMask probability on training images (default 0.3)")
+    parser.add_argument("--grid-mask-warmup", type=float, default=0.0, metavar="F",
+                        help="share of the CNN epochs over which its GridMask probability rises linearly from 0 "
+                        "to P; try 1 when the CNN does not learn (default 0: P from the first epoch, the paper's)")
     parser.add_argument("--mask-copies", type=int, default=3, metavar="K",
                         help="augmented copies per frame for the bag and fusion stage (default 3)")
     parser.add_argument("--target-recall", type=float, default=0.95, help="operating-point recall on val (default 0.95)")

@@ -53,7 +53,7 @@ RUN_ARGS = (
     "encoder", "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "embedding_dim", "seed",
     "align", "align_loss", "align_weight", "refine_rounds", "pca_components", "gate", "gate_margin",
     "gate_weights", "ocr_mask_rate", "grid_mask", "mask_copies", "target_recall", "folds", "tree_kinds",
-    "tree_rounds", "features", "fusion_epochs", "image_target", "image_pos_weight", "augment",
+    "tree_rounds", "features", "fusion_epochs", "image_target", "image_pos_weight", "augment", "grid_mask_warmup",
 )
 
 
@@ -80,6 +80,7 @@ def validate_args(args: argparse.Namespace) -> None:
         (args.pca_components >= 1, "--pca-components must be >= 1"),
         (0.0 <= args.ocr_mask_rate <= 1.0, "--ocr-mask-rate must be in [0, 1]"),
         (0.0 <= args.grid_mask <= 1.0, "--grid-mask must be in [0, 1]"),
+        (0.0 <= args.grid_mask_warmup <= 1.0, "--grid-mask-warmup must be in [0, 1]"),
         (args.mask_copies >= 0, "--mask-copies must be >= 0"),
         (0.0 < args.target_recall <= 1.0, "--target-recall must be in (0, 1]"),
         (args.folds >= 2, "--folds must be at least 2"),
@@ -209,7 +210,7 @@ def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Pat
     train_cnn(model, optimizer, train, val, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
               grid_mask_p=args.grid_mask, seed=args.seed, device=args.device, start_epoch=start,
               on_epoch=save, progress=progress, target=args.image_target,
-              pos_weight=image_pos_weight(args), augment=args.augment)
+              pos_weight=image_pos_weight(args), augment=args.augment, grid_mask_warmup=args.grid_mask_warmup)
     model.eval()
     rows = build_rows(model, train, args, progress)
     folds = frame_folds(train.labels, args.folds, args.seed)
@@ -472,5 +473,5 @@ def image_branch_note(history: list[dict[str, Any]]) -> str | None:
     if value is None or value >= IMAGE_LEARNT_AUROC:
         return None
     return (f"note: the image branch did not learn the object defects (validation AUROC {value:.2f} < "
-            f"{IMAGE_LEARNT_AUROC}); verdicts lean on the parameters. More --epochs, more frames or another "
-            "--seed usually help (docs/benchmarks.md, Training).")
+            f"{IMAGE_LEARNT_AUROC}); verdicts lean on the parameters. GridMask from the first epoch is the usual "
+            "cause: try --grid-mask-warmup 1, or another --seed (docs/benchmarks.md, Training).")

@@ -10,7 +10,7 @@ import torch
 from training import options
 from training.augment import grid_mask, grid_mask_one, ocr_dropout
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
-from training.cnn import AUGMENTS, balanced_pos_weight, symmetries
+from training.cnn import AUGMENTS, balanced_pos_weight, grid_mask_probability, symmetries
 from training.data import FEATURE_SOURCES
 from training.encoders import (
     ENCODERS,
@@ -301,4 +301,10 @@ def test_training_warns_when_the_image_branch_did_not_learn(history, warned):
     note = image_branch_note(history)
     assert (note is not None) == warned
     if warned:
-        assert "validation AUROC 0.52 < 0.6" in note and "--epochs" in note
+        assert "validation AUROC 0.52 < 0.6" in note and "--grid-mask-warmup" in note
+
+
+def test_grid_mask_rises_from_zero_over_the_warmup_share_of_the_epochs():
+    assert [grid_mask_probability(0.3, e, 10, 0.5) for e in (0, 1, 5, 9)] == pytest.approx([0.0, 0.06, 0.3, 0.3])
+    assert grid_mask_probability(0.3, 0, 10, 0.0) == 0.3  # no warm-up: the paper's schedule
+    assert grid_mask_probability(0.3, 9, 10, 1.0) == pytest.approx(0.27)
