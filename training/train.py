@@ -410,7 +410,8 @@ def prepare_run(args: argparse.Namespace) -> tuple[Path, dict | None]:
         if state["stage"] == "done":
             return run, {**state, "epoch": args.epochs}
         return run, state
-    if run.is_dir() and any(run.iterdir()):
+    # A lone args.json is what a start that failed before its first checkpoint left: start over.
+    if run.is_dir() and any(p.name != "args.json" for p in run.iterdir()):
         raise TrainingError(f"--out {run} is not empty and holds no checkpoint; choose an empty folder")
     if args.resume:
         raise TrainingError(f"--resume given but {ckpt} does not exist")
@@ -421,11 +422,12 @@ def prepare_run(args: argparse.Namespace) -> tuple[Path, dict | None]:
 def main(args: argparse.Namespace) -> int:
     progress = not args.quiet
     started = time.perf_counter()
+    validate_args(args)  # before anything is written; again below, with a resumed run's own arguments
     run, resume = prepare_run(args)
     validate_args(args)
-    write_json(run / "args.json", {**run_args(args), "data": str(args.data)})
     bundle = data_mod.prepare(args.data, args.image_size, args.features, progress=progress)
     data_mod.check_trainable(bundle, args.folds)
+    write_json(run / "args.json", {**run_args(args), "data": str(args.data)})
     loaded = time.perf_counter()
     stage = image_stage(bundle, args, checkpoint=run / CHECKPOINT, resume=resume, progress=progress)
     model_dir = run / MODEL_DIR

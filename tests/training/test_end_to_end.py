@@ -140,6 +140,19 @@ def _copy_dataset(src: Path, dst: Path) -> Path:
     return dst
 
 
+def test_a_failed_start_leaves_the_out_folder_reusable(e2e_dataset: Path, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    broken = _copy_dataset(e2e_dataset, tmp_path / "noimg")
+    sorted((broken / "images").iterdir())[3].unlink()
+    assert main(["train", "--data", str(broken), "--out", str(out), *TINY]) != 0
+    assert main(["train", "--data", str(e2e_dataset), "--out", str(out), *TINY, "--epochs", "0"]) != 0
+    assert not (out / "args.json").exists()
+    (out / "args.json").write_text("{}")  # what a start killed before its first checkpoint leaves
+    capsys.readouterr()
+    assert main(["train", "--data", str(e2e_dataset), "--out", str(out), *TINY]) == 0, capsys.readouterr().err
+    assert (out / "checkpoint.pt").is_file()
+
+
 def test_bad_inputs_give_one_line_errors(e2e_dataset: Path, tmp_path: Path, capsys):
     def train_error(data: Path, *extra: str) -> str:
         code = main(["train", "--data", str(data), "--out", str(tmp_path / f"r{len(list(tmp_path.iterdir()))}"),
