@@ -21,6 +21,11 @@ def add_setting_flag(parser: argparse.ArgumentParser, flag: str, setting: str, *
     parser.add_argument(flag, dest=_OVERRIDE_PREFIX + setting, default=None, **kwargs)
 
 
+def setting_flag_value(args: argparse.Namespace, setting: str) -> Any:
+    """The value given on the command line for `setting`'s flag, or None."""
+    return getattr(args, _OVERRIDE_PREFIX + setting, None)
+
+
 def add_settings_flags(
     parser: argparse.ArgumentParser, *, kafka: bool = False, triton: bool = False, stack: bool = False
 ) -> None:

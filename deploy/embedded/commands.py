@@ -76,9 +76,14 @@ def _print_status(statuses) -> bool:
 def _up(args: argparse.Namespace) -> int:
     from deploy.embedded.stack import StackAlreadyRunning
 
+    from oanet.commands import setting_flag_value
+
     stack = _stack(args)
+    # A repository named on the command line must exist (a typo would serve nothing);
+    # only the default one is created empty.
+    explicit_repo = setting_flag_value(args, "stack.model_repository")
     try:
-        statuses = stack.up(with_triton=not args.no_triton)
+        statuses = stack.up(explicit_repo, with_triton=not args.no_triton)
     except StackAlreadyRunning as exc:
         _print_notices(stack)
         print(str(exc))

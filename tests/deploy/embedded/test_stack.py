@@ -86,6 +86,15 @@ def test_missing_model_repository_is_reported(stack_settings_factory, tmp_path):
         EmbeddedStack(stack_settings_factory()).up(missing)
 
 
+def test_a_repository_named_on_the_command_line_is_never_created(stack_settings_factory, run_oanet, tmp_path):
+    missing = tmp_path / "typo-repo"
+    up = run_oanet("stack", "up", "--repo", str(missing), env=_stack_env(stack_settings_factory()))
+    assert up.returncode != 0
+    assert up.stderr.strip() == (f"oanet stack: error: model repository not found: {missing} "
+                                 "(a folder of models, see `oanet export`)")
+    assert not missing.exists()
+
+
 def test_invalid_model_repository_reports_triton_error_and_rolls_back(stack_settings_factory, tmp_path):
     broken = tmp_path / "repo" / "broken" / "1"
     broken.mkdir(parents=True)
