@@ -158,7 +158,7 @@ def run_ablation(args: argparse.Namespace, progress: bool = True) -> dict[str, A
 
 def _agg(results: list[dict], encoder: str, variant: str, cond: str, which: str) -> dict[str, tuple[float, float]]:
     rows = [r[which] for r in results if r.get("variant") == variant and r.get("encoder") == encoder
-            and r.get("condition") == cond and which in r]
+            and r.get("condition") == cond]
     out = {}
     for k in METRIC_KEYS:
         vals = [100.0 * r[k] for r in rows if r[k] is not None]

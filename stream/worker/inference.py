@@ -32,12 +32,13 @@ import numpy as np
 
 from stream.errors import InferenceRejected, TritonUnavailable
 from stream.triton_client import ServedModel
+from triton_models.oanet_fusion import serving
 
 __all__ = ["OUTPUT_KEYS", "Inference", "InferenceRejected", "ServedModel", "TritonUnavailable"]
 
-# Keys of the dict `infer` returns (per frame: [N], [N, 3], [N, 3], [N, 2]); the same names as
-# the fusion core's `predict` outputs.
-OUTPUT_KEYS = ("defect_probability", "branch_probabilities", "gate_weights", "kl_scores")
+# Keys of the dict `infer` returns (per frame: [N], [N, 3], [N, 3], [N, 2]): the fusion core's
+# `predict` outputs, as the Triton client maps them back from the served tensors.
+OUTPUT_KEYS = tuple(serving.PREDICT_OUTPUTS)
 
 
 @runtime_checkable

@@ -534,7 +534,7 @@ class StreamWorker:
                 started = time.monotonic()
                 outputs = await self._gate.infer(prepared.roi[None], values, missing)
                 inference_ms = (time.monotonic() - started) * 1000
-                self.metrics.stage_seconds.labels("inference").observe(inference_ms / 1000)
+                self.metrics.stage_seconds.labels(STAGE_INFERENCE).observe(inference_ms / 1000)
                 row = ModelOutputs.row(outputs, 0)
                 stage = STAGE_PRODUCE
                 total_ms = (time.monotonic() - job.received) * 1000
@@ -542,8 +542,8 @@ class StreamWorker:
                 verdict = Verdict.build(
                     job.frame, prepared.record, row, threshold=self.model.threshold, model_name=self.model.name,
                     model_version=str(self.model.version), worker=self.worker_id,
-                    timings_ms={"queue": max(0.0, total_ms - known), "decode": prepared.decode_ms,
-                                "ocr": prepared.ocr_ms, "inference": inference_ms, "total": total_ms},
+                    timings_ms={"queue": max(0.0, total_ms - known), STAGE_DECODE: prepared.decode_ms,
+                                STAGE_OCR: prepared.ocr_ms, STAGE_INFERENCE: inference_ms, "total": total_ms},
                 )
                 encoded = verdict.encode()
             except FrameRejected as exc:
@@ -583,8 +583,8 @@ class StreamWorker:
                     if generation == self._ocr_generation:  # first to notice: replace it once
                         await loop.run_in_executor(None, self._restart_ocr, executor)
                 continue
-            self.metrics.stage_seconds.labels("decode").observe(prepared.decode_ms / 1000)
-            self.metrics.stage_seconds.labels("ocr").observe(prepared.ocr_ms / 1000)
+            self.metrics.stage_seconds.labels(STAGE_DECODE).observe(prepared.decode_ms / 1000)
+            self.metrics.stage_seconds.labels(STAGE_OCR).observe(prepared.ocr_ms / 1000)
             return prepared
         raise FrameRejected(DeadLetterCode.INTERNAL_ERROR, STAGE_OCR,
                             f"an OCR process died on each of {OCR_CRASH_ATTEMPTS} attempts at this frame")
@@ -624,7 +624,7 @@ class StreamWorker:
             await acked
         except KafkaError as exc:
             raise ProduceFailed(f"the broker did not acknowledge frame {job.frame_id} on {topic}: {exc}") from None
-        self.metrics.stage_seconds.labels("produce").observe(time.monotonic() - started)
+        self.metrics.stage_seconds.labels(STAGE_PRODUCE).observe(time.monotonic() - started)
 
     def _acked(self, job: Job) -> None:
         with self._lock:
