@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsers
     synth.add_argument("--objects", type=Path, metavar="DIR",
                        help="put real object images into the object ROI instead of drawn packages: a folder per "
                        "class (one named like free/good/ok/MT_Free holds good objects, every other is a defect kind, "
-                       "e.g. the Magnetic-tile set's MT_<Class>/Imgs); parameters and panel as without it")
+                       "e.g. the Magnetic-tile set's MT_<Class>/Imgs; --package does not apply); parameters and panel as without it "
+                       "(docs/real-data.md)")
     synth.add_argument("--profile", type=Path, metavar="FILE",
                        help="line profile YAML (default: the built-in line-a profile)")
     synth.add_argument("--preview", type=Path, metavar="FILE.png", help="also write a grid of 12 thumbnails")
