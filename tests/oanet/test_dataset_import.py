@@ -172,3 +172,14 @@ def test_cli_imports_and_reports_errors_on_one_line(tmp_path, line, capsys):
     assert len(err) == 1 and err[0].startswith("oanet dataset: error:") and "line 2: image" in err[0]
     assert (out / "manifest.jsonl").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "frames", "labels.csv"]
+
+
+def test_training_takes_a_line_without_parameter_columns_through_ocr_only(tmp_path, line):
+    from training.data import prepare
+    from training.errors import TrainingError
+
+    rows = [r.rsplit(",", 1)[0] + "," for r in _rows(line)]  # no temp values
+    out = import_dataset(line, _csv(tmp_path, rows), PROFILE, tmp_path / "ds", progress=False).root
+    assert prepare(out, 32, "ocr", splits=()).feature_names == ["temp", "force", "speed"]
+    with pytest.raises(TrainingError, match="--features ocr reads the printed panel"):
+        prepare(out, 32, "truth", splits=())
