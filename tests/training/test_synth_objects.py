@@ -18,6 +18,7 @@ from oanet.dataset import load_dataset
 from training.synth.generate import EXTRA_OBJECT_IMAGE, generate
 from training.synth.objects import ObjectsError, class_kind, fit_to_roi, scan_objects
 
+TILE_LINE = Path(__file__).parents[2] / "oanet" / "profiles" / "tile-line.yaml"
 SHADE = {"MT_Free": 150, "MT_Crack": 60, "MT_Blowhole": 230}
 
 
@@ -108,9 +109,10 @@ def test_objects_frames_are_deterministic_whatever_the_worker_count(tmp_path, ob
 def test_cli_synth_objects_and_its_errors(tmp_path, objects_dir, capsys):
     out = tmp_path / "d"
     assert main(["synth", "--objects", str(objects_dir), "--out", str(out), "--n", "6", "--workers", "1",
-                 "--width", "256", "--height", "192"]) == 0
+                 "--width", "256", "--height", "180", "--profile", str(TILE_LINE)]) == 0
     printed = capsys.readouterr().out
     assert "good 5, blowhole 5, crack 5 images" in printed and "wrote 6 real-object frames" in printed
+    assert load_dataset(out).profile.name == "tile-line"
 
     def error(objects: Path) -> str:
         assert main(["synth", "--objects", str(objects), "--out", str(tmp_path / "x"), "--n", "2"]) == 2
