@@ -133,3 +133,6 @@ def test_cli_synth_objects_and_its_errors(tmp_path, objects_dir, capsys):
     for i in range(3):
         cv2.imwrite(str(no_good / "scratch" / f"{i}.png"), _tile(100, i, (30, 30)))
     assert "no good class folder" in error(no_good)
+    broken = make_objects(tmp_path / "broken")
+    (broken / "MT_Crack" / "Imgs" / "exp0_num_0.jpg").write_bytes(b"not an image")
+    assert "exp0_num_0.jpg is not an image OpenCV can read" in error(broken)

@@ -131,6 +131,10 @@ def scan_objects(root: str | Path) -> ObjectBank:
         if len(paths) < MIN_IMAGES_PER_CLASS:
             raise ObjectsError(f"--objects class folder {folder.name!r} has {len(paths)} image(s); each class needs "
                                f"at least {MIN_IMAGES_PER_CLASS} so that train, val and test get their own")
+        unreadable = [p for p in paths if not cv2.haveImageReader(str(p))]
+        if unreadable:  # checked here (a header check) rather than half-way through a run
+            raise ObjectsError(f"--objects image {unreadable[0]} is not an image OpenCV can read"
+                               + (f" ({len(unreadable) - 1} more in {folder.name!r})" if len(unreadable) > 1 else ""))
         images = _assign_splits(root, paths)
         if kind in GOOD_CLASS_NAMES:
             good += images
