@@ -27,6 +27,11 @@ def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsers
     synth.add_argument("--package", choices=("bga", "wirebond", "mixed"), default="bga",
                        help="package type the line inspects: 'bga' (ball side), 'wirebond' (die, wires) or "
                        "'mixed' (either, per frame, as before; harder for the image model) (default bga)")
+    synth.add_argument("--objects", type=Path, metavar="DIR",
+                       help="put real object images into the object ROI instead of drawn packages: a folder per "
+                       "class (one named like free/good/ok/MT_Free holds good objects, every other is a defect kind, "
+                       "e.g. the Magnetic-tile set's MT_<Class>/Imgs; --package does not apply); parameters and panel as without it "
+                       "(docs/real-data.md)")
     synth.add_argument("--profile", type=Path, metavar="FILE",
                        help="line profile YAML (default: the built-in line-a profile)")
     synth.add_argument("--preview", type=Path, metavar="FILE.png", help="also write a grid of 12 thumbnails")
@@ -48,6 +53,12 @@ def _synth(args: argparse.Namespace) -> int:
     if args.profile is not None and args.profile.is_dir() and not (args.profile / PROFILE_FILENAME).is_file():
         raise SynthError(f"--profile {args.profile} is a folder without {PROFILE_FILENAME}")
     profile = load_profile(args.profile or DEFAULT_PROFILE_PATH)
+    bank = None
+    if args.objects is not None:
+        from training.synth.objects import scan_objects
+
+        bank = scan_objects(args.objects)
+        print(f"objects from {args.objects}: {bank.summary()} images")
     result = generate(
         args.out,
         profile,
@@ -60,9 +71,11 @@ def _synth(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         package=args.package,
+        objects=bank,
     )
     causes = ", ".join(f"{k} {v}" for k, v in sorted(result.causes.items()))
-    print(f"wrote {result.frames} {args.package} frames to {args.out} ({causes}; {result.nuisance_frames} with nuisance, "
+    what = args.package if bank is None else "real-object"
+    print(f"wrote {result.frames} {what} frames to {args.out} ({causes}; {result.nuisance_frames} with nuisance, "
           f"{result.smudged_frames} smudged)")
     if args.preview is not None:
         dataset = load_dataset(args.out)

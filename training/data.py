@@ -86,7 +86,9 @@ def check_images(dataset: Dataset, entries: Sequence[ManifestEntry]) -> None:
 
 
 def check_fields(dataset: Dataset, feature_names: Sequence[str], entries: Sequence[ManifestEntry]) -> None:
-    """Profile/manifest mismatch: a number field no manifest line ever names."""
+    """Profile/manifest mismatch: a number field no manifest line ever names (with `--features truth`,
+    which reads the manifest; OCR reads the printed panel, so an imported line without parameter
+    columns trains with `--features ocr`)."""
     seen: set[str] = set()
     for e in entries:
         seen.update(e.params)
@@ -94,7 +96,8 @@ def check_fields(dataset: Dataset, feature_names: Sequence[str], entries: Sequen
     if never:
         raise TrainingError(
             f"profile/manifest mismatch: number field(s) {', '.join(never)} of profile "
-            f"{dataset.profile.name!r} appear in no manifest line of {dataset.root}"
+            f"{dataset.profile.name!r} appear in no manifest line of {dataset.root} "
+            "(--features truth reads them there; --features ocr reads the printed panel)"
         )
 
 
@@ -188,7 +191,8 @@ def prepare(root: str | Path, image_size: int, features: str, splits: Sequence[s
             progress: bool = True) -> DataBundle:
     dataset = open_dataset(root)
     feature_names = numeric_fields(dataset)
-    check_fields(dataset, feature_names, dataset.entries)
+    if features == "truth":
+        check_fields(dataset, feature_names, dataset.entries)
     bundle = DataBundle(dataset=dataset, feature_names=feature_names, image_size=image_size, features=features)
     for name in splits:
         entries = dataset.split(name)

@@ -30,10 +30,13 @@ from oanet.dataset import (
 )
 from oanet.errors import OanetError
 from oanet.profile import PROFILE_FILENAME, LineProfile, save_profile
-from training.synth import nuisance, panel, params, scene
+from training.synth import nuisance, objects, panel, params, scene
+from training.synth.objects import ObjectBank
 
 DEFAULT_DEFECT_RATE = 0.40
 SMUDGE_SHARE = 0.08
+# Manifest key of a `--objects` frame: the real image in its object ROI, relative to --objects.
+EXTRA_OBJECT_IMAGE = "object_image"
 FORMATS = ("png", "jpeg")
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg"}
 _ENCODE_FLAGS = {
@@ -62,6 +65,8 @@ class FrameSpec:
     height: int
     image_format: str = "png"
     package: str = params.DEFAULT_PACKAGE
+    # Real object images (`--objects`): they replace the drawn package in the object ROI.
+    objects: ObjectBank | None = None
 
 
 @dataclass(frozen=True)
@@ -92,38 +97,47 @@ def render_frame(spec: FrameSpec, index: int, total: int) -> Frame:
     profile = spec.profile
     rng = np.random.default_rng([spec.seed, index])
     lot_rng = np.random.default_rng([spec.seed, index // params.FRAMES_PER_LOT, 7])
-    truth = params.sample_truth(profile, rng, spec.defect_rate, lot_rng, package=spec.package)
+    fid = frame_id(index, total)
+    split = split_for_id(fid)
+    bank = spec.objects
+    kinds = None if bank is None else (bank.kinds, bank.kind_weights)
+    truth = params.sample_truth(profile, rng, spec.defect_rate, lot_rng, package=spec.package, kinds=kinds)
 
     frame = np.empty((profile.frame.height, profile.frame.width, 3), np.uint8)
     frame[:] = _BACKGROUND
     ox, oy, ow, oh = profile.object_roi
-    obj = scene.draw_object(ow, oh, truth.object_kind, truth.subtle, rng, package=spec.package)
+    extra: dict[str, object] = {}
+    if bank is None:
+        obj = scene.draw_object(ow, oh, truth.object_kind, truth.subtle, rng, package=spec.package)
+        extra["package"] = spec.package
+    else:
+        source = bank.pick(truth.object_kind, split, rng)
+        obj = objects.place(source, ow, oh, rng)
+        extra[EXTRA_OBJECT_IMAGE] = source.relative
     frame[oy : oy + oh, ox : ox + ow] = nuisance.sensor_noise(obj, rng, rng.uniform(1.2, 2.4))
 
     captured = _LINE_START + dt.timedelta(seconds=index * 2.4 + float(rng.uniform(0, 0.8)))
     header = f"AOI STATION {1 + spec.seed % 8}  {profile.name.upper()}  {captured:%Y-%m-%d %H:%M:%S}"
     printed = panel.draw_panel(frame, profile, truth.params, header, rng)
 
-    kinds = nuisance.choose_kinds(rng)
+    nuisances = nuisance.choose_kinds(rng)
     smudged = panel.smudge(frame, printed, rng) if rng.random() < SMUDGE_SHARE else []
-    frame = nuisance.apply_capture(frame, kinds, rng)
+    frame = nuisance.apply_capture(frame, nuisances, rng)
     if (frame.shape[1], frame.shape[0]) != (spec.width, spec.height):
         shrinking = spec.width * spec.height < frame.shape[0] * frame.shape[1]
         frame = cv2.resize(frame, (spec.width, spec.height),
                            interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    if "jpeg" in kinds:
+    if "jpeg" in nuisances:
         frame = nuisance.jpeg_round_trip(frame, rng)
 
-    fid = frame_id(index, total)
     entry = ManifestEntry(
         id=fid,
         image=f"{IMAGES_DIRNAME}/{fid}{_EXTENSIONS[spec.image_format]}",
         label=truth.label,
         defect=truth.defect,
         params=dict(truth.params),
-        split=split_for_id(fid),
-        extra={EXTRA_SMUDGED: smudged, EXTRA_NUISANCE: kinds + (["smudge"] if smudged else []),
-               "package": spec.package},
+        split=split,
+        extra={EXTRA_SMUDGED: smudged, EXTRA_NUISANCE: nuisances + (["smudge"] if smudged else []), **extra},
     )
     return Frame(frame, entry)
 
@@ -206,12 +220,14 @@ def generate(
     overwrite: bool = False,
     progress: bool = True,
     package: str = params.DEFAULT_PACKAGE,
+    objects: ObjectBank | None = None,
 ) -> SynthResult:
-    """Write a dataset folder of `n` frames of one `package` type ("mixed": both); progress to stderr."""
+    """Write a dataset folder of `n` frames of one `package` type ("mixed": both), or showing the real
+    images of `objects`; progress to stderr."""
     validate_options(n, defect_rate, width, height, image_format, workers, seed, package)
     prepare_output(root, overwrite)
     spec = FrameSpec(profile, seed, defect_rate, width or profile.frame.width,
-                     height or profile.frame.height, image_format, package)
+                     height or profile.frame.height, image_format, package, objects)
     save_profile(profile, root / PROFILE_FILENAME)
     workers = min(workers or os.cpu_count() or 1, n)
 

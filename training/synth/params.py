@@ -212,7 +212,8 @@ def _from_class(items: list, rng: np.random.Generator) -> str:
 def drivers_for(kind: str, profile: LineProfile) -> list[tuple[str, int]]:
     """The parameters whose regime raises `kind`; for other field sets, a stable stand-in."""
     specced = [f.name for f in profile.fields if f.kind == "number" and f.spec is not None]
-    known = [(name, d) for name, d in _DRIVERS[kind] if name in specced]
+    # A kind of its own (a real image class of `synth --objects`) gets the stand-in below.
+    known = [(name, d) for name, d in _DRIVERS.get(kind, ()) if name in specced]
     if known or not specced:
         return known
     return [(specced[zlib.crc32(kind.encode()) % len(specced)], +1)]
@@ -224,13 +225,18 @@ def sample_truth(
     defect_rate: float,
     lot_rng: np.random.Generator,
     package: str = "mixed",
+    kinds: tuple[tuple[str, ...], np.ndarray] | None = None,
 ) -> FrameTruth:
     """The ground truth of one frame: defect cause and printed parameter values.
 
     Object defect kinds are those `package` can show (ball defects need a BGA, wire defects a
-    wire-bonded die; "mixed" allows all).
+    wire-bonded die; "mixed" allows all), or the given (kinds, weights) of real image classes.
     """
-    allowed = object_kinds(package)
+    if kinds is None:
+        allowed = object_kinds(package)
+        kind_weights = np.array([w for k, w in zip(OBJECT_KINDS, _KIND_WEIGHTS) if k in allowed])
+    else:
+        allowed, kind_weights = kinds
     specced = [f for f in profile.fields if f.kind == "number" and f.spec is not None]
     z = {f.name: rng.normal(0.0, _NORMAL_SD) for f in specced}
 
@@ -241,8 +247,7 @@ def sample_truth(
     kind = None
     subtle = False
     if cause == "object":
-        weights = np.array([w for k, w in zip(OBJECT_KINDS, _KIND_WEIGHTS) if k in allowed])
-        kind = allowed[rng.choice(len(allowed), p=weights / weights.sum())]
+        kind = allowed[rng.choice(len(allowed), p=kind_weights / kind_weights.sum())]
         subtle = bool(rng.random() < SUBTLE_SHARE)
         drivers = drivers_for(kind, profile)
         if drivers and rng.random() < RELATION_STRENGTH:
