@@ -21,13 +21,14 @@ from oanet.settings import Settings
 from stream.kafka_clients import producer_config
 
 
-def produce(settings: Settings, frames: Sequence[tuple[bytes | None, Sequence[tuple[str, bytes]]]],
-            key: bytes | None = b"line-t") -> None:
-    """Produce (value, headers) pairs to the frames topic and wait for every acknowledgement."""
+def produce(settings: Settings, frames: Sequence[tuple], key: bytes | None = b"line-t") -> None:
+    """Produce (value, headers) pairs, or (value, headers, key) triples (a key of their own, None
+    included), to the frames topic and wait for every acknowledgement."""
     producer = KafkaProducer(**producer_config(settings))
     try:
-        futures = [producer.send(settings.topics.frames, value, key=key, headers=list(headers))
-                   for value, headers in frames]
+        futures = [producer.send(settings.topics.frames, frame[0], key=frame[2] if len(frame) > 2 else key,
+                                 headers=list(frame[1]))
+                   for frame in frames]
         for future in futures:
             future.get(timeout=60)
     finally:
@@ -110,12 +111,13 @@ def committed_offsets(settings: Settings, group: str) -> dict[int, int]:
 
 @contextlib.contextmanager
 def running_worker(settings: Settings, inference: Callable | None = None, *, group: str | None = None,
-                   wait_assignment: bool = True) -> Iterator[Any]:
-    """A StreamWorker on a thread of this process; stopped (drained) on exit."""
+                   wait_assignment: bool = True, **options: Any) -> Iterator[Any]:
+    """A StreamWorker on a thread of this process (`options`: more StreamWorker arguments);
+    stopped (drained) on exit."""
     from stream.worker.backends import inference_factory
     from stream.worker.loop import StreamWorker
 
-    worker = StreamWorker(settings, inference or inference_factory(settings), group_id=group)
+    worker = StreamWorker(settings, inference or inference_factory(settings), group_id=group, **options)
     errors: list[BaseException] = []
 
     def run() -> None:
