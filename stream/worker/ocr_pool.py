@@ -86,7 +86,9 @@ class OcrPool:
     def _replace(self) -> None:
         old = self._executor
         if old is not None:
-            ocr_stage.shutdown_executor(old)  # ends hung processes too (a hung thread is left behind)
+            # At once: a hung process would not end on its own, and the frames of the others
+            # are retried anyway (a hung thread, with ocr_processes 0, is left behind).
+            ocr_stage.shutdown_executor(old, grace_s=0)
         self.start()
 
     async def _restart(self, generation: int, why: str) -> None:

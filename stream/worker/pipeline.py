@@ -147,7 +147,8 @@ class FramePipeline:
             # send() blocks while it fetches topic metadata or the buffer is full: off the loop.
             future = await loop.run_in_executor(self.send_executor, send)
         except Exception as exc:  # noqa: BLE001 - KafkaError, and ValueError/TypeError for a record it refuses
-            raise ProduceFailed(f"cannot produce frame {job.frame_id} to {topic}: {type(exc).__name__}: {exc}") from None
+            raise ProduceFailed(f"cannot produce frame {job.frame_id} to {topic}: "
+                                f"{type(exc).__name__}: {exc}") from None
         future.add_callback(lambda md: loop.call_soon_threadsafe(_resolve, acked, md, None))
         future.add_errback(lambda err: loop.call_soon_threadsafe(_resolve, acked, None, err))
         try:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer
+from kafka.structs import TopicPartition
 
 from oanet.dataset import Dataset
 from oanet.settings import Settings
@@ -26,13 +27,27 @@ def produce(settings: Settings, frames: Sequence[tuple], key: bytes | None = b"l
     included), to the frames topic and wait for every acknowledgement."""
     producer = KafkaProducer(**producer_config(settings))
     try:
-        futures = [producer.send(settings.topics.frames, frame[0], key=frame[2] if len(frame) > 2 else key,
-                                 headers=list(frame[1]))
-                   for frame in frames]
+        futures = []
+        for frame in frames:
+            value, headers, frame_key = frame[0], list(frame[1]), frame[2] if len(frame) > 2 else key
+            if value is None and frame_key is None:
+                futures.append(_send_null(producer, settings.topics.frames, headers))
+            else:
+                futures.append(producer.send(settings.topics.frames, value, key=frame_key, headers=headers))
         for future in futures:
             future.get(timeout=60)
     finally:
         producer.close()
+
+
+def _send_null(producer: KafkaProducer, topic: str, headers: list[tuple[str, bytes]]):
+    """A record with neither key nor value, as librdkafka or the Java client send it (kafka-python's
+    `send` refuses one): appended to the producer's batch for partition 0 directly."""
+    producer._wait_on_metadata(topic, 60_000)
+    future, *_ = producer._accumulator.append(TopicPartition(topic, 0), int(time.time() * 1000), None, None,
+                                              headers)
+    producer._sender.wakeup()
+    return future
 
 
 def replay(settings: Settings, dataset: Dataset, count: int, prefix: str = "", lines: int = 1,

@@ -144,7 +144,8 @@ def _size(key, value, headers) -> int:
 
 
 def test_a_dead_letter_that_fits_goes_as_it_came():
-    letter = DeadLetter(SOURCE, "x9", b"line-t", b"abc" * 100, ((HEADER_FRAME_ID, b"x9"),), "empty_frame", "decode", "m")
+    letter = DeadLetter(SOURCE, "x9", b"line-t", b"abc" * 100, ((HEADER_FRAME_ID, b"x9"),), "empty_frame", "decode",
+                        "m")
     assert letter.record(10_000) == (b"line-t", b"abc" * 100, letter.headers)
 
 
