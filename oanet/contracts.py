@@ -20,6 +20,13 @@ HEADER_ERROR_STAGE: Final = "oanet.error.stage"
 HEADER_SOURCE_TOPIC: Final = "oanet.source.topic"
 HEADER_SOURCE_PARTITION: Final = "oanet.source.partition"
 HEADER_SOURCE_OFFSET: Final = "oanet.source.offset"
+# A dead letter always fits its topic: when the original value plus these headers would pass
+# max.message.bytes, the value is cut to fit and these say so (the original's size and sha256).
+HEADER_ORIGINAL_SIZE: Final = "oanet.original.size"
+HEADER_ORIGINAL_SHA256: Final = "oanet.original.sha256"
+# "value" on the dead letter of a record with neither key nor value (Kafka needs one of them):
+# its value is then empty.
+HEADER_ORIGINAL_NULL: Final = "oanet.original.null"
 
 MIB: Final = 1024 * 1024
 
@@ -51,10 +58,13 @@ class DeadLetterCode:
     MALFORMED_HEADER: Final = "malformed_header"  # a required header does not parse
     UNKNOWN_PROFILE: Final = "unknown_profile"  # `profile` header names a profile not served
     INFERENCE_REJECTED: Final = "inference_rejected"  # the model server refused this frame's inputs
+    # The served model failed (INTERNAL) on this frame each of worker.inference_fault_attempts
+    # times, retried alone, outside any batch: a poison frame; replay after fixing the model.
+    INFERENCE_FAILED: Final = "inference_failed"
     INTERNAL_ERROR: Final = "internal_error"  # a bug met this frame; kept for replay after the fix
 
     ALL: Final = (
         EMPTY_FRAME, FRAME_TOO_LARGE, UNDECODABLE, TRUNCATED, TOO_MANY_PIXELS, UNUSABLE_COLOR,
         PROFILE_MISMATCH, MISSING_HEADER, MALFORMED_HEADER, UNKNOWN_PROFILE, INFERENCE_REJECTED,
-        INTERNAL_ERROR,
+        INFERENCE_FAILED, INTERNAL_ERROR,
     )

@@ -198,6 +198,16 @@ class WorkerSettings(_Frozen):
     retry_initial_s: float = Field(0.5, gt=0)
     retry_max_s: float = Field(10.0, gt=0)
     startup_timeout_s: float = Field(120.0, gt=0)
+    # The OCR stage of one frame (decode, OCR, ROI) in a pool process: past this the process is
+    # taken as hung and the pool restarted (worker/ocr_pool.py).
+    ocr_timeout_s: float = Field(30.0, gt=0)
+    # A frame in flight longer than this (outages of the model server excepted, /ready is 503
+    # then anyway) makes /ready answer 503; oanet_worker_oldest_in_flight_seconds shows it.
+    frame_deadline_s: float = Field(300.0, gt=0)
+    # A frame the served model fails on (INTERNAL) is retried alone (no other request of this
+    # worker in flight), with the backoff above, this many times before it is dead-lettered as
+    # inference_failed. Failing in a batch is not counted: a batch neighbour may be the cause.
+    inference_fault_attempts: int = Field(3, ge=1, le=20)
     # SIGTERM/SIGINT: in-flight frames get this long to finish before the final commit.
     drain_timeout_s: float = Field(30.0, gt=0)
     # Partitions revoked by a rebalance: their in-flight frames get this long to finish before

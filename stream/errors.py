@@ -10,8 +10,19 @@ class TritonError(StreamError):
 
 
 class TritonUnavailable(TritonError):
-    """Triton cannot answer now: server down or not ready, model not loaded, deadline passed,
-    or a server-side failure. Not the frame's fault: pause, retry later, never dead-letter."""
+    """Triton cannot answer now: server down or not ready, model not loaded, deadline passed
+    (UNAVAILABLE, DEADLINE_EXCEEDED and the like). Not the frame's fault: pause, retry later,
+    never dead-letter."""
+
+
+class InferenceFailed(TritonError):
+    """The served model failed computing a request (INTERNAL): the frame may be the cause, or
+    only a neighbour in the batch Triton ran it in. Retry it alone; a frame that fails alone
+    every time is dead-lettered. `frame_index` is its position in the `infer` call, if known."""
+
+    def __init__(self, message: str, frame_index: int | None = None):
+        super().__init__(message)
+        self.frame_index = frame_index
 
 
 class InferenceRejected(TritonError):

@@ -22,10 +22,13 @@ first rejected one (`frame_index`) and returns nothing, so the worker passes one
 
 Failures are `stream.errors` exceptions with a one-line message:
 * `TritonUnavailable`: server down or not ready, model not served, deadline passed (per
-  attempt, `request_timeout_s`), server-side failure, or an answer from another version than
+  attempt, `request_timeout_s`), or an answer from another version than
   `model_info` described (the server was restarted with a new export: read it again). Requests
   answered UNAVAILABLE are retried with exponential backoff first. The worker pauses and
   retries; never dead-letters.
+* `InferenceFailed`: the model raised while computing the request (INTERNAL): the frame, or a
+  frame batched with it, is poison. The worker retries it alone and dead-letters a frame that
+  fails alone every time.
 * `InferenceRejected`: the frame's inputs are malformed (INVALID_ARG from Triton, or a shape or
   dtype the served model cannot take, checked here before sending). Dead-letter the frame.
   Parameter values (NaN, infinity, mask consistency) are checked in one place, the server.
@@ -45,11 +48,14 @@ from tritonclient.grpc import aio as grpc_aio
 from tritonclient.utils import InferenceServerException
 
 from oanet.settings import TritonSettings
-from stream.errors import InferenceRejected, StreamError, TritonUnavailable
+from stream.errors import InferenceFailed, InferenceRejected, StreamError, TritonUnavailable
 from triton_models.oanet_fusion import core, serving
 
 T = TypeVar("T")
 COMPOSING_MODELS = (core.ENCODER_MODEL, core.FUSION_MODEL)
+# gRPC statuses of a model that raised while computing a request (Python backend: an exception
+# in `execute`, or a stub that died on it): InferenceFailed, not an outage.
+FAULT_STATUSES = frozenset({"INTERNAL", "UNKNOWN"})
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,10 @@ class TritonClient:
         if status == "INVALID_ARGUMENT":
             where = f"frame {frame_index}" if frame_index is not None else what
             return InferenceRejected(f"Triton rejected {where}: {message}", frame_index)
+        if status in FAULT_STATUSES:
+            # The model raised for this request (or for a request batched with it): the server
+            # itself is up, so pausing would wait forever on a frame that always fails.
+            return InferenceFailed(f"{what}: the model on Triton at {url} failed ({status}): {message}", frame_index)
         self._model = None  # the server may come back with another version: read it again
         if status == "DEADLINE_EXCEEDED":
             return TritonUnavailable(f"{what}: no answer from Triton at {url} within "
@@ -242,7 +252,8 @@ class TritonClient:
                                                            missing[i : i + 1]) for i in range(n)),
                                        return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
-        for kind in (TritonUnavailable, InferenceRejected, BaseException):  # the worker pauses before it dead-letters
+        # The worker pauses before it retries, and retries before it dead-letters.
+        for kind in (TritonUnavailable, InferenceFailed, InferenceRejected, BaseException):
             first = next((e for e in errors if isinstance(e, kind)), None)
             if first is not None:
                 raise first

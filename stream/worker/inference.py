@@ -16,6 +16,9 @@ re-exported here for the worker's code:
   or it now serves another version). Never the frame's fault: the worker pauses consumption,
   probes readiness with backoff, and retries the frame when the server is back. Nothing is
   dead-lettered or committed.
+* `InferenceFailed`: the model raised computing this frame's request (INTERNAL), maybe because
+  of a frame batched with it. The worker retries it alone (no other request of its own in
+  flight) with backoff; a frame that fails alone every time is dead-lettered `inference_failed`.
 * `InferenceRejected`: the server refused this frame's inputs (INVALID_ARG). Retrying cannot
   help: the frame goes to the dead-letter topic with code `inference_rejected`.
 
@@ -30,11 +33,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from stream.errors import InferenceRejected, TritonUnavailable
+from stream.errors import InferenceFailed, InferenceRejected, TritonUnavailable
 from stream.triton_client import ServedModel
 from triton_models.oanet_fusion import serving
 
-__all__ = ["OUTPUT_KEYS", "Inference", "InferenceRejected", "ServedModel", "TritonUnavailable"]
+__all__ = ["OUTPUT_KEYS", "Inference", "InferenceFailed", "InferenceRejected", "ServedModel", "TritonUnavailable"]
 
 # Keys of the dict `infer` returns (per frame: [N], [N, 3], [N, 3], [N, 2]): the fusion core's
 # `predict` outputs, as the Triton client maps them back from the served tensors.
@@ -58,7 +61,7 @@ class Inference(Protocol):
     async def infer(self, rois: np.ndarray, values: np.ndarray, missing: np.ndarray) -> dict[str, np.ndarray]:
         """rois uint8 [N, S, S, 3] BGR; values float32 [N, F] NaN where missing; missing bool [N, F].
 
-        Returns OUTPUT_KEYS. Raises TritonUnavailable or InferenceRejected.
+        Returns OUTPUT_KEYS. Raises TritonUnavailable, InferenceFailed or InferenceRejected.
         """
         ...
 

@@ -5,18 +5,23 @@ for the dead-letter topic. DESIGN.md "Topics and messages"; schema: stream/schem
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from oanet.contracts import (
     HEADER_ERROR_CODE,
     HEADER_ERROR_MESSAGE,
     HEADER_ERROR_STAGE,
     HEADER_FRAME_ID,
+    HEADER_ORIGINAL_NULL,
+    HEADER_ORIGINAL_SHA256,
+    HEADER_ORIGINAL_SIZE,
     HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
@@ -32,6 +37,9 @@ DECIMALS = 6
 # Fields of a verdict that differ between two runs on the same frame and model.
 VOLATILE_FIELDS = ("timings_ms", "processed_at", "worker")
 MAX_ERROR_MESSAGE = 1000
+# Bytes kept free below max.message.bytes when a dead letter is cut to fit: the producer's
+# estimate is exact for an uncompressed batch of one record, this covers a broker's own framing.
+DEAD_LETTER_SLACK = 256
 
 
 def utc_now() -> dt.datetime:
@@ -185,3 +193,30 @@ class DeadLetter:
             (HEADER_SOURCE_PARTITION, str(self.source.partition).encode()),
             (HEADER_SOURCE_OFFSET, str(self.source.offset).encode()),
         ]
+
+    def record(self, limit: int) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+        """(key, value, headers) to produce, never more than `limit` bytes (max.message.bytes).
+
+        The original bytes go as they came while they fit. The original record fitted the frames
+        topic, but the error headers come on top: near the limit the value is cut to what fits and
+        the headers carry its original size and sha256. A record with neither key nor value (Kafka
+        refuses to send one) gets an empty value and a header saying so.
+        """
+        headers, value = self.headers, self.value
+        if value is None and self.key is None:
+            return None, b"", [*headers, (HEADER_ORIGINAL_NULL, b"value")]
+        if _size(self.key, value, headers) + DEAD_LETTER_SLACK <= limit:
+            return self.key, value, headers
+        original = value or b""
+        headers = [*headers, (HEADER_ORIGINAL_SIZE, str(len(original)).encode()),
+                   (HEADER_ORIGINAL_SHA256, hashlib.sha256(original).hexdigest().encode())]
+        room = limit - DEAD_LETTER_SLACK - _size(self.key, b"", headers)
+        if room < 0:  # original headers that leave no room: keep only this worker's own
+            headers = headers[len(self.original_headers):]
+            room = limit - DEAD_LETTER_SLACK - _size(self.key, b"", headers)
+        return self.key, original[:max(0, room)], headers
+
+
+def _size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    """Bytes of a record as the producer counts them against its max_request_size."""
+    return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)

@@ -35,6 +35,14 @@ class WorkerMetrics:
                                        "Malformed headers ignored (not required by the policy)", ["header"], registry=r)
         self.inference_retries = Counter("oanet_worker_inference_retries",
                                          "Inference calls that found the model server unavailable", registry=r)
+        self.inference_faults = Counter("oanet_worker_inference_faults",
+                                        "Inference calls the served model failed on (INTERNAL), retried alone",
+                                        registry=r)
+        self.ocr_restarts = Counter("oanet_worker_ocr_restarts",
+                                    "OCR pools replaced after a process died or hung", registry=r)
+        self.oldest_in_flight = Gauge("oanet_worker_oldest_in_flight_seconds",
+                                      "Age of the oldest frame consumed and not yet acknowledged (0: none)",
+                                      registry=r)
         self.commits = Counter("oanet_worker_commits", "Offset commits, by outcome", ["outcome"], registry=r)
         self.stage_seconds = Histogram("oanet_worker_stage_seconds", "Time per frame in each stage", ["stage"],
                                        buckets=LATENCY_BUCKETS, registry=r)

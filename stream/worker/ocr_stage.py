@@ -167,8 +167,9 @@ def executor_pids(executor: Executor) -> list[int]:
     return [p.pid for p in processes.values() if p.pid is not None]
 
 
-def shutdown_executor(executor: Executor) -> None:
-    """Stop a pool now: cancel queued frames and end its processes (ours) if they linger."""
+def shutdown_executor(executor: Executor, grace_s: float = 5.0) -> None:
+    """Stop a pool now: cancel queued frames and end its processes (ours) if they linger past
+    `grace_s` (0: at once, for a pool replaced because a process hung or died)."""
     import psutil
 
     pids = executor_pids(executor)
@@ -179,7 +180,7 @@ def shutdown_executor(executor: Executor) -> None:
             processes.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
             continue
-    _, alive = psutil.wait_procs(processes, timeout=5)
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
     for process in alive:
         try:
             process.kill()

@@ -115,3 +115,15 @@ def test_kcat_with_headers_directly_against_tansu(unique_topics, kcat, tmp_path)
     subprocess.run([kcat, "-X", "api.version.request=false", "-X", "broker.version.fallback=2.1.0", "-P", "-b",
                     s.kafka.bootstrap_servers, "-t", s.topics.frames, "-H", f"frame_id={uuid.uuid4().hex}",
                     str(payload)], check=True, timeout=30, capture_output=True)
+
+
+def test_the_kcat_acceptance_tests_fail_instead_of_skipping_under_ci(monkeypatch, tmp_path):
+    from tests.conftest import kcat_path
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no kcat here
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        kcat_path()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        kcat_path()

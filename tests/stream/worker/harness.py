@@ -15,23 +15,39 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer
+from kafka.structs import TopicPartition
 
 from oanet.dataset import Dataset
 from oanet.settings import Settings
 from stream.kafka_clients import producer_config
 
 
-def produce(settings: Settings, frames: Sequence[tuple[bytes | None, Sequence[tuple[str, bytes]]]],
-            key: bytes | None = b"line-t") -> None:
-    """Produce (value, headers) pairs to the frames topic and wait for every acknowledgement."""
+def produce(settings: Settings, frames: Sequence[tuple], key: bytes | None = b"line-t") -> None:
+    """Produce (value, headers) pairs, or (value, headers, key) triples (a key of their own, None
+    included), to the frames topic and wait for every acknowledgement."""
     producer = KafkaProducer(**producer_config(settings))
     try:
-        futures = [producer.send(settings.topics.frames, value, key=key, headers=list(headers))
-                   for value, headers in frames]
+        futures = []
+        for frame in frames:
+            value, headers, frame_key = frame[0], list(frame[1]), frame[2] if len(frame) > 2 else key
+            if value is None and frame_key is None:
+                futures.append(_send_null(producer, settings.topics.frames, headers))
+            else:
+                futures.append(producer.send(settings.topics.frames, value, key=frame_key, headers=headers))
         for future in futures:
             future.get(timeout=60)
     finally:
         producer.close()
+
+
+def _send_null(producer: KafkaProducer, topic: str, headers: list[tuple[str, bytes]]):
+    """A record with neither key nor value, as librdkafka or the Java client send it (kafka-python's
+    `send` refuses one): appended to the producer's batch for partition 0 directly."""
+    producer._wait_on_metadata(topic, 60_000)
+    future, *_ = producer._accumulator.append(TopicPartition(topic, 0), int(time.time() * 1000), None, None,
+                                              headers)
+    producer._sender.wakeup()
+    return future
 
 
 def replay(settings: Settings, dataset: Dataset, count: int, prefix: str = "", lines: int = 1,
@@ -110,12 +126,13 @@ def committed_offsets(settings: Settings, group: str) -> dict[int, int]:
 
 @contextlib.contextmanager
 def running_worker(settings: Settings, inference: Callable | None = None, *, group: str | None = None,
-                   wait_assignment: bool = True) -> Iterator[Any]:
-    """A StreamWorker on a thread of this process; stopped (drained) on exit."""
+                   wait_assignment: bool = True, **options: Any) -> Iterator[Any]:
+    """A StreamWorker on a thread of this process (`options`: more StreamWorker arguments);
+    stopped (drained) on exit."""
     from stream.worker.backends import inference_factory
     from stream.worker.loop import StreamWorker
 
-    worker = StreamWorker(settings, inference or inference_factory(settings), group_id=group)
+    worker = StreamWorker(settings, inference or inference_factory(settings), group_id=group, **options)
     errors: list[BaseException] = []
 
     def run() -> None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 
 import jsonschema
 import numpy as np
 import pytest
+from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from oanet.contracts import (
     HEADER_ERROR_CODE,
     HEADER_ERROR_MESSAGE,
     HEADER_ERROR_STAGE,
     HEADER_FRAME_ID,
+    HEADER_ORIGINAL_NULL,
+    HEADER_ORIGINAL_SHA256,
+    HEADER_ORIGINAL_SIZE,
     HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
@@ -132,3 +137,45 @@ def test_dead_letter_keeps_the_original_and_names_the_error():
     assert added[HEADER_SOURCE_TOPIC] == b"aoi.frames" and added[HEADER_SOURCE_PARTITION] == b"1"
     assert added[HEADER_SOURCE_OFFSET] == b"7"
     assert b"\n" not in added[HEADER_ERROR_MESSAGE] and len(added[HEADER_ERROR_MESSAGE]) <= 1000
+
+
+def _size(key, value, headers) -> int:
+    return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+
+
+def test_a_dead_letter_that_fits_goes_as_it_came():
+    letter = DeadLetter(SOURCE, "x9", b"line-t", b"abc" * 100, ((HEADER_FRAME_ID, b"x9"),), "empty_frame", "decode",
+                        "m")
+    assert letter.record(10_000) == (b"line-t", b"abc" * 100, letter.headers)
+
+
+@pytest.mark.parametrize("headers_bytes", [0, 3000])
+def test_a_dead_letter_over_the_limit_is_cut_to_fit_and_says_so(headers_bytes):
+    value = np.random.default_rng(0).bytes(20_000)
+    original = ((HEADER_FRAME_ID, b"x9"), ("note", b"n" * headers_bytes))
+    letter = DeadLetter(SOURCE, "x9", b"line-t", value, original, DeadLetterCode.FRAME_TOO_LARGE, "decode",
+                        "too large " * 200)
+    limit = _size(b"line-t", value, list(original)) + 300  # the original fitted, its dead letter would not
+    key, cut, headers = letter.record(limit)
+    assert _size(key, cut, headers) <= limit and key == b"line-t"
+    assert 0 < len(cut) < len(value) and value.startswith(cut)
+    extra = dict(headers)
+    assert extra[HEADER_ORIGINAL_SIZE] == b"20000"
+    assert extra[HEADER_ORIGINAL_SHA256] == hashlib.sha256(value).hexdigest().encode()
+    assert extra[HEADER_ERROR_CODE] == b"frame_too_large"
+
+
+def test_a_dead_letter_whose_original_headers_leave_no_room_keeps_the_workers_headers():
+    original = ((HEADER_FRAME_ID, b"x9"), ("note", b"n" * 5000))
+    letter = DeadLetter(SOURCE, "x9", None, b"v" * 100, original, DeadLetterCode.INTERNAL_ERROR, "ocr", "bug")
+    key, cut, headers = letter.record(3000)
+    assert _size(key, cut, headers) <= 3000
+    assert "note" not in dict(headers) and dict(headers)[HEADER_ORIGINAL_SIZE] == b"100"
+
+
+def test_a_dead_letter_of_a_record_without_key_and_value_has_an_empty_value_that_says_so():
+    letter = DeadLetter(SOURCE, "p-1-7", None, None, (), DeadLetterCode.EMPTY_FRAME, "decode", "empty")
+    key, value, headers = letter.record(10_000)
+    assert key is None and value == b"" and dict(headers)[HEADER_ORIGINAL_NULL] == b"value"
+    tombstone = DeadLetter(SOURCE, "p-1-7", b"line-t", None, (), DeadLetterCode.EMPTY_FRAME, "decode", "empty")
+    assert tombstone.record(10_000)[:2] == (b"line-t", None)  # a key alone sends as it came

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import hashlib
 import json
 import shutil
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 
 import numpy as np
 import psutil
 import pytest
+from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from oanet.contracts import (
     HEADER_CAPTURED_AT,
@@ -25,6 +28,9 @@ from oanet.contracts import (
     HEADER_ERROR_MESSAGE,
     HEADER_ERROR_STAGE,
     HEADER_FRAME_ID,
+    HEADER_ORIGINAL_NULL,
+    HEADER_ORIGINAL_SHA256,
+    HEADER_ORIGINAL_SIZE,
     HEADER_PROFILE,
     HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_PARTITION,
@@ -39,10 +45,16 @@ from stream.triton_client import TritonClient
 from stream.worker.errors import WorkerError
 from stream.worker.logs import JsonFormatter
 from stream.worker.messages import stable_part
+from tests.stream.worker import faulty_ocr
 from tests.stream.worker.harness import committed_offsets, produce, read_outputs, replay, running_worker, wait_until
 from tests.stream.worker.images import cmyk_jpeg, noise, png, png_bomb, png_with_corrupt_data
 
 pytestmark = pytest.mark.slow
+
+
+def record_size(key, value, headers) -> int:
+    """Bytes of a record as the producer counts them against max.message.bytes."""
+    return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [tuple(h) for h in headers])
 
 
 def _now() -> bytes:
@@ -92,33 +104,73 @@ def test_300_frames_in_300_schema_valid_verdicts_out(worker_settings, line_t_dat
 # ------------------------------------------------------------------------------------ dead letters
 
 
+# The fusion model of `poisoned_repo` raises for a request whose first parameter value is this.
+POISON = -4242.0
+POISON_PATCH = f"""
+
+# --- test only: a model that raises for one marked input (tests/stream/worker/test_worker.py)
+_unpoisoned = TritonPythonModel._predict
+
+
+def _poisoned(self, arrays):
+    if (arrays[core.PARAM_VALUES][:, 0] == {POISON!r}).any():
+        raise RuntimeError("poisoned input")
+    return _unpoisoned(self, arrays)
+
+
+TritonPythonModel._predict = _poisoned
+"""
+
+
+@pytest.fixture(scope="module")
+def poisoned_repo(model_repo, tmp_path_factory):
+    """A copy of the test repository whose fusion model raises (INTERNAL) on a POISON value,
+    with its manifest updated (what a bad model release looks like to Triton)."""
+    from triton_models.oanet_fusion import core
+
+    repo = tmp_path_factory.mktemp("poisoned") / "repo"
+    shutil.copytree(model_repo, repo)
+    folder = repo / core.FUSION_MODEL / "1"
+    model = folder / "model.py"
+    model.write_text(model.read_text() + POISON_PATCH)
+    manifest = json.loads((folder / core.MANIFEST_FILE).read_text())
+    manifest["files"][f"{core.FUSION_MODEL}/1/model.py"] = core.sha256_file(model)
+    (folder / core.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    return repo
+
+
 class MalformBlackObjects(TritonClient):
     """The product's Triton client, with one deliberate fault per marked frame.
 
     A frame whose object is all black is sent to Triton for real, with an infinite parameter
     value: the served fusion model answers INVALID_ARG for that request alone, and the client
     maps it to InferenceRejected. (A frame's OCR cannot yield an infinity, so the request is
-    malformed here, after OCR.) A white object meets a bug in this wrapper (internal_error).
+    malformed here, after OCR.) A mid-gray object is sent with the POISON value, which makes the
+    served (poisoned) fusion model raise for real. A white object meets a bug in this wrapper
+    (internal_error).
     """
 
     async def infer(self, rois, values, missing):
-        if int(rois.max()) == 0:
+        marked = {0: np.inf, 128: POISON}.get(int(rois.max())) if int(rois.min()) == int(rois.max()) else None
+        if marked is not None:
             values, missing = values.copy(), missing.copy()
-            values[:, 0], missing[:, 0] = np.inf, False
+            values[:, 0], missing[:, 0] = marked, False
         if int(rois.min()) == 255:
             raise ZeroDivisionError("a bug this frame meets")
         return await super().infer(rois, values, missing)
 
 
-def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings, line_t_dataset, caplog):
-    settings = worker_settings(ocr_processes=0, required_headers=("frame_id", "captured_at"),
-                               topics={"max_frame_bytes": 1 * MIB})
+def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings, line_t_dataset, caplog,
+                                                                restartable_stack, poisoned_repo):
+    settings = worker_settings(stack=restartable_stack, ocr_processes=0, required_headers=("frame_id", "captured_at"),
+                               topics={"max_frame_bytes": 1 * MIB}, inference_fault_attempts=2)
     good = line_t_dataset.read_bytes(line_t_dataset.entries[0])
     black = line_t_dataset.read_image(line_t_dataset.entries[0])
     x, y, w, h = line_t_dataset.profile.object_roi
     black[y:y + h, x:x + w] = 0
-    white = black.copy()
+    white, gray = black.copy(), black.copy()
     white[y:y + h, x:x + w] = 255
+    gray[y:y + h, x:x + w] = 128
     full = png(noise(320, 240))
     cases = {
         "good-1": (good, None),
@@ -134,6 +186,9 @@ def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings,
         "malformed-time": (good, DeadLetterCode.MALFORMED_HEADER),
         "black-object": (png(black), DeadLetterCode.INFERENCE_REJECTED),
         "white-object": (png(white), DeadLetterCode.INTERNAL_ERROR),
+        "gray-object": (png(gray), DeadLetterCode.INFERENCE_FAILED),  # the served model raises on it
+        "null": (None, DeadLetterCode.EMPTY_FRAME),  # no value and no key: a dead letter needs one of them
+        "near-limit": (b"", DeadLetterCode.FRAME_TOO_LARGE),  # sized below: within 500 bytes of the topic limit
         "good-2": (good, None),
     }
     frames = []
@@ -143,18 +198,35 @@ def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings,
             headers.append((HEADER_PROFILE, b"line-z"))
         if frame_id == "malformed-time":
             headers[1] = (HEADER_CAPTURED_AT, b"half past ten")
-        frames.append((value, headers))
+        if frame_id == "near-limit":
+            room = settings.topics.max_message_bytes - 400 - record_size(b"line-t", b"", headers)
+            value = cases[frame_id] = (np.random.default_rng(1).bytes(room), DeadLetterCode.FRAME_TOO_LARGE)
+            value = value[0]
+            assert 0 < settings.topics.max_message_bytes - record_size(b"line-t", value, headers) <= 500
+        frames.append((value, headers, None) if value is None else (value, headers))
     frames.append((good, [(HEADER_CAPTURED_AT, _now())]))  # no frame_id: missing_header
     expected_codes = {fid: code for fid, (_, code) in cases.items() if code}
 
-    with running_worker(settings, lambda: MalformBlackObjects(settings.triton)) as worker:
-        produce(settings, frames)
-        out = read_outputs(settings, until=lambda o: len(o.verdicts) + len(o.dead_letters) >= len(frames))
-        counted = {code: worker.metrics.registry.get_sample_value("oanet_worker_dead_letters_total", {"code": code})
-                   for code in DeadLetterCode.ALL}
+    group = f"codes-{uuid.uuid4().hex[:6]}"
+    try:
+        restartable_stack.stop_service(TRITON)
+        restartable_stack.start_service(TRITON, poisoned_repo)
+        with running_worker(settings, lambda: MalformBlackObjects(settings.triton), group=group) as worker:
+            produce(settings, frames)
+            out = read_outputs(settings, until=lambda o: len(o.verdicts) + len(o.dead_letters) >= len(frames))
+            counted = {code: worker.metrics.registry.get_sample_value("oanet_worker_dead_letters_total",
+                                                                      {"code": code})
+                       for code in DeadLetterCode.ALL}
+            # every frame ended: the partition commits past all of them (the null record included)
+            wait_until(lambda: sum(committed_offsets(settings, group).values()) == len(frames), 60, "every commit")
+            faults = worker.metrics.registry.get_sample_value("oanet_worker_inference_faults_total")
+            assert worker.ready()
+    finally:
+        restartable_stack.stop_service(TRITON)
+        _triton_serving(restartable_stack)
     assert sorted(v["frame_id"] for v in out.verdicts) == ["good-1", "good-2"]  # the worker kept going
     assert len(out.dead_letters) == len(frames) - 2
-    sent = {dict(h).get(HEADER_FRAME_ID, b"").decode(): (v, h) for v, h in frames}
+    sent = {dict(f[1]).get(HEADER_FRAME_ID, b"").decode(): f[:2] for f in frames}
     seen = {}
     for record in out.dead_letters:
         headers = list(record.headers)
@@ -163,9 +235,19 @@ def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings,
         code = extra[HEADER_ERROR_CODE].decode()
         seen[frame_id] = code
         value, original = sent[frame_id]
-        assert record.value == value, frame_id  # the original bytes, untouched
         assert [tuple(h) for h in headers[: len(original)]] == [tuple(h) for h in original], frame_id
+        if frame_id == "null":  # the one record without key and value: an empty value that says so
+            assert record.key is None and record.value == b"" and extra[HEADER_ORIGINAL_NULL] == b"value"
+            continue
         assert record.key == b"line-t"
+        if frame_id == "near-limit":  # the dead letter fits the topic: truncated, and it says so
+            assert record_size(record.key, record.value, headers) <= settings.topics.max_message_bytes
+            assert value.startswith(record.value) and len(record.value) < len(value)
+            assert extra[HEADER_ORIGINAL_SIZE] == str(len(value)).encode()
+            assert extra[HEADER_ORIGINAL_SHA256] == hashlib.sha256(value).hexdigest().encode()
+            continue
+        assert record.value == value, frame_id  # the original bytes, untouched
+        assert HEADER_ORIGINAL_SIZE not in extra
         assert extra[HEADER_SOURCE_TOPIC] == settings.topics.frames.encode()
         assert int(extra[HEADER_SOURCE_PARTITION]) in range(3) and int(extra[HEADER_SOURCE_OFFSET]) >= 0
         assert extra[HEADER_ERROR_STAGE] in (b"headers", b"decode", b"ocr", b"inference")
@@ -176,6 +258,51 @@ def test_every_dead_letter_code_with_original_bytes_and_headers(worker_settings,
     assert {(e["frame_id"], e["code"]) for e in logged} >= {("truncated", "truncated_image"), ("bomb", "too_many_pixels")}
     rejected = next(r for r in out.dead_letters if dict(r.headers).get(HEADER_FRAME_ID) == b"black-object")
     assert b"is infinite" in dict(rejected.headers)[HEADER_ERROR_MESSAGE]  # Triton's own reason
+    failed = dict(next(r for r in out.dead_letters if dict(r.headers).get(HEADER_FRAME_ID) == b"gray-object").headers)
+    assert b"alone 2 time(s)" in failed[HEADER_ERROR_MESSAGE] and b"poisoned input" in failed[HEADER_ERROR_MESSAGE]
+    assert 3 <= faults <= 3 + len(frames)  # in its batch (maybe with innocent ones), then alone twice, never forever
+
+
+def _ocr_fault_run(worker_settings, line_t_dataset, fault: bytes, processes: int, **worker):
+    """Good frames around one that crashes or hangs the OCR (`fault`): the dead letter's message."""
+    port = free_port()
+    settings = worker_settings(ocr_processes=processes, window=8, metrics_port=port, metrics_host="127.0.0.1",
+                               **worker)
+    good = [line_t_dataset.read_bytes(e) for e in line_t_dataset.entries[:3]]
+    frames = [(good[i % 3], [(HEADER_FRAME_ID, f"good-{i}".encode())]) for i in range(6)]
+    frames.insert(2, (faulty_ocr.mark(good[0], fault), [(HEADER_FRAME_ID, b"bad")]))
+    group = f"ocr-fault-{uuid.uuid4().hex[:6]}"
+    with running_worker(settings, group=group, ocr_stage_fn=faulty_ocr.prepare) as worker:
+        produce(settings, frames)
+        oldest = lambda: worker.metrics.registry.get_sample_value("oanet_worker_oldest_in_flight_seconds")  # noqa: E731
+        # a frame in flight past worker.frame_deadline_s: /ready is 503 until it ends
+        wait_until(lambda: oldest() > settings.worker.frame_deadline_s and _http_status(port, "/ready") == 503,
+                   300, "/ready to turn 503")
+        out = read_outputs(settings, until=lambda o: len(o.verdicts) + len(o.dead_letters) >= len(frames),
+                           timeout_s=500)
+        wait_until(lambda: sum(committed_offsets(settings, group).values()) == len(frames), 60, "every commit")
+        assert oldest() == 0 and _http_status(port, "/ready") == 200
+        restarts = worker.metrics.registry.get_sample_value("oanet_worker_ocr_restarts_total")
+    assert sorted(v["frame_id"] for v in out.verdicts) == sorted(f"good-{i}" for i in range(6))  # none charged
+    [letter] = out.dead_letters
+    headers = dict(letter.headers)
+    assert headers[HEADER_FRAME_ID] == b"bad" and headers[HEADER_ERROR_CODE] == b"internal_error"
+    assert headers[HEADER_ERROR_STAGE] == b"ocr" and b"on this frame alone, 2 times" in headers[HEADER_ERROR_MESSAGE]
+    assert restarts >= 3  # among others first, then alone twice (a slow innocent frame may add one)
+    return headers[HEADER_ERROR_MESSAGE]
+
+
+def test_a_frame_that_hangs_ocr_alone_twice_is_dead_lettered_and_its_pool_neighbours_pass(worker_settings,
+                                                                                           line_t_dataset):
+    # Two processes: the frame beside the hung one dies with the restarted pool, is retried alone, passes.
+    message = _ocr_fault_run(worker_settings, line_t_dataset, faulty_ocr.HANG, 2, ocr_timeout_s=10,
+                             frame_deadline_s=5)
+    assert b"did not finish within 10 s" in message
+
+
+def test_a_frame_that_crashes_ocr_alone_twice_is_dead_lettered(worker_settings, line_t_dataset):
+    message = _ocr_fault_run(worker_settings, line_t_dataset, faulty_ocr.CRASH, 1, frame_deadline_s=2)
+    assert b"an OCR process died" in message
 
 
 # ------------------------------------------------------------------------------------ server away
@@ -194,6 +321,14 @@ def _triton_serving(stack) -> None:
         stack.start_service(TRITON)
 
 
+def _http_status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def _verdicted_offsets(verdicts) -> dict[int, set[int]]:
     found: dict[int, set[int]] = {}
     for v in verdicts:
@@ -203,7 +338,9 @@ def _verdicted_offsets(verdicts) -> dict[int, set[int]]:
 
 def test_triton_stopped_mid_run_pauses_commits_nothing_unverdicted_and_resumes(worker_settings, line_t_dataset,
                                                                                restartable_stack):
-    settings = worker_settings(stack=restartable_stack, ocr_processes=0, window=16)
+    port = free_port()
+    settings = worker_settings(stack=restartable_stack, ocr_processes=0, window=16, metrics_port=port,
+                               metrics_host="127.0.0.1")
     group = f"restart-{uuid.uuid4().hex[:6]}"
     try:
         with running_worker(settings, group=group) as worker:
@@ -215,6 +352,7 @@ def test_triton_stopped_mid_run_pauses_commits_nothing_unverdicted_and_resumes(w
             paused = worker.metrics.registry.get_sample_value("oanet_worker_paused_partitions")
             assert paused == len(worker.assignment) > 0
             assert worker.metrics.registry.get_sample_value("oanet_worker_inference_available") == 0
+            assert _http_status(port, "/ready") == 503 and _http_status(port, "/live") == 200
             during = read_outputs(settings)
             verdicted = _verdicted_offsets(during.verdicts)
             for partition, offset in committed_offsets(settings, group).items():
@@ -222,7 +360,7 @@ def test_triton_stopped_mid_run_pauses_commits_nothing_unverdicted_and_resumes(w
             restartable_stack.start_service(TRITON)
             out = read_outputs(settings, until=lambda o: {v["frame_id"] for v in o.verdicts} >= set(ids))
             wait_until(lambda: sum(committed_offsets(settings, group).values()) == 60, 60, "the commit of all 60")
-            assert worker.ready()
+            assert worker.ready() and _http_status(port, "/ready") == 200
     finally:
         _triton_serving(restartable_stack)
     assert out.dead_letters == [] and len(during.dead_letters) == 0
@@ -330,12 +468,16 @@ def test_kill_9_mid_run_then_another_worker_loses_nothing(worker_settings, line_
     assert children, "the worker runs its OCR in a child process"
     first.process.kill()
     assert first.wait() == -signal.SIGKILL
+    at_kill = {v["frame_id"] for v in read_outputs(settings).verdicts}
+    assert 8 <= len(at_kill) < len(ids), "the kill landed mid-run"
     _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, "OCR processes outlived their SIGKILLed worker"
-    worker_process(settings, group=group)
+    second = worker_process(settings, group=group)
     out = read_outputs(settings, until=lambda o: {v["frame_id"] for v in o.verdicts} >= set(ids))
     assert out.dead_letters == []
     assert {v["frame_id"] for v in out.verdicts} == set(ids)
+    by_second = {v["frame_id"] for v in out.verdicts if v["worker"].endswith(f":{second.pid}")}
+    assert set(ids) - at_kill <= by_second, "the second worker verdicted what the first left"
     for frame_id, verdicts in out.by_frame().items():
         assert all(stable_part(v) == stable_part(verdicts[0]) for v in verdicts), f"{frame_id} differs on replay"
 
@@ -421,8 +563,10 @@ def test_a_second_sigint_exits_at_once_without_draining(worker_settings, line_t_
     children = psutil.Process(worker.pid).children(recursive=True)
     worker.signal(signal.SIGINT)
     wait_until(lambda: any(e.get("msg") == "draining" for e in worker.events()), 30, "the drain to start")
+    before = committed_offsets(settings, group)  # no commit between the drain's start and its end
     worker.signal(signal.SIGINT)
     assert worker.wait() == 130
+    assert committed_offsets(settings, group) == before, "committed offsets moved after the second interrupt"
     messages = [e.get("msg") for e in worker.events()]
     assert "second interrupt: exiting at once without draining or committing" in messages
     assert "drained" not in messages
