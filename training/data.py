@@ -70,6 +70,15 @@ def numeric_fields(dataset: Dataset) -> list[str]:
     return names
 
 
+def spec_ranges(dataset: Dataset, feature_names: Sequence[str]) -> list[tuple[float, float] | None]:
+    """Each feature's spec range [low, high] from the profile (None for a field without one), in
+    feature order: what the tree models' spec features are computed from (core.tree_features),
+    stored in fusion.json so the server needs no profile."""
+    specs = {f.name: f.spec for f in dataset.profile.fields}
+    return [None if specs.get(name) is None else (float(specs[name][0]), float(specs[name][1]))
+            for name in feature_names]
+
+
 def open_dataset(root: str | Path) -> Dataset:
     try:
         return load_dataset(root)

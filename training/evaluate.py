@@ -2,8 +2,10 @@
 
 Metrics per model, as fractions: `fused` (the gated verdict), `image` (CNN head alone) and
 `params` (LightGBM bag alone), each at its operating threshold (chosen on validation for the
-target recall) with the confusion matrix [[tn, fp], [fn, tp]], recall per defect cause, and
-the same at threshold 0.5 (`at_0.5`, the paper's argmax protocol). Corruption for the
+target recall) with the confusion matrix [[tn, fp], [fn, tp]], recall per defect cause,
+`auroc_object` / `auroc_param` (each defect cause against the good frames), and the same at
+threshold 0.5 (`at_0.5`, the paper's argmax protocol). `--predictions FILE` writes the
+per-frame rows behind the confusion matrices (CSV). Corruption for the
 robustness study is seeded: `--ocr-missing P` turns each present field missing with
 probability P, `--grid-mask P` GridMasks each object image with probability P.
 """
@@ -92,15 +94,40 @@ def load_frames(run: LoadedRun, data: str | Path, split: str, features: str | No
 
 
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
-    lines = [f"{'model':8s} {'thr':>6s} {'acc':>6s} {'prec':>6s} {'recall':>6s} {'f1':>6s} {'auroc':>6s}  "
-             f"recall@0.5 prec@0.5  [[tn fp] [fn tp]]"]
+    lines = [f"{'model':8s} {'thr':>6s} {'acc':>6s} {'prec':>6s} {'recall':>6s} {'f1':>6s} {'auroc':>6s} {'au-obj':>6s} "
+             f"{'au-par':>6s}  recall@0.5 prec@0.5  [[tn fp] [fn tp]]"]
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
     for name, m in metrics.items():
-        auroc = "  n/a" if m["auroc"] is None else f"{m['auroc']:.3f}"
         half = m["at_0.5"]
         lines.append(f"{name:8s} {m['threshold']:6.3f} {m['accuracy']:6.3f} {m['precision']:6.3f} {m['recall']:6.3f} "
-                     f"{m['f1']:6.3f} {auroc:>6s}  {half['recall']:10.3f} {half['precision']:8.3f}  "
+                     f"{m['f1']:6.3f} {fmt(m['auroc']):>6s} {fmt(m.get('auroc_object')):>6s} "
+                     f"{fmt(m.get('auroc_param')):>6s}  {half['recall']:10.3f} {half['precision']:8.3f}  "
                      f"{m['confusion_matrix']}")
     return lines
+
+
+def write_predictions(path: Path, frames: Frames, out: dict[str, np.ndarray], fusion: core.FusionCore,
+                      models: tuple[str, ...]) -> None:
+    """One CSV row per frame: id, label, cause, then per model `<model>_probability` and
+    `<model>_defect` (1 when the probability reaches the model's operating threshold)."""
+    import csv
+
+    from training.train import model_scores
+
+    scored = {name: model_scores(out, fusion, name) for name in models}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "label", "cause", *(f"{n}_{c}" for n in models for c in ("probability", "defect"))])
+        for i, frame_id in enumerate(frames.ids):
+            row: list[Any] = [frame_id, int(frames.labels[i]), frames.causes[i]]
+            for probs, threshold in scored.values():
+                value = float(probs[i])  # compared in float64, as binary_metrics does
+                row += [repr(value), int(value >= float(threshold))]
+            writer.writerow(row)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -131,8 +158,10 @@ def main(args: argparse.Namespace) -> int:
     }
     target = args.out or Path(args.run) / f"eval-{args.split}.json"
     write_json(Path(target), report)
+    if args.predictions is not None:
+        write_predictions(Path(args.predictions), frames, out, run.fusion, models)
     print(f"{len(frames)} {args.split} frames of {args.data} (ocr-missing {args.ocr_missing}, grid-mask {args.grid_mask})")
     for line in summary_lines(metrics):
         print("  " + line)
-    print(f"metrics: {target}")
+    print(f"metrics: {target}" + (f", per-frame predictions: {args.predictions}" if args.predictions else ""))
     return 0

@@ -50,6 +50,24 @@ def recall_at_precision(labels: np.ndarray, probs: np.ndarray, min_precision: fl
     return float(recall[ok].max()) if ok.any() else 0.0
 
 
+def auroc_by_cause(labels: np.ndarray, probs: np.ndarray, causes: list[str]) -> dict[str, float | None]:
+    """`auroc_object` (object-caused defects against good frames) and `auroc_param` (parameter-
+    caused defects against good frames); None where either side is empty. A branch that can
+    only see one kind of defect is judged on that kind: the image branch on `auroc_object`, the
+    parameter branch on `auroc_param`."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels).astype(int)
+    p = np.asarray(probs, dtype=np.float64)
+    cause = np.asarray(causes, dtype=object)
+    out: dict[str, float | None] = {}
+    for name in ("object", "param"):
+        keep = (y == 0) | ((y == 1) & (cause == name))
+        both = len(set(y[keep].tolist())) == 2
+        out[f"auroc_{name}"] = float(roc_auc_score(y[keep], p[keep])) if both else None
+    return out
+
+
 def recall_by_cause(labels: np.ndarray, probs: np.ndarray, causes: list[str], threshold: float) -> dict[str, float]:
     """Recall on object-caused and parameter-caused defects separately."""
     out = {}

@@ -77,6 +77,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tree-kinds", default=",".join(TREE_KINDS), metavar="K,...",
                         help=f"LightGBM kinds of the bag (default {','.join(TREE_KINDS)})")
     parser.add_argument("--tree-rounds", type=int, default=100, metavar="N", help="boosting rounds (default 100)")
+    parser.add_argument("--crossfit-folds", type=int, default=0, metavar="K",
+                        help="train K extra fold CNNs so the fusion stage learns from out-of-fold image embeddings "
+                        "(each frame embedded by a CNN that did not train on it), as its parameter input already is; "
+                        "costs about K-1 more CNN trainings; 0 = off: in-sample embeddings (default 0)")
+    parser.add_argument("--no-spec-features", dest="spec_features", action="store_false",
+                        help="give the LightGBM bag the raw parameter values only, without the spec-range features "
+                        "(per field with a spec: distance outside the range in range widths; count of out-of-spec "
+                        "fields) (default: with them)")
     parser.add_argument("--fusion-epochs", type=int, default=30, metavar="N",
                         help="epochs of the alignment and fused-classifier stages (default 30)")
     parser.add_argument("--features", choices=FEATURE_SOURCES, default="ocr",
@@ -122,6 +130,9 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--features", choices=FEATURE_SOURCES, help="parameter features (default: the run's)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the corruption (default 0)")
     p.add_argument("--out", type=Path, metavar="FILE", help="metrics JSON file (default RUN/eval-<split>.json)")
+    p.add_argument("--predictions", type=Path, metavar="FILE",
+                   help="also write the per-frame predictions as CSV: id, label, cause, and per model its "
+                   "probability and its verdict at the operating threshold (the rows behind the confusion matrices)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_evaluate)

@@ -18,6 +18,7 @@ import argparse
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from training import data as data_mod
 from training.augment import grid_mask, ocr_dropout
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
 from training.cnn import build_encoder, extract, make_optimizer, train_cnn
+from training.crossfit import FoldEncoders, crossfit
 from training.data import DataBundle, Frames
 from training.encoders import MIN_IMAGE_SIZE, RECIPES, ImageEncoder
 from training.errors import TrainingError
@@ -40,7 +42,7 @@ from training.fusion import (
     reference_stats,
     threshold_for_recall,
 )
-from training.metrics import binary_metrics, recall_by_cause
+from training.metrics import auroc_by_cause, binary_metrics, recall_by_cause
 from triton_models.oanet_fusion import core
 
 CHECKPOINT = "checkpoint.pt"
@@ -54,6 +56,7 @@ RUN_ARGS = (
     "align", "align_loss", "align_weight", "refine_rounds", "pca_components", "gate", "gate_margin",
     "gate_weights", "ocr_mask_rate", "grid_mask", "mask_copies", "target_recall", "folds", "tree_kinds",
     "tree_rounds", "features", "fusion_epochs", "image_target", "image_pos_weight", "augment", "grid_mask_warmup",
+    "spec_features", "crossfit_folds",
 )
 
 
@@ -84,6 +87,7 @@ def validate_args(args: argparse.Namespace) -> None:
         (args.mask_copies >= 0, "--mask-copies must be >= 0"),
         (0.0 < args.target_recall <= 1.0, "--target-recall must be in (0, 1]"),
         (args.folds >= 2, "--folds must be at least 2"),
+        (args.crossfit_folds == 0 or args.crossfit_folds >= 2, "--crossfit-folds must be 0 (off) or at least 2"),
         (args.tree_rounds >= 1, "--tree-rounds must be at least 1"),
         (args.fusion_epochs >= 1, "--fusion-epochs must be at least 1"),
         (args.gate_margin >= 1.0, "--gate-margin must be >= 1"),
@@ -161,6 +165,7 @@ class ImageStage:
     ref: dict[str, np.ndarray]
     val_embedding: np.ndarray
     val_logit: np.ndarray
+    crossfit: dict | None = None  # FoldEncoders.summary with --crossfit-folds
 
 
 def set_seed(seed: int) -> None:
@@ -168,8 +173,10 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
-def build_rows(model: ImageEncoder, train: Frames, args: argparse.Namespace, progress: bool = True) -> FusionRows:
-    """Copy 0 = clean frames; copies 1..K = OCR dropout + GridMask (mask learning)."""
+def build_rows(model: ImageEncoder, train: Frames, args: argparse.Namespace, progress: bool = True,
+               embed: Callable[[np.ndarray], np.ndarray] | None = None) -> FusionRows:
+    """Copy 0 = clean frames; copies 1..K = OCR dropout + GridMask (mask learning). `embed` maps
+    the train frames' ROIs to embeddings (default: `model`'s; cross-fitted: out-of-fold)."""
     embs, values, missing, labels, frames = [], [], [], [], []
     for copy in range(args.mask_copies + 1):
         if copy == 0:
@@ -178,7 +185,7 @@ def build_rows(model: ImageEncoder, train: Frames, args: argparse.Namespace, pro
             rng = np.random.default_rng([args.seed, 1000 + copy])
             rois, _ = grid_mask(train.rois, args.grid_mask, rng)
             v, m = ocr_dropout(train.values, train.missing, args.ocr_mask_rate, rng)
-        e, _ = extract(model, rois, args.device)
+        e = extract(model, rois, args.device)[0] if embed is None else embed(rois)
         embs.append(e)
         values.append(np.where(m, np.nan, v).astype(np.float32))
         missing.append(m)
@@ -188,13 +195,25 @@ def build_rows(model: ImageEncoder, train: Frames, args: argparse.Namespace, pro
                       np.concatenate(labels), np.concatenate(frames))
 
 
+def fresh_cnn(train: Frames, args: argparse.Namespace) -> tuple[ImageEncoder, torch.optim.Optimizer]:
+    """An untrained encoder (normalised with `train`'s ROI statistics) and its optimiser."""
+    model = build_encoder(args.encoder, args.embedding_dim, train.rois).to(args.device)
+    return model, make_optimizer(model, args.lr, args.weight_decay, args.momentum, args.optimizer)
+
+
+def cnn_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The `train_cnn` keyword options of a run: the served CNN and the cross-fitting CNNs share them."""
+    return dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, grid_mask_p=args.grid_mask,
+                seed=args.seed, device=args.device, target=args.image_target, pos_weight=image_pos_weight(args),
+                augment=args.augment, grid_mask_warmup=args.grid_mask_warmup)
+
+
 def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Path | None = None,
                 resume: dict | None = None, progress: bool = True) -> ImageStage:
     """Train the CNN (resumable through `checkpoint`), build the fusion table, fit the bag."""
     set_seed(args.seed)
     train, val = bundle.splits["train"], bundle.splits["val"]
-    model = build_encoder(args.encoder, args.embedding_dim, train.rois).to(args.device)
-    optimizer = make_optimizer(model, args.lr, args.weight_decay, args.momentum, args.optimizer)
+    model, optimizer = fresh_cnn(train, args)
     start, history = 0, []
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -207,27 +226,52 @@ def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Pat
         if checkpoint is not None:
             save_checkpoint(checkpoint, args, "cnn", epoch + 1, model, optimizer, history)
 
-    train_cnn(model, optimizer, train, val, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-              grid_mask_p=args.grid_mask, seed=args.seed, device=args.device, start_epoch=start,
-              on_epoch=save, progress=progress, target=args.image_target,
-              pos_weight=image_pos_weight(args), augment=args.augment, grid_mask_warmup=args.grid_mask_warmup)
+    train_cnn(model, optimizer, train, val, start_epoch=start, on_epoch=save, progress=progress, **cnn_options(args))
     model.eval()
-    rows = build_rows(model, train, args, progress)
+    folds_cnn = crossfit_cnns(model, train, val, args, progress)
+    rows = build_rows(model, train, args, progress, embed=None if folds_cnn is None else folds_cnn.embed)
     folds = frame_folds(train.labels, args.folds, args.seed)
-    bag = fit_bag(rows.values, rows.labels, rows.frame, folds, kinds=tree_kinds(args), rounds=args.tree_rounds,
+    tree_input = core.tree_features(rows.values, tree_spec_ranges(bundle, args))
+    bag = fit_bag(tree_input, rows.labels, rows.frame, folds, kinds=tree_kinds(args), rounds=args.tree_rounds,
                   seed=args.seed, threads=max(1, torch.get_num_threads()), progress=progress)
     rows.p_params = bag.oof
     clean = np.arange(len(rows.frame)) < len(train)  # copy 0 (the clean frames) comes first
     ref = reference_stats(rows.embedding[clean], train.values, train.missing)
     val_emb, val_logit = extract(model, val.rois, args.device)
-    return ImageStage(model, history, rows, bag, ref, val_emb, val_logit)
+    crossfit_summary = None if folds_cnn is None else folds_cnn.summary(train)
+    return ImageStage(model, history, rows, bag, ref, val_emb, val_logit, crossfit_summary)
+
+
+def fit_fold_cnn(fit: Frames, val: Frames, args: argparse.Namespace) -> ImageEncoder:
+    """One cross-fitting CNN: a fresh encoder trained on `fit` exactly as the served one (same seed,
+    same `train_cnn` options; no checkpoint)."""
+    set_seed(args.seed)
+    model, optimizer = fresh_cnn(fit, args)
+    train_cnn(model, optimizer, fit, val, progress=False, **cnn_options(args))
+    return model
+
+
+def crossfit_cnns(model: ImageEncoder, train: Frames, val: Frames, args: argparse.Namespace,
+                  progress: bool) -> FoldEncoders | None:
+    """Fold CNNs for out-of-fold fusion-table embeddings (`--crossfit-folds`; None when off)."""
+    if not args.crossfit_folds:
+        return None
+    return crossfit(model, train, val, args.crossfit_folds, args.seed,
+                    lambda fit, held_val: fit_fold_cnn(fit, held_val, args), args.device, progress)
+
+
+def tree_spec_ranges(bundle: DataBundle, args: argparse.Namespace) -> list[tuple[float, float] | None] | None:
+    """The spec ranges the tree models see (None: raw values only, `--no-spec-features`)."""
+    return data_mod.spec_ranges(bundle.dataset, bundle.feature_names) if args.spec_features else None
 
 
 def fusion_config(bundle: DataBundle, args: argparse.Namespace, opts: FusionOptions, tree_files: list[str]) -> dict:
+    specs = tree_spec_ranges(bundle, args)
     return {
         "format_version": core.FORMAT_VERSION,
         "profile": bundle.dataset.profile.name,
         "feature_names": list(bundle.feature_names),
+        "spec_ranges": None if specs is None else [None if r is None else list(r) for r in specs],
         "embedding_dim": int(args.embedding_dim),
         "image_size": int(args.image_size),
         "refine_rounds": int(opts.refine_rounds),
@@ -342,17 +386,22 @@ def predict_frames(model: torch.nn.Module, fc: core.FusionCore, frames: Frames, 
     return fc.predict(emb, logit, np.where(frames.missing, np.nan, frames.values), frames.missing)
 
 
+def model_scores(out: dict[str, np.ndarray], fc: core.FusionCore, name: str) -> tuple[np.ndarray, float]:
+    """(probabilities, operating threshold) of one model: `fused` = the gated verdict, `image` or
+    `params` = that branch alone."""
+    if name == "fused":
+        return out["defect_probability"], fc.threshold
+    return out["branch_probabilities"][:, core.BRANCHES.index(name)], fc.config["branch_thresholds"][name]
+
+
 def model_metrics(labels: np.ndarray, causes: list[str], out: dict[str, np.ndarray], fc: core.FusionCore,
                   models: tuple[str, ...] = core.BRANCHES) -> dict[str, Any]:
     """Per model (fused = the gated verdict, image, params) at its operating threshold, plus 0.5."""
     result = {}
     for name in models:
-        if name == "fused":
-            probs, threshold = out["defect_probability"], fc.threshold
-        else:
-            probs = out["branch_probabilities"][:, core.BRANCHES.index(name)]
-            threshold = fc.config["branch_thresholds"][name]
+        probs, threshold = model_scores(out, fc, name)
         entry = binary_metrics(labels, probs, threshold)
+        entry.update(auroc_by_cause(labels, probs, causes))
         entry["recall_by_cause"] = recall_by_cause(labels, probs, causes, threshold)
         entry["at_0.5"] = binary_metrics(labels, probs, 0.5)
         entry["at_0.5"]["recall_by_cause"] = recall_by_cause(labels, probs, causes, 0.5)
@@ -426,7 +475,7 @@ def main(args: argparse.Namespace) -> int:
     run, resume = prepare_run(args)
     validate_args(args)
     bundle = data_mod.prepare(args.data, args.image_size, args.features, progress=progress)
-    data_mod.check_trainable(bundle, args.folds)
+    data_mod.check_trainable(bundle, max(args.folds, args.crossfit_folds))
     write_json(run / "args.json", {**run_args(args), "data": str(args.data)})
     loaded = time.perf_counter()
     stage = image_stage(bundle, args, checkpoint=run / CHECKPOINT, resume=resume, progress=progress)
@@ -444,6 +493,7 @@ def main(args: argparse.Namespace) -> int:
         "gate": fc.config["gate"],
         "cnn_history": stage.history,
         "fusion_history": fusion_history,
+        "crossfit": stage.crossfit,
         "frames": {name: len(f) for name, f in bundle.splits.items()},
         "seconds": {"load": round(loaded - started, 1), "total": round(time.perf_counter() - started, 1)},
         "data": str(args.data),

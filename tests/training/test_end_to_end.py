@@ -31,6 +31,9 @@ def test_train_writes_a_complete_run(trained_run: Path):
         assert (trained_run / rel).is_file(), rel
     config = json.loads((trained_run / "model/fusion/fusion.json").read_text())
     assert config["feature_names"][0] == "temp" and "lot_id" not in config["feature_names"]
+    # the spec ranges travel with the model (the server reads no profile): the tree models see them
+    assert config["format_version"] == core.FORMAT_VERSION and config["spec_ranges"][0] == [160.0, 185.0]
+    assert len(config["spec_ranges"]) == len(config["feature_names"])
     assert len(config["trees"]) == 20  # 4 kinds x 5 folds
     assert 0.0 <= config["threshold"] <= 1.0
     assert set(config["gate"]) >= {"enabled", "image", "params", "base_weights"}
@@ -59,6 +62,42 @@ def test_evaluate_writes_metrics_json_with_three_models(trained_run: Path, e2e_d
     assert main(["evaluate", "--run", str(trained_run), "--data", str(e2e_dataset), "--out", str(out), "--quiet",
                  "--image-only"]) == 0
     assert set(json.loads(out.read_text())) & {"fused", "image", "params"} == {"image"}
+
+
+def test_evaluate_metrics_follow_from_its_confusion_matrix_and_predictions(trained_run: Path, e2e_dataset: Path,
+                                                                          tmp_path: Path):
+    """Accuracy, precision and recall recomputed from the reported confusion matrix, the matrix
+    recomputed from the per-frame predictions, and the per-cause AUROCs from the probabilities."""
+    import csv
+
+    from sklearn.metrics import roc_auc_score
+
+    out, rows_file = tmp_path / "m.json", tmp_path / "pred.csv"
+    # the train split: the only one of this small set with both defect causes
+    assert main(["evaluate", "--run", str(trained_run), "--data", str(e2e_dataset), "--split", "train", "--out",
+                 str(out), "--predictions", str(rows_file), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    with open(rows_file, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == report["frames"]
+    labels = np.array([int(r["label"]) for r in rows])
+    causes = np.array([r["cause"] for r in rows])
+    assert set(causes[labels == 1]) == {"object", "param"} and set(causes[labels == 0]) == {"none"}
+    for name in ("fused", "image", "params"):
+        m = report[name]
+        probs = np.array([float(r[f"{name}_probability"]) for r in rows])
+        pred = np.array([int(r[f"{name}_defect"]) for r in rows])
+        np.testing.assert_array_equal(pred, (probs >= m["threshold"]).astype(int))
+        tn, fp = int(((pred == 0) & (labels == 0)).sum()), int(((pred == 1) & (labels == 0)).sum())
+        fn, tp = int(((pred == 0) & (labels == 1)).sum()), int(((pred == 1) & (labels == 1)).sum())
+        assert m["confusion_matrix"] == [[tn, fp], [fn, tp]], name
+        assert m["accuracy"] == pytest.approx((tp + tn) / (tp + tn + fp + fn))
+        assert m["precision"] == pytest.approx(tp / (tp + fp) if tp + fp else 0.0)
+        assert m["recall"] == pytest.approx(tp / (tp + fn))
+        assert m["auroc"] == pytest.approx(roc_auc_score(labels, probs))
+        for cause in ("object", "param"):
+            keep = (labels == 0) | (causes == cause)
+            assert m[f"auroc_{cause}"] == pytest.approx(roc_auc_score(labels[keep], probs[keep])), (name, cause)
 
 
 def test_served_outputs_equal_evaluated_outputs(trained_run: Path, e2e_dataset: Path, tmp_path: Path):
@@ -193,6 +232,7 @@ def test_bad_inputs_give_one_line_errors(e2e_dataset: Path, tmp_path: Path, caps
     assert "profile/manifest mismatch" in train_error(mismatch)
 
     assert "--image-size must be at least 64" in train_error(e2e_dataset, "--encoder", "alexnet")
+    assert "--crossfit-folds must be 0 (off) or at least 2" in train_error(e2e_dataset, "--crossfit-folds", "1")
     assert "--gate-weights" in train_error(e2e_dataset, "--gate-weights", "1,2")
 
     assert main(["evaluate", "--run", str(tmp_path / "nothing"), "--data", str(e2e_dataset)]) == 2
@@ -212,9 +252,19 @@ def test_ablation_writes_both_tables_and_plots(e2e_dataset: Path, tmp_path: Path
     t2 = (out / "table2.md").read_text()
     assert "+ alignment + refinement + gate (OANet)" in t1
     assert "| compact | image only |" in t1 and "| resnet18 | image only |" in t1
+    # the baselines: late fusion on the branch logits, image-only on object defects, OANet's gain
+    assert "| compact | late fusion (LR on image + params logits) |" in t1
+    assert "| compact | image only, object defects only |" in t1
+    assert "OANet (compact) against the best baseline by AUROC" in t1
+    assert t2.count("late fusion + resnet18") == 4
     assert t2.count("OANet + resnet18") == 4  # clean, missing, grid, both
     assert "Recall bound (any model" in t2
     for png in ("pr_curves_resnet18.png", "confusion_resnet18.png", "gate_weights_resnet18.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     results = json.loads((out / "results.json").read_text())["results"]
     assert {r["condition"] for r in results if "condition" in r} == {"clean", "missing", "grid", "both"}
+    clean = {r["variant"]: r["at_0.5"] for r in results
+             if r.get("condition") == "clean" and r.get("encoder") == "compact" and "at_0.5" in r}
+    # scored on good frames and object defects only: fewer frames than the other rows
+    assert clean["image only, object defects only"]["n"] < clean["image only"]["n"]
+    assert clean["late fusion (LR on image + params logits)"]["n"] == clean["image only"]["n"]

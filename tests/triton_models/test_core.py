@@ -142,16 +142,67 @@ def test_verify_manifest_detects_tampered_and_missing_files(tmp_path):
     assert core.verify_manifest(tmp_path / "nowhere")[0].startswith("manifest not found")
 
 
-def make_core(tmp_path: Path, gate_enabled: bool = True, n_features: int = 3, emb: int = 5) -> core.FusionCore:
-    """A fusion folder with random small layers and one tiny LightGBM model."""
+SPECS = [(10.0, 20.0), None, (-1.0, 1.0)]
+
+
+def test_tree_features_add_spec_distance_and_out_of_spec_count():
+    nan = np.nan
+    values = np.array([
+        [15.0, 7.0, 0.5],  # all in spec
+        [25.0, 7.0, -2.0],  # 0.5 widths above, 0.5 widths below
+        [9.0, nan, nan],  # missing stays missing; the count covers present fields
+        [nan, 3.0, nan],  # no spec field present: count missing
+        [20.0, 1e9, 1.0],  # on the limits is in spec; a field without a spec only contributes its value
+    ])
+    x = core.tree_features(values, SPECS)
+    assert x.shape == (5, 3 + 2 + 1)
+    np.testing.assert_array_equal(x[:, :3], values)  # raw values first, NaN kept
+    expected_dist = np.array([[0.0, 0.0], [0.5, -0.5], [-0.1, nan], [nan, nan], [0.0, 0.0]])
+    np.testing.assert_allclose(x[:, 3:5], expected_dist)
+    np.testing.assert_array_equal(x[:, 5], [0.0, 2.0, 1.0, nan, 0.0])
+    np.testing.assert_array_equal(core.tree_features(values, None), values)
+    np.testing.assert_array_equal(core.tree_features(values, [None, None, None]), values)
+    assert core.tree_features(np.zeros((0, 3)), SPECS).shape == (0, 6)
+    # a zero-width range is normalised by 1
+    np.testing.assert_allclose(core.tree_features(np.array([[5.0]]), [(3.0, 3.0)]), [[5.0, 2.0, 1.0]])
+
+
+@pytest.mark.parametrize("bad", ["x", [None], [None, None, [1.0]], [None, None, [2.0, 1.0]],
+                                 [None, None, [0.0, float("inf")]], [None, None, ["a", "b"]]])
+def test_spec_ranges_of_a_config_are_checked(bad):
+    with pytest.raises(core.CoreError, match="spec_ranges"):
+        core.check_spec_ranges(bad, 3)
+    assert core.check_spec_ranges([[1, 2], None, [0, 0]], 3) == [(1.0, 2.0), None, (0.0, 0.0)]
+
+
+def test_the_parameter_branch_scores_the_spec_features(tmp_path):
+    """Trees fitted on tree_features(values, specs) are served on the same columns."""
+    import lightgbm
+
+    rng = np.random.default_rng(2)
+    values = rng.uniform(-2, 25, size=(300, 3))
+    labels = (core.tree_features(values, SPECS)[:, -1] > 0).astype(int)
+    booster = lightgbm.train({"objective": "binary", "verbose": -1, "seed": 0, "min_data_in_leaf": 5},
+                             lightgbm.Dataset(core.tree_features(values, SPECS), labels), num_boost_round=20)
+    fc = make_core(tmp_path / "spec", booster=booster, spec_ranges=SPECS)
+    np.testing.assert_allclose(fc.params_probability(values), booster.predict(core.tree_features(values, SPECS)))
+    with pytest.raises(core.CoreError, match="trees expect 6 input columns, fusion.json gives 3"):
+        make_core(tmp_path / "raw", booster=booster, spec_ranges=None)
+
+
+def make_core(tmp_path: Path, gate_enabled: bool = True, n_features: int = 3, emb: int = 5, booster=None,
+              spec_ranges=None) -> core.FusionCore:
+    """A fusion folder with random small layers and one tiny LightGBM model (raw values unless
+    `booster` and its `spec_ranges` are given)."""
     import lightgbm
 
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(200, n_features))
-    y = (x[:, 0] > 0.3).astype(int)
-    x[rng.random(x.shape) < 0.2] = np.nan
-    booster = lightgbm.train({"objective": "binary", "verbose": -1, "seed": 0}, lightgbm.Dataset(x, y),
-                             num_boost_round=5)
+    if booster is None:
+        x = rng.normal(size=(200, n_features))
+        y = (x[:, 0] > 0.3).astype(int)
+        x[rng.random(x.shape) < 0.2] = np.nan
+        booster = lightgbm.train({"objective": "binary", "verbose": -1, "seed": 0}, lightgbm.Dataset(x, y),
+                                 num_boost_round=5)
     (tmp_path / "trees").mkdir(parents=True, exist_ok=True)
     booster.save_model(str(tmp_path / "trees" / "gbdt_fold0.txt"))
     tab_h, tab_d, align = 7, 4, 3
@@ -173,6 +224,7 @@ def make_core(tmp_path: Path, gate_enabled: bool = True, n_features: int = 3, em
     config = {
         "format_version": core.FORMAT_VERSION, "feature_names": [f"f{i}" for i in range(n_features)],
         "embedding_dim": emb, "image_size": 32, "refine_rounds": 1, "trees": ["trees/gbdt_fold0.txt"],
+        "spec_ranges": None if spec_ranges is None else [None if r is None else list(r) for r in spec_ranges],
         "gate": {"enabled": gate_enabled, "image": cal, "params": cal,
                  "base_weights": {"image": 1.0, "params": 1.0, "fused": 2.0}},
         "threshold": 0.5,

@@ -165,7 +165,7 @@ def test_repository_checks_refuse_unknown_and_mismatched_versions(repo_copy: Pat
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "format_version": 99, "version": 4}))
     problems = serving.repository_problems(repo_copy, core.FUSION_MODEL, 1)
-    assert "manifest format_version 99 is not supported (this model code reads 1)" in problems
+    assert f"manifest format_version 99 is not supported (this model code reads {core.FORMAT_VERSION})" in problems
     assert "manifest describes version 4 but sits in version folder 1" in problems
     manifest_path.write_text("{not json")
     assert serving.repository_problems(repo_copy, core.FUSION_MODEL, 1)[0].startswith("manifest ")

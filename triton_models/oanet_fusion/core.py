@@ -23,7 +23,10 @@ order (text fields such as `lot_id` are not features).
 1. Tabular features: z = (value - feat_mean) / feat_std, 0 where missing; tabular input
    t = [z, missing].
 2. Parameter branch (external-modality intra-bagging): mean probability of every LightGBM
-   booster (several kinds x 5 CV folds) on the raw values with NaN for missing.
+   booster (several kinds x 5 CV folds) on the tree input of `tree_features`: the raw values
+   with NaN for missing, then, with spec ranges in `fusion.json` ("spec_ranges"), per field
+   with a spec range its signed distance outside the range in range widths (0 inside, NaN
+   missing), and the count of present out-of-spec fields (NaN when none is present).
 3. Image branch: sigmoid(image_logit).
 4. Fused branch: image embedding standardised with the reference statistics,
    a_img = normalize(P_img e); tabular encoder MLP(t) -> a_tab = normalize(P_tab h);
@@ -61,7 +64,8 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
+# 2: the tree input carries spec-range features ("spec_ranges" in fusion.json, null = raw values).
+FORMAT_VERSION = 2
 CONFIG_FILE = "fusion.json"
 WEIGHTS_FILE = "fusion_weights.npz"
 TREES_DIR = "trees"
@@ -213,6 +217,58 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-8) -> np.ndarray:
     """torch.nn.functional.normalize(x, dim=1, eps=eps)."""
     norm = np.sqrt((x * x).sum(axis=1, keepdims=True))
     return x / np.maximum(norm, eps)
+
+
+def check_spec_ranges(spec_ranges: Any, n_features: int) -> list[tuple[float, float] | None] | None:
+    """`spec_ranges` as read from fusion.json: None, or per feature None or a finite [low, high]
+    with low <= high; raises CoreError otherwise."""
+    if spec_ranges is None:
+        return None
+    if not isinstance(spec_ranges, Sequence) or isinstance(spec_ranges, str) or len(spec_ranges) != n_features:
+        raise CoreError(f"{CONFIG_FILE}: spec_ranges must be null or a list of {n_features} entries (one per feature)")
+    out: list[tuple[float, float] | None] = []
+    for j, item in enumerate(spec_ranges):
+        if item is None:
+            out.append(None)
+            continue
+        try:
+            low, high = (float(v) for v in item)
+        except (TypeError, ValueError):
+            raise CoreError(f"{CONFIG_FILE}: spec_ranges[{j}] must be null or [low, high], got {item!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise CoreError(f"{CONFIG_FILE}: spec_ranges[{j}] must be finite with low <= high, got {item!r}")
+        out.append((low, high))
+    return out
+
+
+def tree_features(values: np.ndarray, spec_ranges: Sequence[tuple[float, float] | None] | None) -> np.ndarray:
+    """The LightGBM bag's input [N, F + S + 1] (S = fields with a spec range), float64, NaN missing.
+
+    Columns: the F raw values; for each field with a spec range [low, high], in feature order,
+    its signed distance outside the range normalised by the range width: (v - high) / width
+    above, (v - low) / width below, 0 inside, NaN when the value is missing; last, the count
+    of present fields outside their spec (NaN when no spec field is present). A parameter
+    defect of a line is a printed value out of spec: with these columns one split finds it,
+    however few examples of each field's excursions the training data holds. A field without
+    a spec contributes its value only; with `spec_ranges` None (or no spec at all) the raw
+    values alone. A zero-width range (low == high) is normalised by 1.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2:
+        raise CoreError(f"parameter values must be [N, F], got {list(x.shape)}")
+    cols = [j for j, r in enumerate(spec_ranges or ()) if r is not None]
+    if not cols:
+        return x
+    low = np.array([spec_ranges[j][0] for j in cols], dtype=np.float64)
+    high = np.array([spec_ranges[j][1] for j in cols], dtype=np.float64)
+    width = np.where(high > low, high - low, 1.0)
+    v = x[:, cols]
+    present = np.isfinite(v)
+    with np.errstate(invalid="ignore"):
+        distance = np.where(v > high, (v - high) / width, np.where(v < low, (v - low) / width, 0.0))
+    distance = np.where(present, distance, np.nan)
+    count = np.where(present.any(axis=1), ((distance != 0) & present).sum(axis=1), np.nan)
+    return np.concatenate([x, distance, count[:, None]], axis=1)
 
 
 def tabular_input(values: np.ndarray, missing: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -403,6 +459,7 @@ class FusionCore:
         self.refine_rounds = int(config.get("refine_rounds", 0))
         self.gate_params = config["gate"]
         self.threshold = float(config.get("threshold", 0.5))
+        self.spec_ranges = check_spec_ranges(config.get("spec_ranges"), len(self.feature_names))
         self._rounds = [(self.w[f"pca_mean_{r}"], self.w[f"pca_comp_{r}"]) for r in range(self.refine_rounds)]
         self._check()
 
@@ -417,6 +474,11 @@ class FusionCore:
             raise CoreError(f"{WEIGHTS_FILE} does not match {CONFIG_FILE} ({F} features, embedding {E})")
         if not self.boosters:
             raise CoreError("the parameter branch has no LightGBM boosters")
+        columns = tree_features(np.zeros((0, F)), self.spec_ranges).shape[1]
+        widths = sorted({int(b.num_feature()) for b in self.boosters})
+        if widths != [columns]:
+            raise CoreError(f"the trees expect {', '.join(map(str, widths))} input columns, {CONFIG_FILE} gives "
+                            f"{columns} ({F} features, spec_ranges {'set' if self.spec_ranges else 'null'})")
 
     @classmethod
     def load(cls, folder: str | Path, num_threads: int | None = None) -> FusionCore:
@@ -469,8 +531,8 @@ class FusionCore:
         return embedding, image_logit, np.where(missing, np.nan, values), missing
 
     def params_probability(self, values: np.ndarray) -> np.ndarray:
-        """Mean probability of the LightGBM bag on raw values (NaN = missing)."""
-        x = np.asarray(values, dtype=np.float64)
+        """Mean probability of the LightGBM bag on the tree input of raw values (NaN = missing)."""
+        x = tree_features(values, self.spec_ranges)
         if len(x) == 0:
             return np.zeros(0)
         kwargs = {} if self.num_threads is None else {"num_threads": self.num_threads}
