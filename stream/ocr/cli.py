@@ -83,7 +83,7 @@ def _distill(args: argparse.Namespace) -> int:
     dataset, entries = _entries(args)
     config = DistillConfig(minutes=args.minutes, max_epochs=args.epochs, seed=args.seed, threads=settings.threads)
     started = time.perf_counter()
-    with _progress(len(entries), "teacher labels") as bar:
+    with _progress(len(entries), "line crops") as bar:
         train_bar = _progress(0, "training")
         train_bar.unit = "step"
 
@@ -98,7 +98,8 @@ def _distill(args: argparse.Namespace) -> int:
             train_bar.close()
     wall = time.perf_counter() - started
     seconds = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
-    print(f"oanet ocr distill: {report.frames} frames of {args.data}, {report.lines} field lines "
+    print(f"oanet ocr distill: {report.frames} frames of {args.data} ({report.teacher_frames} read by PaddleOCR), "
+          f"{report.lines} field lines "
           f"({report.labelled['manifest']} labelled by the manifest, {report.labelled['teacher']} by PaddleOCR, "
           f"{report.unlabelled} unlabelled) in {wall:.0f} s ({seconds})")
     print(f"trained {report.epochs} epoch(s), {report.steps} steps; confidence threshold {report.threshold:.4f}")

@@ -95,6 +95,7 @@ class Line:
 class DistillReport:
     out: Path
     frames: int
+    teacher_frames: int
     lines: int
     labelled: dict[str, int]
     unlabelled: int
@@ -115,39 +116,49 @@ def collect_lines(
     min_confidence: float,
     use_manifest: bool = True,
     on_frame: Callable[[], None] | None = None,
-) -> list[Line]:
-    """Every template field line of `entries`, labelled where the manifest or teacher allows."""
+) -> tuple[list[Line], int]:
+    """Every template field line of `entries`, labelled where the manifest or teacher allows.
+
+    Returns the lines and how many frames the teacher read: only frames with a line the
+    manifest does not label go to PaddleOCR.
+    """
     from stream.ocr.reader import iter_records
 
     profile = dataset.profile
-    fields = profile.fields
-    teacher = teacher_settings(settings)
+    template = [(i, spec) for i, spec in enumerate(profile.fields) if spec.roi is not None]
+
+    def manifest_value(entry: ManifestEntry, name: str) -> Any:
+        if not use_manifest or name in entry.smudged_fields:
+            return None
+        return entry.params.get(name)
+
+    needs_teacher = [e for e in entries if any(manifest_value(e, spec.name) is None for _, spec in template)]
+    records: dict[str, ParameterRecord] = {}
+    for result in iter_records(dataset, needs_teacher, teacher_settings(settings), "template"):
+        if result.record is not None:
+            records[result.entry.id] = result.record
     lines: list[Line] = []
-    for result in iter_records(dataset, entries, teacher, "template"):
+    for entry in entries:
         if on_frame is not None:
             on_frame()
-        entry, record = result.entry, result.record
-        if record is None:
-            continue
         try:
             image = cropping.fit_to_profile(cropping.decode_image(dataset.read_bytes(entry)), profile)
         except OcrError:
             continue
-        for i, spec in enumerate(fields):
-            if spec.roi is None:
-                continue
+        record = records.get(entry.id)
+        for i, spec in template:
             slot = to_gray(cropping.crop(image, spec.roi)).copy()
             trimmed = cropping.trim_to_ink(slot)
             if trimmed is None:
                 continue
             line = Line(entry.id, i, slot, trimmed, nuisance=bool(entry.nuisance_kinds))
-            if use_manifest and spec.name in entry.params and spec.name not in entry.smudged_fields \
-                    and entry.params[spec.name] is not None:
-                line.value, line.source = entry.params[spec.name], SOURCE_MANIFEST
-            else:
+            value = manifest_value(entry, spec.name)
+            if value is not None:
+                line.value, line.source = value, SOURCE_MANIFEST
+            elif record is not None:
                 line.value, line.source = _teacher_label(record, spec.name, min_confidence)
             lines.append(line)
-    return lines
+    return lines, len(needs_teacher)
 
 
 def _teacher_label(record: ParameterRecord, name: str, min_confidence: float) -> tuple[Any, str | None]:
@@ -403,7 +414,9 @@ def distill(
         )
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    lines = collect_lines(dataset, entries, settings, config.teacher_min_confidence, use_manifest, on_frame)
+    lines, teacher_frames = collect_lines(
+        dataset, entries, settings, config.teacher_min_confidence, use_manifest, on_frame
+    )
     seconds["labels"] = time.perf_counter() - started
     labelled = [line for line in lines if line.value is not None]
     if len(labelled) < 8:
@@ -433,12 +446,12 @@ def distill(
         width=width,
         threshold=threshold,
         teacher=engine_version(teacher_settings(settings)),
-        stats={"frames": len(entries), "lines": len(lines), "labelled": counts, "epochs": epochs, "steps": steps,
+        stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts, "epochs": epochs, "steps": steps,
                "calibration": calibration},
     )
     export(net, Path(out), meta)
     return DistillReport(
-        out=Path(out), frames=len(entries), lines=len(lines), labelled=counts,
+        out=Path(out), frames=len(entries), teacher_frames=teacher_frames, lines=len(lines), labelled=counts,
         unlabelled=len(lines) - len(labelled), epochs=epochs, steps=steps, seconds=seconds,
         threshold=threshold, calibration=calibration,
     )
