@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from oanet.contracts import HEADER_CAPTURED_AT, HEADER_FRAME_ID, HEADER_LINE_ID, HEADER_PROFILE, MIB
 from oanet.errors import ConfigError
-from stream.ocr.settings import OcrSettings
+from oanet.ocr_settings import OcrSettings
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

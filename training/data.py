@@ -118,13 +118,13 @@ def ocr_features(dataset: Dataset, entries: Sequence[ManifestEntry], feature_nam
                  progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Readings of the OCR stage (stream.ocr) through its feature cache."""
     try:
-        from stream.ocr import cache as ocr_cache  # type: ignore[attr-defined]
+        from stream.ocr import reader as ocr_reader  # type: ignore[attr-defined]
     except ImportError:
         raise TrainingError(
-            "--features ocr needs the OCR stage's feature cache (stream.ocr.cache), which is not "
+            "--features ocr needs the OCR stage's feature cache (stream.ocr.reader), which is not "
             "available in this installation; use --features truth"
         ) from None
-    records = ocr_cache.read_records(dataset, entries, progress=progress)
+    records = ocr_reader.read_records(dataset, entries, progress=progress)
     rows = []
     for record in records:
         params = dict(record.params)

@@ -11,17 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from oanet.profile import LineProfile
 from stream.ocr.errors import OcrError
 from stream.ocr.records import ParameterRecord
-
-if TYPE_CHECKING:
-    from oanet.dataset import Dataset, ManifestEntry
-    from stream.ocr.settings import OcrMode, OcrSettings
 
 CACHE_FILENAME = "ocr-features.sqlite"
 _SCHEMA = "CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, record TEXT NOT NULL)"
@@ -103,39 +97,3 @@ class OcrCache:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def read_records(
-    dataset: Dataset,
-    entries: Sequence[ManifestEntry] | None = None,
-    settings: OcrSettings | None = None,
-    mode: OcrMode | None = None,
-    progress: bool = True,
-) -> list[ParameterRecord]:
-    """OCR features for training: one record per entry (in order), read once then cached.
-
-    A frame the OCR stage cannot read (undecodable image) gets an all-missing record, which is
-    what the model would see for it in the stream.
-    """
-    import sys
-
-    from tqdm import tqdm
-
-    from stream.ocr.reader import iter_records
-    from stream.ocr.records import REASON_NOT_READ
-    from stream.ocr.settings import current_ocr_settings
-
-    settings = settings or current_ocr_settings()
-    entries = list(dataset.entries if entries is None else entries)
-    out: list[ParameterRecord] = []
-    with tqdm(total=len(entries), desc="ocr features", unit="frame", file=sys.stderr,
-              disable=not progress or None, dynamic_ncols=True, leave=False) as bar:
-        for result in iter_records(dataset, entries, settings, mode):
-            if result.record is not None:
-                out.append(result.record)
-            else:
-                out.append(ParameterRecord.all_missing(
-                    dataset.profile, REASON_NOT_READ, result.entry.id, mode or settings.mode
-                ))
-            bar.update(1)
-    return out

@@ -14,6 +14,7 @@ from oanet.commands import add_setting_flag, settings_from_args
 from oanet.errors import OanetError
 
 MODES = ("template", "full")
+FALLBACK_TARGET = 0.02  # issue 13: share of clean lines the student leaves to PaddleOCR
 _BENCH_BLOCK = 10  # frames per mode turn in `bench ocr`
 
 
@@ -25,24 +26,98 @@ def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsers
         "(--out) and prints per-field exact-match accuracy (clean frames, nuisance frames, "
         "smudged fields), missing rate and latency.",
     )
-    _common_flags(ocr)
+    _common_flags(ocr, data_required=False)
+    add_setting_flag(ocr, "--recognizer", "ocr.recognizer", type=Path, metavar="DIR",
+                     help="read template lines with this distilled recogniser first (`oanet ocr distill`); "
+                     "PaddleOCR reads the lines it is not sure of")
     ocr.add_argument("--mode", choices=MODES, default=None, help="template (default) or full")
     ocr.add_argument("--out", type=Path, metavar="FILE.jsonl", help="write one JSON record per frame here")
     ocr.add_argument("--no-cache", action="store_true", help="read every frame, neither using nor filling the cache")
     add_setting_flag(ocr, "--cache-dir", "ocr.cache_dir", type=Path, metavar="DIR",
                      help="OCR feature cache folder (default: .cache/ocr-features)")
     ocr.set_defaults(func=_ocr)
+    actions = ocr.add_subparsers(dest="ocr_action", metavar="{distill}", required=False)
+    _register_distill(actions)
 
     bench_ocr = bench.add_parser(
         "ocr",
         help="template vs full mode on the same frames: accuracy, ms/frame, ms per field line",
     )
     _common_flags(bench_ocr, default_limit=100)
+    add_setting_flag(bench_ocr, "--recognizer", "ocr.recognizer", type=Path, metavar="DIR",
+                     help="compare PaddleOCR template mode with this distilled recogniser (with its fallback) "
+                     "instead of template with full mode")
     bench_ocr.set_defaults(func=_bench)
 
 
-def _common_flags(parser: argparse.ArgumentParser, default_limit: int | None = None) -> None:
-    parser.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset folder (profile.yaml, manifest.jsonl)")
+def _register_distill(actions: argparse._SubParsersAction) -> None:
+    distill = actions.add_parser(
+        "distill",
+        help="train this line's own fast recogniser from its frames, with PaddleOCR as the teacher",
+        description="Cuts every field line of the frames as template mode does, labels them with the "
+        "manifest's values where it has them and otherwise with PaddleOCR's confident, parsed reads "
+        "(through the OCR feature cache), trains a small CTC recogniser over the profile's charset "
+        "(CPU, torch) with consistency between nuisance-augmented views, calibrates its confidence "
+        "threshold on held-out frames and writes recognizer.onnx + recognizer.json to --out. "
+        "Use it with `oanet ocr --recognizer DIR` or OANET_OCR__RECOGNIZER=DIR.",
+    )
+    _common_flags(distill)
+    distill.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the recogniser")
+    distill.add_argument("--minutes", type=float, default=8.0, metavar="M",
+                         help="training time budget in minutes (default 8; labelling and export come on top)")
+    distill.add_argument("--epochs", type=int, default=30, metavar="N", help="at most this many epochs (default 30)")
+    distill.add_argument("--teacher-only", action="store_true",
+                         help="ignore the manifest's values: label with PaddleOCR only, as for an unlabelled line")
+    distill.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_setting_flag(distill, "--cache-dir", "ocr.cache_dir", type=Path, metavar="DIR",
+                     help="OCR feature cache folder for the teacher's reads (default: .cache/ocr-features)")
+    distill.set_defaults(func=_distill)
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from stream.ocr.distill import DistillConfig, distill
+
+    if args.minutes <= 0 or args.epochs < 1:
+        raise OanetError("--minutes must be positive and --epochs at least 1")
+    settings = _settings(args)
+    dataset, entries = _entries(args)
+    config = DistillConfig(minutes=args.minutes, max_epochs=args.epochs, seed=args.seed, threads=settings.threads)
+    started = time.perf_counter()
+    with _progress(len(entries), "line crops") as bar:
+        train_bar = _progress(0, "training")
+        train_bar.unit = "step"
+
+        def on_step(epoch: int, step: int, loss: float) -> None:
+            train_bar.update(1)
+            train_bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
+
+        try:
+            report = distill(dataset, entries, args.out, settings, config, use_manifest=not args.teacher_only,
+                             on_frame=lambda: bar.update(1), on_step=on_step)
+        finally:
+            train_bar.close()
+    wall = time.perf_counter() - started
+    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
+    print(f"oanet ocr distill: {report.frames} frames of {args.data} ({report.teacher_frames} read by PaddleOCR), "
+          f"{report.lines} field lines "
+          f"({report.labelled['manifest']} labelled by the manifest, {report.labelled['teacher']} by PaddleOCR, "
+          f"{report.unlabelled} unlabelled) in {wall:.0f} s ({seconds})")
+    print(f"trained {report.epochs} epoch(s), {report.steps} steps; confidence threshold {report.threshold:.4f}")
+    for kind in ("as printed", "nuisance"):
+        c = report.calibration.get(kind) or {}
+        if c.get("reads"):
+            print(f"held-out lines {kind}: {c['reads']} reads, {c['accepted']} accepted, "
+                  f"{c['accepted_wrong']} of them wrong, fallback to PaddleOCR {100 * c['fallback_rate']:.1f}%")
+    print(f"recogniser: {report.out} (use --recognizer {report.out} or OANET_OCR__RECOGNIZER={report.out})")
+    return 0
+
+
+def _common_flags(
+    parser: argparse.ArgumentParser, default_limit: int | None = None, data_required: bool = True
+) -> None:
+    # `oanet ocr` itself checks --data, so that `oanet ocr distill --data` is not asked for it twice.
+    parser.add_argument("--data", type=Path, required=data_required, metavar="DIR",
+                        help="dataset folder (profile.yaml, manifest.jsonl)")
     parser.add_argument("--limit", type=int, default=default_limit, metavar="N",
                         help="only the first N frames" + (f" (default {default_limit})" if default_limit else ""))
     parser.add_argument("--split", choices=("train", "val", "test"), help="only frames of this split")
@@ -89,6 +164,7 @@ class _Run:
         self.score = Score(profile)
         self.ocr_ms: list[float] = []  # per frame: decode + OCR stage
         self.recognition_ms: list[float] = []  # per frame: the OCR stage without decoding
+        self.student_ms: list[float] = []  # per frame: the student's network call alone
         self.cached = 0
         self.unreadable: list[tuple[str, str]] = []
 
@@ -102,6 +178,8 @@ class _Run:
         elif result.ocr_ms is not None:
             self.ocr_ms.append(result.ocr_ms)
             self.recognition_ms.append(result.record.timings_ms.get("ocr", result.ocr_ms))
+            if "student" in result.record.timings_ms:
+                self.student_ms.append(result.record.timings_ms["student"])
         self.score.add(result.record, entry.params, bool(entry.nuisance_kinds), entry.smudged_fields)
 
 
@@ -133,6 +211,8 @@ def _line(result, profile) -> dict[str, Any]:
 
 
 def _ocr(args: argparse.Namespace) -> int:
+    if args.data is None:
+        raise OanetError("--data DIR is required (the dataset folder to read)")
     settings = _settings(args)
     mode = args.mode or settings.mode
     dataset, entries = _entries(args)
@@ -155,6 +235,7 @@ def _ocr(args: argparse.Namespace) -> int:
     for frame_id, message in run.unreadable[:5]:
         print(f"  unreadable {frame_id}: {message}")
     _print_fields(run)
+    _print_engines(run, student=settings.recognizer is not None and mode == "template")
     _print_targets(run)
     _print_latency(run, len(dataset.profile.fields))
     if args.out:
@@ -194,6 +275,27 @@ def _print_fields(run: _Run) -> None:
         print(f"  wrong value: frame {frame_id} {name}: printed {truth!r}, read {raw!r}")
 
 
+def _print_engines(run: _Run, student: bool) -> None:
+    """Accuracy by the engine that read each field (clean and nuisance frames, smudged excluded)."""
+    from stream.ocr.scoring import fmt_pct
+
+    score = run.score
+    engines = sorted({e for _, e in score.by_engine}, key=lambda e: (e == "", e))
+    total = sum(score.engine_total(e).total for e in engines)
+    if not total:
+        return
+    print(f"{'read by':<14}{'fields':>9}{'share':>10}{'exact':>10}{'missing':>10}{'wrong':>9}")
+    for engine in engines:
+        tally = score.engine_total(engine)
+        print(f"{engine or '(blank slot)':<14}{tally.total:>9}{fmt_pct(tally.total / total):>10}"
+              f"{fmt_pct(tally.accuracy):>10}{fmt_pct(tally.missing_rate):>10}"
+              f"{fmt_pct(tally.wrong / tally.total if tally.total else None):>9}")
+    if student:
+        print("fallback to PaddleOCR (lines with ink): " + ", ".join(
+            f"{g} {fmt_pct(score.fallback_rate(g)).strip()}" for g in ("clean", "nuisance")
+        ) + f" (target <= {100 * FALLBACK_TARGET:.0f}% on clean)")
+
+
 def _print_targets(run: _Run) -> None:
     from stream.ocr.scoring import TARGETS
 
@@ -228,22 +330,29 @@ def _bench(args: argparse.Namespace) -> int:
     from stream.ocr.errors import OcrError
     from stream.ocr.reader import FrameResult
     from stream.ocr.scoring import fmt_pct, percentile
+    from stream.ocr.student import teacher_settings
 
     dataset, entries = _entries(args)
     settings = _settings(args)
     fields = len(dataset.profile.fields)
-    engines = {mode: OcrEngine(dataset.profile, settings, mode=mode) for mode in MODES}
+    if settings.recognizer is not None:
+        # Teacher and student on the same frames; the student's own fallback included.
+        engines = {"paddleocr": OcrEngine(dataset.profile, teacher_settings(settings), mode="template"),
+                   "student": OcrEngine(dataset.profile, settings, mode="template")}
+    else:
+        engines = {mode: OcrEngine(dataset.profile, settings, mode=mode) for mode in MODES}
     for engine in engines.values():
         engine.warm_up()  # model loading is not timed
-    runs = {mode: _Run(dataset.profile) for mode in MODES}
+    runs = {name: _Run(dataset.profile) for name in engines}
     floors: list[float] = []
-    # Modes alternate in blocks of frames, so a busy shared CPU slows both alike and the ratio
+    template = next(iter(engines.values()))
+    # Engines alternate in blocks of frames, so a busy shared CPU slows both alike and the ratio
     # holds (blocks, not single frames: switching models every frame evicts CPU caches and
     # slows both); the recognizer's own floor is sampled per block for the same reason.
     with _progress(len(entries), "bench ocr") as bar:
         for start in range(0, len(entries), _BENCH_BLOCK):
             block = [(e, dataset.read_bytes(e)) for e in entries[start : start + _BENCH_BLOCK]]
-            for mode, engine in engines.items():
+            for name, engine in engines.items():
                 for entry, data in block:
                     started = time.perf_counter()
                     try:
@@ -251,30 +360,40 @@ def _bench(args: argparse.Namespace) -> int:
                     except OcrError as exc:
                         record, error = None, exc
                     elapsed = (time.perf_counter() - started) * 1000
-                    runs[mode].add(FrameResult(entry, record, error, ocr_ms=elapsed))
-            floors.append(engines["template"].recognizer_floor_ms(repeats=2))
+                    runs[name].add(FrameResult(entry, record, error, ocr_ms=elapsed))
+            floors.append(template.recognizer_floor_ms(repeats=2))
             bar.update(len(block))
     print(f"oanet bench ocr: {len(entries)} frames of {args.data}, {fields} fields per frame, no cache, "
-          "modes alternating per frame")
-    print(f"{'mode':<10}{'clean':>9}{'nuisance':>10}{'smudged':>10}{'missing':>10}{'wrong':>9}"
+          f"{' and '.join(engines)} alternating in blocks of {_BENCH_BLOCK} frames")
+    print(f"{'engine':<10}{'clean':>9}{'nuisance':>10}{'smudged':>10}{'missing':>10}{'wrong':>9}"
           f"{'ms/frame':>10}{'p90':>8}{'ms/line':>9}")
-    medians = {}
-    for mode, run in runs.items():
+    medians, per_line = {}, {}
+    for name, run in runs.items():
         groups = [run.score.group(g) for g in ("clean", "nuisance", "smudged")]
         both = run.score.group("clean")
         both.merge(run.score.group("nuisance"))
-        medians[mode] = statistics.median(run.ocr_ms) if run.ocr_ms else float("nan")
+        medians[name] = statistics.median(run.ocr_ms) if run.ocr_ms else float("nan")
+        per_line[name] = statistics.median(run.recognition_ms) / fields if run.recognition_ms else float("nan")
         print(
-            f"{mode:<10}"
+            f"{name:<10}"
             + "".join(f"{fmt_pct(t.accuracy):>{w}}" for t, w in zip(groups, (9, 10, 10), strict=True))
             + f"{fmt_pct(both.missing_rate):>10}{fmt_pct(both.wrong / both.total if both.total else None):>9}"
-            + f"{medians[mode]:>10.1f}{percentile(run.ocr_ms, 90) or float('nan'):>8.1f}"
-            + f"{statistics.median(run.recognition_ms) / fields if run.recognition_ms else float('nan'):>9.1f}"
+            + f"{medians[name]:>10.1f}{percentile(run.ocr_ms, 90) or float('nan'):>8.1f}"
+            + f"{per_line[name]:>9.2f}"
         )
         if run.unreadable:
             print(f"  {len(run.unreadable)} unreadable frame(s), e.g. {run.unreadable[0][0]}: {run.unreadable[0][1]}")
-    print(f"template is {medians['full'] / medians['template']:.2f}x faster than full (median ms/frame, "
-          "decode included; ms/line: OCR stage alone / fields per frame)")
+    if "student" in runs:
+        student = runs["student"]
+        _print_engines(student, student=True)
+        alone = statistics.median(student.student_ms) / fields if student.student_ms else float("nan")
+        print(f"student is {per_line['paddleocr'] / per_line['student']:.1f}x cheaper per field line than PaddleOCR "
+              "template mode (OCR stage, fallbacks included; median ms/frame "
+              f"{medians['paddleocr'] / medians['student']:.1f}x); "
+              f"its network alone {alone:.3f} ms per line (one call per frame)")
+    else:
+        print(f"template is {medians['full'] / medians['template']:.2f}x faster than full (median ms/frame, "
+              "decode included; ms/line: OCR stage alone / fields per frame)")
     print(f"recognizer alone: {statistics.median(floors):.1f} ms per blank 48x320 line (median of "
           f"{len(floors)} samples; the machine's floor while this ran). A field line costs about this "
           "times its width at 48 px high / 320.")

@@ -11,6 +11,11 @@ Modes:
   Template mode also uses it, on a small region, for fields without a ROI and for template
   reads that came out garbled (e.g. a line shifted out of its slot).
 
+With a distilled recogniser (`OcrSettings.recognizer`, `oanet ocr distill`), template mode
+reads every field line with it first, in one batched call, and gives PaddleOCR only the lines
+whose read is below the student's calibrated confidence or that the parser rejects. Each
+reading records the engine that produced it.
+
 Models load once per process and are shared by every engine (one per profile).
 """
 
@@ -33,6 +38,9 @@ from stream.ocr import crops as cropping
 from stream.ocr.errors import OcrError
 from stream.ocr.parse import PARSER_VERSION, match_field, normalize, parse_field, parse_lines
 from stream.ocr.records import (
+    ENGINE_PADDLE,
+    ENGINE_PADDLE_DETECTION,
+    ENGINE_STUDENT,
     REASON_AMBIGUOUS,
     REASON_DECIMALS,
     REASON_GARBLED,
@@ -45,6 +53,7 @@ from stream.ocr.records import (
     ParameterRecord,
 )
 from stream.ocr.settings import OcrMode, OcrSettings
+from stream.ocr.student import Student, student_digest, well_formed_read
 from stream.ocr_models import DET_MODEL, MODEL_FILE, REC_MODEL, model_dirs
 
 log = logging.getLogger(__name__)
@@ -145,6 +154,8 @@ def engine_version(settings: OcrSettings) -> str:
         f"rec={_file_digest(dirs[REC_MODEL] / MODEL_FILE)}",
         f"parser={PARSER_VERSION}",
     ]
+    if settings.recognizer is not None:
+        parts.append(f"student={student_digest(settings.recognizer)}")
     return ";".join(parts)
 
 
@@ -175,6 +186,10 @@ class OcrEngine:
             pad=0,
             frame=(profile.frame.width, profile.frame.height),
         )
+        self.student: Student | None = None
+        self._student_ms = 0.0
+        if self.settings.recognizer is not None and self.mode == "template":
+            self.student = Student(self.settings.recognizer, profile, self.settings.threads)
 
     @property
     def version(self) -> str:
@@ -235,18 +250,22 @@ class OcrEngine:
         images = [prepared[i] for i in good]
         decode_ms = (time.perf_counter() - started) * 1000 / max(1, len(frames))
         started = time.perf_counter()
+        self._student_ms = 0.0
         if self.mode == "template":
             readings = self._read_template(images)
         else:
             readings = [self._read_full(image) for image in images]
         ocr_ms = (time.perf_counter() - started) * 1000 / max(1, len(images))
+        timings = {"decode": decode_ms, "ocr": ocr_ms}
+        if self.student is not None:
+            timings["student"] = self._student_ms / max(1, len(images))  # its network call alone
         out: list[ParameterRecord | OcrError] = list(prepared)  # type: ignore[arg-type]
         for i, frame_readings in zip(good, readings, strict=True):
             out[i] = ParameterRecord(
                 readings=tuple(frame_readings),
                 frame_id=ids[i],
                 mode=self.mode,
-                timings_ms={"decode": decode_ms, "ocr": ocr_ms},
+                timings_ms=dict(timings),
             )
         return out
 
@@ -265,11 +284,35 @@ class OcrEngine:
                 else:
                     jobs.append((f_index, i))
                     slots.append(trimmed)
-        for (f_index, i), (text, score) in zip(jobs, self._recognize(slots), strict=True):
-            readings[f_index][i] = parse_field(text, fields[i], score)
+        if self.student is not None and jobs:
+            jobs, slots = self._read_with_student(jobs, slots, readings)
+        for (f_index, i), (text, score) in zip(jobs, self.recognize_lines(slots), strict=True):
+            readings[f_index][i] = parse_field(text, fields[i], score).by(ENGINE_PADDLE)
         return [self._complete(image, row) for image, row in zip(images, readings, strict=True)]
 
-    def _recognize(self, slots: list[np.ndarray]) -> list[tuple[str, float]]:
+    def _read_with_student(
+        self, jobs: list[tuple[int, int]], slots: list[np.ndarray], readings: list[list[FieldReading | None]]
+    ) -> tuple[list[tuple[int, int]], list[np.ndarray]]:
+        """Student reads every line at once; returns the lines left for PaddleOCR."""
+        assert self.student is not None
+        fields = self.profile.fields
+        left_jobs: list[tuple[int, int]] = []
+        left_slots: list[np.ndarray] = []
+        started = time.perf_counter()
+        reads = self.student.recognize(slots)
+        self._student_ms += (time.perf_counter() - started) * 1000
+        for job, slot, (text, score) in zip(jobs, slots, reads, strict=True):
+            f_index, i = job
+            reading = well_formed_read(text, score, fields[i])
+            if reading is not None and score >= self.student.threshold:
+                readings[f_index][i] = reading.by(ENGINE_STUDENT)
+            else:
+                left_jobs.append(job)
+                left_slots.append(slot)
+        return left_jobs, left_slots
+
+    def recognize_lines(self, slots: list[np.ndarray]) -> list[tuple[str, float]]:
+        """PaddleOCR's recognizer on trimmed line crops -> (raw text, confidence) per crop."""
         if not slots:
             return []
         recognizer = _recognizer(self.settings)
@@ -308,7 +351,7 @@ class OcrEngine:
             for i in todo:
                 retry = found.get(fields[i].name)
                 if retry is not None and (row[i] is None or not retry.missing):
-                    row[i] = retry
+                    row[i] = retry.by(ENGINE_PADDLE_DETECTION)
         return [r if r is not None else FieldReading.absent(fields[i].name, not_found) for i, r in enumerate(row)]
 
     # -- full mode ----------------------------------------------------------------------
@@ -317,7 +360,10 @@ class OcrEngine:
         found, had_text = self._detect_and_parse(image, self._full_region, None)
         # Not found: the panel had text but no line with this label, or no text at all.
         reason = REASON_NO_LABEL if had_text else REASON_NO_TEXT
-        return [found.get(f.name) or FieldReading.absent(f.name, reason) for f in self.profile.fields]
+        return [
+            found[f.name].by(ENGINE_PADDLE_DETECTION) if f.name in found else FieldReading.absent(f.name, reason)
+            for f in self.profile.fields
+        ]
 
     def _detect_and_parse(
         self, image: np.ndarray, region: Sequence[int], only: list[str] | None

@@ -24,3 +24,10 @@ class OcrModelError(OcrError):
 
     exit_code = 2
     code = "ocr_models_missing"
+
+
+class StudentError(OcrError):
+    """A distilled line recogniser (`oanet ocr distill`) is missing, damaged or made for another line."""
+
+    exit_code = 2
+    code = "ocr_recognizer_invalid"

@@ -6,6 +6,7 @@ before is served without loading any model.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from stream.ocr.cache import OcrCache
 from stream.ocr.engine import OcrEngine, engine_version
 from stream.ocr.errors import OcrError
 from stream.ocr.records import REASON_NOT_READ, ParameterRecord
-from stream.ocr.settings import OcrMode, OcrSettings
+from stream.ocr.settings import OcrMode, OcrSettings, current_ocr_settings
 
 
 @dataclass(frozen=True)
@@ -83,4 +84,34 @@ def read_dataset_records(
         out[result.entry.id] = result.record or ParameterRecord.all_missing(
             dataset.profile, REASON_NOT_READ, result.entry.id, mode or settings.mode
         )
+    return out
+
+
+def read_records(
+    dataset: Dataset,
+    entries: Sequence[ManifestEntry] | None = None,
+    settings: OcrSettings | None = None,
+    mode: OcrMode | None = None,
+    progress: bool = True,
+) -> list[ParameterRecord]:
+    """OCR features for training: one record per entry (in order), read once then cached.
+
+    A frame the OCR stage cannot read (undecodable image) gets an all-missing record, which is
+    what the model would see for it in the stream.
+    """
+    from tqdm import tqdm
+
+    settings = settings or current_ocr_settings()
+    entries = list(dataset.entries if entries is None else entries)
+    out: list[ParameterRecord] = []
+    with tqdm(total=len(entries), desc="ocr features", unit="frame", file=sys.stderr,
+              disable=not progress or None, dynamic_ncols=True, leave=False) as bar:
+        for result in iter_records(dataset, entries, settings, mode):
+            if result.record is not None:
+                out.append(result.record)
+            else:
+                out.append(ParameterRecord.all_missing(
+                    dataset.profile, REASON_NOT_READ, result.entry.id, mode or settings.mode
+                ))
+            bar.update(1)
     return out

@@ -6,7 +6,7 @@ Readings are always in profile order, one per profile field: that order is the f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from oanet.profile import LineProfile
@@ -33,6 +33,13 @@ REASONS = (
     REASON_NOT_READ,
 )
 
+# Which engine produced a reading (FieldReading.engine): the distilled line recogniser, or
+# PaddleOCR's recogniser on the template line, or PaddleOCR's detection + recognition.
+ENGINE_STUDENT = "student"
+ENGINE_PADDLE = "paddleocr"
+ENGINE_PADDLE_DETECTION = "paddleocr-det"
+ENGINES = (ENGINE_STUDENT, ENGINE_PADDLE, ENGINE_PADDLE_DETECTION)
+
 
 @dataclass(frozen=True)
 class FieldReading:
@@ -42,18 +49,28 @@ class FieldReading:
     confidence: float = 0.0
     missing: bool = False
     reason: str | None = None  # one of REASONS when missing, else None
+    engine: str = ""  # one of ENGINES; "" in records written before engines were recorded
 
     @classmethod
-    def absent(cls, name: str, reason: str, raw_text: str = "", confidence: float = 0.0) -> FieldReading:
-        return cls(name=name, value=None, raw_text=raw_text, confidence=confidence, missing=True, reason=reason)
+    def absent(
+        cls, name: str, reason: str, raw_text: str = "", confidence: float = 0.0, engine: str = ""
+    ) -> FieldReading:
+        return cls(name=name, value=None, raw_text=raw_text, confidence=confidence, missing=True, reason=reason,
+                   engine=engine)
+
+    def by(self, engine: str) -> FieldReading:
+        return replace(self, engine=engine)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "value": self.value,
             "raw": self.raw_text,
             "confidence": round(float(self.confidence), 4),
             "reason": self.reason,
         }
+        if self.engine:
+            out["engine"] = self.engine
+        return out
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,11 @@ class ParameterRecord:
     @property
     def missing(self) -> list[str]:
         return [r.name for r in self.readings if r.missing]
+
+    @property
+    def engines(self) -> dict[str, str]:
+        """Field -> the engine that read it ("" where not recorded)."""
+        return {r.name: r.engine for r in self.readings}
 
     @property
     def params(self) -> dict[str, Value]:
@@ -123,6 +145,7 @@ class ParameterRecord:
                     confidence=float(extra.get("confidence", 0.0)),
                     missing=name in missing,
                     reason=extra.get("reason"),
+                    engine=extra.get("engine", ""),
                 )
             )
         return cls(

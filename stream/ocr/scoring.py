@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from oanet.profile import LineProfile
 from stream.ocr.parse import values_equal
-from stream.ocr.records import ParameterRecord
+from stream.ocr.records import ENGINE_PADDLE, ENGINE_PADDLE_DETECTION, ENGINE_STUDENT, ParameterRecord
 
 GROUPS = ("clean", "nuisance", "smudged")
 # Issue 3 targets: exact match on clean frames and on nuisance frames (smudged excluded).
@@ -60,6 +60,8 @@ class Score:
     frames: dict[str, int] = field(default_factory=lambda: {g: 0 for g in ("clean", "nuisance")})
     errors: int = 0
     examples: list[tuple[str, str, object, str]] = field(default_factory=list)
+    # (group, engine) -> tally of the fields that engine read (engine "" = none recorded).
+    by_engine: dict[tuple[str, str], Tally] = field(default_factory=dict)
 
     def add(
         self,
@@ -77,6 +79,7 @@ class Score:
             group = "smudged" if reading.name in smudged else ("nuisance" if nuisance else "clean")
             ok = values_equal(spec, reading.value, truth[reading.name])  # type: ignore[arg-type]
             self.tallies.setdefault((group, reading.name), Tally()).add(ok, reading.missing)
+            self.by_engine.setdefault((group, reading.engine), Tally()).add(ok, reading.missing)
             if not ok and not reading.missing and group != "smudged" and len(self.examples) < 20:
                 self.examples.append((record.frame_id or "?", reading.name, truth[reading.name], reading.raw_text))
 
@@ -86,6 +89,20 @@ class Score:
             if group == name:
                 total.merge(tally)
         return total
+
+    def engine_total(self, engine: str, groups: Sequence[str] = ("clean", "nuisance")) -> Tally:
+        total = Tally()
+        for group in groups:
+            tally = self.by_engine.get((group, engine))
+            if tally:
+                total.merge(tally)
+        return total
+
+    def fallback_rate(self, group: str) -> float | None:
+        """With a student: the share of the lines with ink that PaddleOCR read instead."""
+        student = self.by_engine.get((group, ENGINE_STUDENT), Tally()).total
+        paddle = sum(self.by_engine.get((group, e), Tally()).total for e in (ENGINE_PADDLE, ENGINE_PADDLE_DETECTION))
+        return paddle / (student + paddle) if student + paddle else None
 
     def field_total(self, name: str, groups: Sequence[str] = GROUPS) -> Tally:
         total = Tally()

@@ -1,53 +1,30 @@
-"""OCR stage settings (`ocr:` section of oanet.settings, env `OANET_OCR__*`).
-
-Model and cache folders default to `.cache/` of the source checkout, where `make setup` puts
-the models, so the defaults work from any working directory; override them with
-`OANET_OCR__MODEL_DIR` / `OANET_OCR__CACHE_DIR` for an installed package or a shared cache.
+"""The OCR stage's view of its settings: the model (defined in `oanet.ocr_settings`, below
+`oanet.settings`) and the effective `ocr` section.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from oanet.ocr_settings import (
+    CHECKOUT_ROOT,
+    DEFAULT_CACHE_DIR,
+    DEFAULT_MODEL_DIR,
+    DEFAULT_PADDLEX_HOME,
+    OcrMode,
+    OcrSettings,
+)
+from oanet.settings import load_settings
 
-from pydantic import BaseModel, ConfigDict, Field
-
-# stream/ocr/settings.py -> the checkout root (editable install, as `make setup` does).
-CHECKOUT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_DIR = CHECKOUT_ROOT / ".cache" / "ocr-models"
-DEFAULT_CACHE_DIR = CHECKOUT_ROOT / ".cache" / "ocr-features"
-DEFAULT_PADDLEX_HOME = CHECKOUT_ROOT / ".cache" / "paddlex"
-
-OcrMode = Literal["template", "full"]
-
-
-class OcrSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    # template: recognition only on each field's ROI (fast); full: detection + recognition on
-    # the panel ROI, then label matching (layout-free, slower).
-    mode: OcrMode = "template"
-    model_dir: Path = DEFAULT_MODEL_DIR
-    cache_dir: Path = DEFAULT_CACHE_DIR
-    # PaddleX writes its own small state here (PADDLE_PDX_CACHE_HOME); never a download.
-    paddlex_home: Path = DEFAULT_PADDLEX_HOME
-    # Frames read per engine call by `oanet ocr` and training (their crops are pooled).
-    batch_frames: int = Field(1, ge=1, le=64)
-    # Most line crops per recognizer call (grouped by aspect ratio first). On CPU one crop per
-    # call is fastest: a batch is padded to its widest crop, and the recognizer's cost is
-    # linear in width (measured, 2 cores: 8.1 ms/line at 1, 8.8 at 5, 11.1 at 10 per frame).
-    # Raise it on a GPU, where batching pays.
-    rec_batch: int = Field(1, ge=1, le=256)
-    # Template mode: re-read fields without a ROI, or whose template read was garbled, with
-    # detection + recognition on the panel. Blank (no ink) fields are not retried.
-    fallback: bool = True
-    # onnxruntime intra-op threads per model; 0 = onnxruntime's default (all cores).
-    threads: int = Field(0, ge=0, le=256)
-
+__all__ = [
+    "CHECKOUT_ROOT",
+    "DEFAULT_CACHE_DIR",
+    "DEFAULT_MODEL_DIR",
+    "DEFAULT_PADDLEX_HOME",
+    "OcrMode",
+    "OcrSettings",
+    "current_ocr_settings",
+]
 
 
 def current_ocr_settings() -> OcrSettings:
     """The `ocr` section of the effective settings (env, .env)."""
-    from oanet.settings import load_settings
-
     return load_settings().ocr

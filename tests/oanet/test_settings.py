@@ -167,3 +167,13 @@ def test_settings_env_makes_a_child_load_the_same_settings(monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert load_settings() == original
+
+
+def test_ocr_recognizer_from_env_and_one_settings_model(monkeypatch, tmp_path):
+    from oanet.ocr_settings import OcrSettings as Below
+    from stream.ocr.settings import OcrSettings as Stage
+
+    assert Below is Stage  # the stage re-exports the section defined below oanet.settings
+    assert load_settings().ocr.recognizer is None
+    monkeypatch.setenv("OANET_OCR__RECOGNIZER", str(tmp_path))
+    assert load_settings().ocr.recognizer == tmp_path

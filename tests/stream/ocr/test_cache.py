@@ -93,7 +93,7 @@ def test_unreadable_dataset_frame_becomes_all_missing(tmp_path: Path, line_profi
 
 
 def test_read_records_for_training_keeps_entry_order(tmp_path: Path, line_profile: LineProfile, monkeypatch) -> None:
-    from stream.ocr import cache, reader
+    from stream.ocr import reader
 
     dataset = load_dataset(_dataset(tmp_path / "d", line_profile))
     engine = _CountingEngine(line_profile)
@@ -101,6 +101,6 @@ def test_read_records_for_training_keeps_entry_order(tmp_path: Path, line_profil
     monkeypatch.setattr(reader, "iter_records", lambda *a, **k: original(*a, engine=engine, **k))
     settings = OcrSettings(cache_dir=tmp_path / "cache")
     entries = list(reversed(dataset.entries))
-    records = cache.read_records(dataset, entries, settings=settings, progress=False)
+    records = reader.read_records(dataset, entries, settings=settings, progress=False)
     assert [r.frame_id for r in records] == ["f2", "f1", "f0"]
     assert records[0].names == line_profile.feature_names and not any(records[0].missing_mask)

@@ -58,3 +58,19 @@ def test_all_missing(line_profile: LineProfile) -> None:
     assert record.values == [None] * len(line_profile.fields)
     assert all(record.missing_mask)
     assert {r.reason for r in record.readings} == {REASON_NO_TEXT}
+
+
+def test_the_engine_of_each_reading_round_trips_and_old_records_still_load(line_profile: LineProfile) -> None:
+    from stream.ocr.records import ENGINE_PADDLE, ENGINE_STUDENT
+
+    record = _record(line_profile)
+    by = tuple(r.by(ENGINE_STUDENT if i % 2 else ENGINE_PADDLE) for i, r in enumerate(record.readings))
+    record = ParameterRecord(by, frame_id="f1", mode="template")
+    data = json.loads(json.dumps(record.to_json()))
+    assert ParameterRecord.from_json(data, line_profile) == record
+    assert record.engines[line_profile.feature_names[1]] == ENGINE_STUDENT
+    # A record written before engines were recorded has no "engine" key: it loads with "".
+    for reading in data["readings"].values():
+        del reading["engine"]
+    old = ParameterRecord.from_json(data, line_profile)
+    assert set(old.engines.values()) == {""} and old.values == record.values

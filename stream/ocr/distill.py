@@ -1,0 +1,457 @@
+"""`oanet ocr distill`: teach a line its own small recogniser, with PaddleOCR as the teacher.
+
+1. Labels. Every field line of the frames is cut and trimmed exactly as template mode does
+   (`stream.ocr.crops`). A line is labelled by the dataset's manifest where it has the printed
+   value (and the line was not smudged on purpose), otherwise by PaddleOCR's template read
+   (through the OCR feature cache, so a dataset read before is not read again), kept only
+   when the teacher is confident and the field parser accepts its value. Other lines stay
+   unlabelled: they still teach consistency.
+2. Training (torch, CPU). A small CNN with a CTC head over the profile's charset. Each line is
+   seen as two views with capture nuisances (blur, exposure, shift, JPEG, noise): labelled
+   views learn the label (CTC), and the strong view of every line learns to agree, time step
+   by time step, with the weak view's character distribution (consistency).
+3. Calibration. On held-out frames' lines (as printed and under strong nuisances) the
+   threshold is set just above the most confident read that the parser would accept but that
+   is wrong, so on those lines no accepted read is wrong; the rest falls back to PaddleOCR.
+4. Export: `recognizer.onnx` (onnxruntime at reading time) and `recognizer.json` (charset,
+   input geometry, threshold, profile digest, figures).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from oanet.dataset import Dataset, ManifestEntry
+from stream.ocr import crops as cropping
+from stream.ocr.errors import OcrError, StudentError
+from stream.ocr.parse import values_equal
+from stream.ocr.records import ENGINE_PADDLE, ParameterRecord
+from stream.ocr.settings import OcrSettings
+from stream.ocr.student import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    STUDENT_META_FILE,
+    STUDENT_MODEL_FILE,
+    TIME_STRIDE,
+    StudentMeta,
+    ctc_decode,
+    encode_text,
+    teacher_settings,
+    line_input,
+    profile_charset,
+    profile_sha256,
+    target_text,
+    to_gray,
+    well_formed_read,
+)
+
+log = logging.getLogger(__name__)
+
+SOURCE_MANIFEST = "manifest"
+SOURCE_TEACHER = "teacher"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    height: int = 32
+    # Training stops at whichever comes first: this many minutes, or max_epochs.
+    minutes: float = 8.0
+    max_epochs: int = 30
+    batch: int = 64
+    lr: float = 3e-3
+    # A teacher read becomes a label only at or above this confidence (and parsed).
+    teacher_min_confidence: float = 0.90
+    # Share of frames held out for calibrating the threshold (never trained on).
+    calibration_share: float = 0.15
+    consistency_weight: float = 1.0
+    # The threshold is never below this, whatever the calibration lines allow.
+    min_threshold: float = 0.5
+    seed: int = 0
+    threads: int = 0  # torch threads; 0 = torch's default
+
+
+@dataclass
+class Line:
+    frame_id: str
+    field: int
+    slot: np.ndarray  # grey uint8 ROI crop (before trimming), for augmentation
+    trimmed: np.ndarray  # grey uint8, as the reader trims it
+    value: float | int | str | None = None  # the label's value (None: unlabelled)
+    source: str | None = None
+    nuisance: bool = False
+
+
+@dataclass
+class DistillReport:
+    out: Path
+    frames: int
+    teacher_frames: int
+    lines: int
+    labelled: dict[str, int]
+    unlabelled: int
+    epochs: int
+    steps: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    threshold: float = 0.0
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+
+# -- labels ------------------------------------------------------------------------------
+
+
+def collect_lines(
+    dataset: Dataset,
+    entries: Sequence[ManifestEntry],
+    settings: OcrSettings,
+    min_confidence: float,
+    use_manifest: bool = True,
+    on_frame: Callable[[], None] | None = None,
+) -> tuple[list[Line], int]:
+    """Every template field line of `entries`, labelled where the manifest or teacher allows.
+
+    Returns the lines and how many frames the teacher read: only frames with a line the
+    manifest does not label go to PaddleOCR.
+    """
+    from stream.ocr.reader import iter_records
+
+    profile = dataset.profile
+    template = [(i, spec) for i, spec in enumerate(profile.fields) if spec.roi is not None]
+
+    def manifest_value(entry: ManifestEntry, name: str) -> Any:
+        if not use_manifest or name in entry.smudged_fields:
+            return None
+        return entry.params.get(name)
+
+    needs_teacher = [e for e in entries if any(manifest_value(e, spec.name) is None for _, spec in template)]
+    records: dict[str, ParameterRecord] = {}
+    for result in iter_records(dataset, needs_teacher, teacher_settings(settings), "template"):
+        if result.record is not None:
+            records[result.entry.id] = result.record
+    lines: list[Line] = []
+    for entry in entries:
+        if on_frame is not None:
+            on_frame()
+        try:
+            image = cropping.fit_to_profile(cropping.decode_image(dataset.read_bytes(entry)), profile)
+        except OcrError:
+            continue
+        record = records.get(entry.id)
+        for i, spec in template:
+            slot = to_gray(cropping.crop(image, spec.roi)).copy()
+            trimmed = cropping.trim_to_ink(slot)
+            if trimmed is None:
+                continue
+            line = Line(entry.id, i, slot, trimmed, nuisance=bool(entry.nuisance_kinds))
+            value = manifest_value(entry, spec.name)
+            if value is not None:
+                line.value, line.source = value, SOURCE_MANIFEST
+            elif record is not None:
+                line.value, line.source = _teacher_label(record, spec.name, min_confidence)
+            lines.append(line)
+    return lines, len(needs_teacher)
+
+
+def _teacher_label(record: ParameterRecord, name: str, min_confidence: float) -> tuple[Any, str | None]:
+    reading = record.reading(name)
+    # Only the template read of this very crop ("" = cached before engines were recorded);
+    # a detection fallback may have found the line outside its slot.
+    if reading.missing or reading.engine not in (ENGINE_PADDLE, "") or reading.confidence < min_confidence:
+        return None, None
+    return reading.value, SOURCE_TEACHER
+
+
+# -- augmentation (capture nuisances on a grey line slot) --------------------------------
+
+
+def augment(slot: np.ndarray, rng: np.random.Generator, strong: bool) -> np.ndarray:
+    image = slot.astype(np.float32)
+    if rng.random() < (0.8 if strong else 0.4):  # exposure / lighting
+        gain = rng.uniform(0.55, 1.45) if strong else rng.uniform(0.85, 1.15)
+        image = image * gain + rng.uniform(-45, 45) * (1.0 if strong else 0.3)
+    if strong and rng.random() < 0.5:  # shift within the slot
+        dx, dy = rng.uniform(-8, 8), rng.uniform(-4, 4)
+        matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+        image = cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < (0.5 if strong else 0.2):  # blur
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 1.6 if strong else 0.8))
+    if rng.random() < (0.6 if strong else 0.3):  # sensor noise
+        image = image + rng.normal(0, rng.uniform(2, 12 if strong else 5), image.shape)
+    out = np.clip(image, 0, 255).astype(np.uint8)
+    if strong and rng.random() < 0.4:  # JPEG
+        ok, buffer = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 90))])
+        if ok:
+            out = cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE)
+    return out
+
+
+def _view(line: Line, rng: np.random.Generator, strong: bool, height: int, width: int) -> np.ndarray:
+    trimmed = cropping.trim_to_ink(augment(line.slot, rng, strong))
+    return line_input(trimmed if trimmed is not None else line.trimmed, height, width)
+
+
+# -- the network -------------------------------------------------------------------------
+
+
+def build_network(classes: int, height: int):
+    """Conv stack to one feature column per TIME_STRIDE input columns, then a CTC head."""
+    import torch
+    from torch import nn
+
+    def block(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+    if height % 8:
+        raise StudentError(f"student input height must be a multiple of 8, got {height}")
+
+    class LineNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(
+                *block(1, 16, stride=2),  # H/2, W/2
+                *block(16, 32),
+                nn.MaxPool2d(2),  # H/4, W/4 = TIME_STRIDE
+                *block(32, 64),
+                nn.MaxPool2d((2, 1)),  # H/8
+                *block(64, 96),
+                nn.Conv2d(96, 128, (height // 8, 1)),  # one column per time step
+                nn.ReLU(inplace=True),
+            )
+            self.head = nn.Sequential(nn.Conv1d(128, 128, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv1d(128, classes, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, 1, H, W] -> [N, T, C]
+            return self.head(self.body(x).squeeze(2)).transpose(1, 2)
+
+    return LineNet()
+
+
+def input_width(lines: Sequence[Line], height: int) -> int:
+    """Wide enough for nearly every trimmed line at `height` (multiple of 16, 64..640)."""
+    widths = [line.trimmed.shape[1] * height / line.trimmed.shape[0] for line in lines]
+    wide = float(np.percentile(widths, 99)) if widths else 256.0
+    return int(min(640, max(64, 16 * math.ceil(wide * 1.05 / 16))))
+
+
+# -- training ----------------------------------------------------------------------------
+
+
+def _split_frames(lines: Sequence[Line], share: float, rng: np.random.Generator) -> tuple[list[Line], list[Line]]:
+    frames = sorted({line.frame_id for line in lines})
+    held = set(rng.permutation(frames)[: max(1, round(share * len(frames)))].tolist()) if len(frames) > 1 else set()
+    return [x for x in lines if x.frame_id not in held], [x for x in lines if x.frame_id in held]
+
+
+def train(
+    lines: Sequence[Line],
+    profile,
+    charset: str,
+    height: int,
+    width: int,
+    config: DistillConfig,
+    progress: Callable[[int, int, float], None] | None = None,
+):
+    """Returns (network in eval mode, epochs run, steps run)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+    fields = profile.fields
+    targets = []
+    for line in lines:
+        ids = encode_text(target_text(fields[line.field], line.value), charset) if line.value is not None else None
+        targets.append(ids if ids and len(ids) <= width // TIME_STRIDE // 2 else None)
+    net = build_network(len(charset) + 1, height)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    steps_per_epoch = max(1, math.ceil(len(lines) / config.batch))
+    total_steps = steps_per_epoch * config.max_epochs
+    budget = config.minutes * 60.0
+    started = time.perf_counter()
+    ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+    step = epoch = 0
+    net.train()
+    while epoch < config.max_epochs and time.perf_counter() - started < budget:
+        order = rng.permutation(len(lines))
+        for start in range(0, len(order), config.batch):
+            elapsed = time.perf_counter() - started
+            if elapsed >= budget:
+                break
+            # Cosine decay over whichever budget runs out first (steps or time).
+            progress_share = max(step / total_steps, elapsed / budget)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_share)))
+            chosen = order[start : start + config.batch]
+            # The weak view only guides (no gradient, a third of the cost); the strong view
+            # learns the label (CTC) and to agree with the weak one (consistency).
+            strong = torch.from_numpy(np.stack([_view(lines[k], rng, True, height, width) for k in chosen])[:, None])
+            log_probs = F.log_softmax(net(strong), dim=2)  # [B, T, C]
+            labelled = [j for j, k in enumerate(chosen) if targets[k] is not None]
+            loss = torch.zeros(())
+            if labelled:
+                seqs = [targets[chosen[j]] for j in labelled]
+                flat = torch.tensor([c for s in seqs for c in s], dtype=torch.long)
+                lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+                frames = torch.full((len(labelled),), log_probs.shape[1], dtype=torch.long)
+                loss = loss + ctc(log_probs[labelled].transpose(0, 1), flat, frames, lengths)
+            if config.consistency_weight and epoch > 0:
+                weak = np.stack([_view(lines[k], rng, False, height, width) for k in chosen])[:, None]
+                with torch.no_grad():
+                    guide = F.log_softmax(net(torch.from_numpy(weak)), dim=2)
+                kl = (guide.exp() * (guide - log_probs)).sum(dim=2).mean()
+                loss = loss + config.consistency_weight * kl
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if progress is not None:
+                progress(epoch, step, float(loss.detach()))
+        epoch += 1
+    net.eval()
+    return net, epoch, step
+
+
+def _logits(net, batch: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return net(torch.from_numpy(batch)).numpy()
+
+
+def read_lines(net, views: Sequence[np.ndarray], charset: str, chunk: int = 256) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    for start in range(0, len(views), chunk):
+        batch = np.stack(views[start : start + chunk])[:, None]
+        out.extend(ctc_decode(_logits(net, batch), charset))
+    return out
+
+
+def calibrate(
+    net, lines: Sequence[Line], profile, charset: str, height: int, width: int, config: DistillConfig
+) -> tuple[float, dict[str, Any]]:
+    """The threshold above which no held-out read the engine would accept is wrong."""
+    rng = np.random.default_rng(config.seed + 1)
+    labelled = [line for line in lines if line.value is not None]
+    views, owners, kinds = [], [], []
+    for line in labelled:
+        views.append(line_input(line.trimmed, height, width))
+        owners.append(line)
+        kinds.append("as printed")
+        for _ in range(2):
+            views.append(_view(line, rng, True, height, width))
+            owners.append(line)
+            kinds.append("nuisance")
+    reads = read_lines(net, views, charset)
+    wrong_conf: list[float] = []
+    outcomes = []  # (kind, confidence or None when not well formed, correct)
+    for line, kind, (text, conf) in zip(owners, kinds, reads, strict=True):
+        spec = profile.fields[line.field]
+        reading = well_formed_read(text, conf, spec)
+        if reading is None:
+            outcomes.append((kind, None, False))
+            continue
+        correct = values_equal(spec, reading.value, line.value)
+        if not correct:
+            wrong_conf.append(conf)
+        outcomes.append((kind, conf, correct))
+    threshold = max(config.min_threshold, float(np.nextafter(max(wrong_conf), 1.0)) if wrong_conf else 0.0)
+    stats: dict[str, Any] = {"lines": len(labelled), "wrong_but_well_formed": len(wrong_conf)}
+    for kind in ("as printed", "nuisance"):
+        mine = [o for o in outcomes if o[0] == kind]
+        accepted = [o for o in mine if o[1] is not None and o[1] >= threshold]
+        stats[kind] = {
+            "reads": len(mine),
+            "accepted": len(accepted),
+            "accepted_wrong": sum(1 for o in accepted if not o[2]),
+            "fallback_rate": round(1 - len(accepted) / len(mine), 4) if mine else None,
+        }
+    return threshold, stats
+
+
+def export(net, out: Path, meta: StudentMeta) -> None:
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(2, 1, meta.height, meta.width)
+    model_path = out / STUDENT_MODEL_FILE
+    try:
+        torch.onnx.export(
+            net, example, str(model_path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "lines"}, OUTPUT_NAME: {0: "lines"}}, dynamo=False,
+        )
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many unrelated types
+        raise StudentError(f"cannot export the recogniser to {model_path}: {exc}") from None
+    (out / STUDENT_META_FILE).write_text(json.dumps(meta.to_json(), indent=2) + "\n", encoding="utf-8")
+
+
+def distill(
+    dataset: Dataset,
+    entries: Sequence[ManifestEntry],
+    out: Path,
+    settings: OcrSettings,
+    config: DistillConfig | None = None,
+    use_manifest: bool = True,
+    on_frame: Callable[[], None] | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> DistillReport:
+    from stream.ocr.engine import engine_version
+
+    config = config or DistillConfig()
+    profile = dataset.profile
+    if not any(f.roi is not None for f in profile.fields):
+        raise StudentError(
+            f"line profile {profile.name!r} has no field with a roi: nothing for a line recogniser to read"
+        )
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    lines, teacher_frames = collect_lines(
+        dataset, entries, settings, config.teacher_min_confidence, use_manifest, on_frame
+    )
+    seconds["labels"] = time.perf_counter() - started
+    labelled = [line for line in lines if line.value is not None]
+    if len(labelled) < 8:
+        raise StudentError(
+            f"only {len(labelled)} field lines could be labelled in {len(entries)} frames "
+            "(the teacher was not confident, and the manifest has no values): give more frames"
+        )
+    charset = profile_charset(profile)
+    width = input_width(lines, config.height)
+    rng = np.random.default_rng(config.seed)
+    train_lines, calib_lines = _split_frames(lines, config.calibration_share, rng)
+    started = time.perf_counter()
+    net, epochs, steps = train(train_lines, profile, charset, config.height, width, config, on_step)
+    seconds["train"] = time.perf_counter() - started
+    started = time.perf_counter()
+    threshold, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width, config)
+    seconds["calibrate"] = time.perf_counter() - started
+    counts = {
+        SOURCE_MANIFEST: sum(1 for x in lines if x.source == SOURCE_MANIFEST),
+        SOURCE_TEACHER: sum(1 for x in lines if x.source == SOURCE_TEACHER),
+    }
+    meta = StudentMeta(
+        profile=profile.name,
+        profile_sha256=profile_sha256(profile),
+        charset=charset,
+        height=config.height,
+        width=width,
+        threshold=threshold,
+        teacher=engine_version(teacher_settings(settings)),
+        stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts, "epochs": epochs, "steps": steps,
+               "calibration": calibration},
+    )
+    export(net, Path(out), meta)
+    return DistillReport(
+        out=Path(out), frames=len(entries), teacher_frames=teacher_frames, lines=len(lines), labelled=counts,
+        unlabelled=len(lines) - len(labelled), epochs=epochs, steps=steps, seconds=seconds,
+        threshold=threshold, calibration=calibration,
+    )

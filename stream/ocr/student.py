@@ -1,0 +1,314 @@
+"""A line's own recogniser, distilled from PaddleOCR by `oanet ocr distill` (issue 13): reading side.
+
+The student is a small CTC network over one field line (the same trimmed crop PaddleOCR reads,
+from `stream.ocr.crops`), with a charset taken from the line profile: its labels, units,
+digits, sign, point and the characters its text fields' patterns allow. It reads what a panel
+prints with spaces, separators and an explicit plus sign left out ("TEMP172.4C"), which the
+field parser accepts as it accepts PaddleOCR's dropped spaces.
+
+Every read carries a confidence: the least certain time step of the greedy CTC path (blanks
+included, so a character the network half-saw and dropped lowers it too). `oanet ocr distill`
+calibrates a threshold on held-out lines; a read below it, or one the parser rejects, is not
+used (the engine gives that line to PaddleOCR).
+
+Pure functions (charset, input geometry, CTC decoding) plus `Student`, which runs the exported
+ONNX graph with onnxruntime (no torch at reading time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from oanet.profile import FieldSpec, LineProfile
+from stream.ocr.errors import StudentError
+from stream.ocr.parse import parse_field
+from stream.ocr.records import FieldReading
+from stream.ocr.settings import OcrSettings
+
+STUDENT_MODEL_FILE = "recognizer.onnx"
+STUDENT_META_FILE = "recognizer.json"
+STUDENT_FORMAT = 1
+INPUT_NAME = "lines"
+OUTPUT_NAME = "logits"
+# Horizontal down-sampling of the network: one CTC time step per this many input columns.
+TIME_STRIDE = 4
+# Ink is stretched to [0, 1] above the background by at least this many grey levels, so a
+# faint line is not amplified into noise.
+_MIN_STRETCH = 24.0
+
+
+# -- charset and targets (pure) ----------------------------------------------------------
+
+
+def _pattern_chars(pattern: str) -> set[str]:
+    """Every character a regular expression can match (ASCII printable universe)."""
+    try:
+        from re import _parser as sre_parse  # type: ignore[attr-defined]  # Python >= 3.11
+    except ImportError:  # pragma: no cover
+        import sre_parse  # type: ignore[no-redef]
+
+    universe = [c for c in string.printable if not c.isspace()]
+    compiled = re.compile(pattern)
+    out: set[str] = set()
+
+    def walk(items: Iterable[tuple[Any, Any]]) -> None:
+        for op, arg in items:
+            name = str(op)
+            if name == "LITERAL":
+                out.add(chr(arg))
+            elif name == "IN":
+                members = set()
+                negate = False
+                for sub_op, sub_arg in arg:
+                    sub = str(sub_op)
+                    if sub == "NEGATE":
+                        negate = True
+                    elif sub == "LITERAL":
+                        members.add(chr(sub_arg))
+                    elif sub == "RANGE":
+                        members.update(chr(c) for c in range(sub_arg[0], sub_arg[1] + 1))
+                    elif sub == "CATEGORY":
+                        members.update(c for c in universe if re.fullmatch(_CATEGORY.get(str(sub_arg), "."), c))
+                out.update((set(universe) - members) if negate else members)
+            elif name == "ANY" or name == "NOT_LITERAL":
+                out.update(universe)
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                walk(arg[2])
+            elif name == "SUBPATTERN":
+                walk(arg[-1])
+            elif name == "BRANCH":
+                for branch in arg[1]:
+                    walk(branch)
+            elif name in ("ASSERT", "ASSERT_NOT"):
+                walk(arg[1])
+
+    walk(sre_parse.parse(compiled.pattern))
+    return {c for c in out if not c.isspace()}
+
+
+_CATEGORY = {"CATEGORY_DIGIT": r"\d", "CATEGORY_WORD": r"\w", "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_NOT_WORD": r"\W"}
+
+
+def profile_charset(profile: LineProfile) -> str:
+    """The characters a student of this line can emit, sorted (CTC class i + 1 = charset[i])."""
+    chars: set[str] = set("0123456789.-")
+    for spec in profile.fields:
+        chars.update(spec.label)
+        chars.update(spec.unit or "")
+        if spec.kind == "text":
+            free_text = set(string.ascii_uppercase + string.digits + "-")
+            chars.update(_pattern_chars(spec.pattern) if spec.pattern else free_text)
+    return "".join(sorted(c for c in chars if not c.isspace()))
+
+
+def format_printed(spec: FieldSpec, value: float | int | str) -> str:
+    """A value as the panel prints it (numbers at the field's decimals)."""
+    if spec.kind == "text" or isinstance(value, str):
+        return str(value)
+    places = spec.decimals if spec.decimals is not None else 2
+    return f"{float(value):.{places}f}"
+
+
+def target_text(spec: FieldSpec, value: float | int | str) -> str:
+    """What the student is taught to read for a line: label, value and unit without spaces.
+
+    Separators (":", "=") and an explicit "+" are left to the CTC blank: they vary from frame
+    to frame and carry nothing the parser needs.
+    """
+    text = spec.label + format_printed(spec, value).lstrip("+") + (spec.unit or "")
+    return "".join(text.split())
+
+
+def well_formed_read(text: str, confidence: float, spec: FieldSpec) -> FieldReading | None:
+    """The student's read of a line as a reading, or None when it is not exactly a line.
+
+    The parser must accept it, and the text must be exactly what the student was taught to
+    read for that value (label, value at its decimals, unit): whatever the parser would have
+    to forgive or correct is refused, so a confident but half-right read cannot pass.
+    """
+    reading = parse_field(text, spec, confidence)
+    if reading.missing or reading.value is None or text != target_text(spec, reading.value):
+        return None
+    return reading
+
+
+def encode_text(text: str, charset: str) -> list[int] | None:
+    """CTC class ids of `text`, or None when it holds a character outside the charset."""
+    index = {c: i + 1 for i, c in enumerate(charset)}
+    try:
+        return [index[c] for c in text]
+    except KeyError:
+        return None
+
+
+def ctc_decode(logits: np.ndarray, charset: str) -> list[tuple[str, float]]:
+    """Greedy CTC over [N, T, C] logits -> (text, confidence) per line.
+
+    Confidence: the smallest winning probability over all time steps, blanks included.
+    """
+    shifted = logits - logits.max(axis=2, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=2, keepdims=True)
+    best = probs.argmax(axis=2)
+    confidence = probs.max(axis=2).min(axis=1)
+    out = []
+    for row, conf in zip(best, confidence, strict=True):
+        chars = []
+        previous = 0
+        for k in row.tolist():
+            if k != previous and k != 0:
+                chars.append(charset[k - 1])
+            previous = k
+        out.append(("".join(chars), float(conf)))
+    return out
+
+
+# -- input geometry (pure) ---------------------------------------------------------------
+
+
+def to_gray(crop: np.ndarray) -> np.ndarray:
+    return crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+
+
+def line_input(crop: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A trimmed line crop -> the student's float32 [height, width] input.
+
+    Either polarity of print becomes bright ink on black, stretched above the background, so
+    exposure and panel colour schemes matter less; scaled to `height` keeping the aspect ratio
+    (squeezed only when wider than `width`) and left-aligned.
+    """
+    gray = to_gray(crop).astype(np.float32)
+    background = float(np.median(gray))
+    if background > 127.0:
+        gray = 255.0 - gray
+        background = 255.0 - background
+    h, w = gray.shape
+    new_w = int(max(1, min(width, round(w * height / max(h, 1)))))
+    interpolation = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
+    scaled = cv2.resize(gray, (new_w, height), interpolation=interpolation)
+    peak = float(np.percentile(scaled, 99.5))
+    scaled = np.clip((scaled - background) / max(peak - background, _MIN_STRETCH), 0.0, 1.0)
+    out = np.zeros((height, width), np.float32)
+    out[:, :new_w] = scaled
+    return out
+
+
+def input_batch(crops: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
+    """[N, 1, height, width] float32 for one network call."""
+    batch = np.zeros((len(crops), 1, height, width), np.float32)
+    for i, crop in enumerate(crops):
+        batch[i, 0] = line_input(crop, height, width)
+    return batch
+
+
+# -- the saved student -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudentMeta:
+    """What `recognizer.json` holds next to the ONNX graph."""
+
+    profile: str
+    profile_sha256: str
+    charset: str
+    height: int
+    width: int
+    threshold: float
+    teacher: str = ""
+    format: int = STUDENT_FORMAT
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StudentMeta:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def teacher_settings(settings: OcrSettings) -> OcrSettings:
+    """The same OCR settings without a student: PaddleOCR reads every line."""
+    return settings.model_copy(update={"recognizer": None})
+
+
+def profile_sha256(profile: LineProfile) -> str:
+    return hashlib.sha256(profile.model_dump_json().encode()).hexdigest()
+
+
+def load_meta(folder: Path) -> StudentMeta:
+    folder = Path(folder)
+    meta_path, model_path = folder / STUDENT_META_FILE, folder / STUDENT_MODEL_FILE
+    for path in (meta_path, model_path):
+        if not path.is_file():
+            raise StudentError(
+                f"{folder} is not a distilled recogniser: {path.name} is missing "
+                "(make one with `oanet ocr distill --data DIR --out DIR`)"
+            )
+    try:
+        meta = StudentMeta.from_json(json.loads(meta_path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as exc:
+        raise StudentError(f"cannot read {meta_path}: {exc}") from None
+    if meta.format != STUDENT_FORMAT:
+        raise StudentError(f"{meta_path} has format {meta.format}; this version reads format {STUDENT_FORMAT}")
+    return meta
+
+
+def student_digest(folder: Path) -> str:
+    """Identifies a student (weights, charset, threshold) in the OCR feature cache key."""
+    load_meta(folder)  # the same clear error for a folder without a student
+    digest = hashlib.sha256()
+    for name in (STUDENT_MODEL_FILE, STUDENT_META_FILE):
+        try:
+            digest.update((Path(folder) / name).read_bytes())
+        except OSError as exc:
+            raise StudentError(f"cannot read the recogniser {Path(folder) / name}: {exc.strerror or exc}") from None
+    return digest.hexdigest()[:12]
+
+
+class Student:
+    """Runs a distilled recogniser: every line of a frame in one onnxruntime call."""
+
+    def __init__(self, folder: Path, profile: LineProfile, threads: int = 0):
+        self.folder = Path(folder)
+        self.meta = load_meta(self.folder)
+        if self.meta.profile_sha256 != profile_sha256(profile):
+            raise StudentError(
+                f"the recogniser in {self.folder} was distilled for line profile {self.meta.profile!r} "
+                f"as it was then, not for {profile.name!r} as it is now; distill it again for this profile"
+            )
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(
+                str(self.folder / STUDENT_MODEL_FILE), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            raise StudentError(f"cannot load {self.folder / STUDENT_MODEL_FILE}: {exc}") from None
+        self.version = f"student={student_digest(self.folder)}"
+
+    @property
+    def threshold(self) -> float:
+        return self.meta.threshold
+
+    def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        """Trimmed line crops -> (text, confidence), one network call for all of them."""
+        if not crops:
+            return []
+        batch = input_batch(crops, self.meta.height, self.meta.width)
+        (logits,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        return ctc_decode(np.asarray(logits), self.meta.charset)

@@ -1,0 +1,119 @@
+"""`oanet ocr distill` on a small dataset, and reading with the student and its fallback.
+
+Real PaddleOCR (the teacher) and real training, kept small: a few dozen frames of the small
+test line and two epochs. Such a student is not good yet; what these tests pin is the pipeline
+and the guarantee around it: every field comes back correct, missing or read by PaddleOCR,
+never as a value the parser would reject or a confident guess the calibration did not allow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from oanet.cli import main
+from oanet.dataset import Dataset
+from oanet.profile import LineProfile, load_profile
+from stream.ocr.errors import StudentError
+from stream.ocr.parse import parse_field, values_equal
+from stream.ocr.records import ENGINE_PADDLE, ENGINE_PADDLE_DETECTION, ENGINE_STUDENT, ENGINES
+from stream.ocr.student import STUDENT_META_FILE, STUDENT_MODEL_FILE, load_meta, profile_charset
+from tests.stream.frames import DEFAULT_PROFILE
+
+pytestmark = pytest.mark.slow
+FRAMES = 36
+
+
+@pytest.fixture(scope="module")
+def student_dir(line_t_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("student") / "s"
+    cache = tmp_path_factory.mktemp("distill-cache")
+    args = ["ocr", "distill", "--data", str(line_t_dataset.root), "--out", str(out), "--limit", str(FRAMES),
+            "--epochs", "2", "--minutes", "5", "--cache-dir", str(cache), "--threads", "1"]
+    assert main(args) == 0
+    return out
+
+
+def _with_threshold(student_dir: Path, tmp_path: Path, threshold: float) -> Path:
+    copy = tmp_path / f"student-{threshold}"
+    shutil.copytree(student_dir, copy)
+    meta = json.loads((copy / STUDENT_META_FILE).read_text())
+    meta["threshold"] = threshold
+    (copy / STUDENT_META_FILE).write_text(json.dumps(meta))
+    return copy
+
+
+def test_distill_writes_a_student_for_the_profile(student_dir: Path, line_t_profile: LineProfile, capsys) -> None:
+    assert (student_dir / STUDENT_MODEL_FILE).stat().st_size > 10_000
+    meta = load_meta(student_dir)
+    assert meta.profile == "line-t" and meta.charset == profile_charset(line_t_profile)
+    assert meta.height == 32 and meta.width % 16 == 0
+    assert 0.5 <= meta.threshold <= 1.0
+    assert meta.stats["epochs"] == 2 and meta.stats["frames"] == FRAMES
+    assert meta.stats["labelled"]["manifest"] > 0.9 * FRAMES * len(line_t_profile.fields)
+
+
+def test_student_reads_are_correct_fallback_or_missing(
+    student_dir: Path, line_t_dataset: Dataset, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "recs.jsonl"
+    args = ["ocr", "--data", str(line_t_dataset.root), "--recognizer", str(student_dir), "--out", str(out),
+            "--no-cache", "--threads", "1", "--limit", "24"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "read by" in printed and "fallback to PaddleOCR" in printed
+    truth = {e.id: e for e in line_t_dataset.entries}
+    profile = line_t_dataset.profile
+    engines = set()
+    for line in out.read_text().splitlines():
+        record = json.loads(line)
+        entry = truth[record["id"]]
+        assert "student" in record["timings_ms"]
+        for name, reading in record["readings"].items():
+            spec = profile.field(name)
+            engines.add(reading.get("engine", ""))
+            assert reading.get("engine", "") in (*ENGINES, "")
+            value = record["params"][name]
+            if value is None or name in entry.smudged_fields:
+                continue
+            # Whatever engine read it: a value is never one the parser would reject ...
+            assert parse_field(reading["raw"], spec).value == value
+            # ... and a student read above its calibrated threshold is never wrong here.
+            if reading["engine"] == ENGINE_STUDENT:
+                assert values_equal(spec, value, entry.params[name]), (record["id"], name, reading)
+    assert engines & {ENGINE_STUDENT, ENGINE_PADDLE}
+
+
+def test_below_the_threshold_paddleocr_reads_every_line(
+    student_dir: Path, line_t_dataset: Dataset, line_t_profile: LineProfile, ocr_settings, tmp_path: Path
+) -> None:
+    from stream.ocr.engine import OcrEngine
+
+    never = _with_threshold(student_dir, tmp_path, 1.01)
+    engine = OcrEngine(line_t_profile, ocr_settings.model_copy(update={"recognizer": never, "threads": 1}))
+    teacher = OcrEngine(line_t_profile, ocr_settings.model_copy(update={"threads": 1}))
+    for entry in line_t_dataset.entries[:6]:
+        data = line_t_dataset.read_bytes(entry)
+        with_student, alone = engine.read(data), teacher.read(data)
+        assert with_student.values == alone.values
+        assert {r.engine for r in with_student.readings} <= {ENGINE_PADDLE, ENGINE_PADDLE_DETECTION, ""}
+        assert [r.engine for r in with_student.readings] == [r.engine for r in alone.readings]
+    # The cache key changes with the student (another engine version), so reads never mix.
+    assert engine.version != teacher.version and "student=" in engine.version
+
+
+def test_a_student_refuses_another_profile(student_dir: Path, ocr_settings) -> None:
+    from stream.ocr.engine import OcrEngine
+
+    other = load_profile(DEFAULT_PROFILE.parent / "line-b.yaml")
+    with pytest.raises(StudentError, match="distilled for line profile 'line-t'"):
+        OcrEngine(other, ocr_settings.model_copy(update={"recognizer": student_dir}))
+
+
+def test_a_folder_without_a_student_is_one_clear_error(line_t_dataset: Dataset, tmp_path: Path, capsys) -> None:
+    args = ["ocr", "--data", str(line_t_dataset.root), "--recognizer", str(tmp_path), "--no-cache", "--limit", "1"]
+    assert main(args) == 2
+    assert "recognizer.json is missing" in capsys.readouterr().err
