@@ -5,7 +5,8 @@ REPO/oanet_image_encoder/config.pbtxt          backend "python" (runner) or "pyt
 REPO/oanet_image_encoder/<v>/model.pt          TorchScript: UINT8 [B, S, S, 3] BGR -> EMBEDDING, IMAGE_LOGIT
 REPO/oanet_image_encoder/<v>/model.py          Python-backend runner (triton_models/oanet_image_encoder), with
 REPO/oanet_image_encoder/<v>/core.py, serving.py   its two helpers; absent with --cnn-backend libtorch
-REPO/oanet_fusion/config.pbtxt                 Python backend; parameters: version, feature order, threshold...
+REPO/oanet_fusion/config.pbtxt                 Python backend; parameters: version, feature order, threshold,
+                                               line profile (what clients read)
 REPO/oanet_fusion/<v>/core.py                  copy of triton_models/oanet_fusion/core.py (the maths)
 REPO/oanet_fusion/<v>/serving.py               copy of triton_models/oanet_fusion/serving.py (batching, checks)
 REPO/oanet_fusion/<v>/model.py                 copy of triton_models/oanet_fusion/model.py (thin Triton model)
@@ -240,7 +241,7 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
                 shutil.copyfile(source, staging[model] / source.name)
         if profile_path.is_file():
             shutil.copyfile(profile_path, fus / "profile.yaml")
-        configs = pbtxt_configs(io, opts, serving.info_parameters(version, cfg))
+        configs = pbtxt_configs(io, opts, serving.info_parameters(version, cfg, profile))
         files: dict[str, str] = {}
         for model, folder in staging.items():
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):

@@ -51,7 +51,7 @@ from stream.worker.checkpoint import Checkpoint, CheckpointError, Ticket
 from stream.worker.errors import FrameRejected, WorkerError
 from stream.worker.frames import Frame, FramePolicy, SourceRef, admit, frame_id_of, normalize_headers
 from stream.worker.inference import Inference, InferenceRejected, ServedModel, TritonUnavailable
-from stream.worker.repository import read_exported
+from stream.worker.repository import served_profile
 from stream.worker.messages import DeadLetter, ModelOutputs, Verdict, utc_now
 from stream.worker.metrics import MetricsServer, WorkerMetrics
 from triton_models.oanet_fusion.core import param_arrays
@@ -405,20 +405,9 @@ class StreamWorker:
             "metrics_port": self.metrics_port})
 
     def _served_profile(self) -> LineProfile:
-        """The line profile of the served version, from its export manifest (stream.worker.repository)."""
+        """The line profile the served version publishes (stream.worker.repository)."""
         assert self.model is not None
-        repo = self.settings.stack.model_repository
-        try:
-            exported = read_exported(repo, self.model.version)
-        except WorkerError as exc:
-            raise WorkerError(f"the line profile of {self.model.name} version {self.model.version} is read from its "
-                              f"export manifest, but {exc}; point --repo at the repository the model server "
-                              "serves, or pass --profile FILE") from None
-        if _facts(exported.model) != _facts(self.model):
-            raise WorkerError(f"{repo} version {self.model.version} is not the model the server serves (another "
-                              "threshold, ROI size or feature order); point --repo at the repository it serves, or "
-                              "pass --profile FILE")
-        return exported.profile
+        return served_profile(self.model)
 
     async def _create_backend(self) -> Inference:
         self._ocr_lock = asyncio.Lock()

@@ -1,11 +1,12 @@
-"""What the worker reads from a model repository written by `oanet export`.
+"""The line profile of the served model, and what the worker reads from a model repository
+written by `oanet export`.
 
-The line profile a model was trained on is stored once, in its version's sha256 manifest
-(`oanet_fusion/<v>/manifest.json`, key `profile`), which the fusion model verifies when Triton
-loads the version. The worker reads it from there for the version the server says it serves,
-so the frames are read with exactly the layout and fields that version expects. Triton's API
-cannot hand out files; where the worker cannot see the repository, `oanet worker --profile FILE`
-names the profile instead (checked against the served feature order).
+The line profile a model was trained on is stored in its version's sha256 manifest
+(`oanet_fusion/<v>/manifest.json`, key `profile`) and published by the served model itself:
+export writes it into oanet_fusion's config.pbtxt `parameters` (`serving.PROFILE_KEY`), which
+clients read through Triton's model-config call. The worker therefore needs no access to the
+repository: the frames are read with exactly the layout and fields the served version expects.
+`oanet worker --profile FILE` overrides it (checked against the served feature order).
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ class ExportedVersion:
     profile: LineProfile
     manifest: dict[str, Any]
     folder: Path  # REPO/oanet_fusion/<v>
+
+
+def served_profile(model: ServedModel) -> LineProfile:
+    """The line profile `model` publishes; WorkerError (one line) when it publishes none or an
+    unreadable one."""
+    where = f"{model.name} version {model.version}"
+    if not model.profile:
+        raise WorkerError(f"{where} does not publish its line profile (exported before it was): re-export the "
+                          "run with `oanet export`, or pass --profile FILE")
+    try:
+        return parse_profile(json.loads(model.profile), f"the line profile of {where}")
+    except (ProfileError, ValueError) as exc:
+        raise WorkerError(f"the line profile that {where} publishes is unusable: {exc}") from None
 
 
 def versions(repo: Path) -> list[int]:
@@ -68,5 +82,6 @@ def read_exported(repo: str | Path, version: int | None = None) -> ExportedVersi
         threshold=float(manifest["threshold"]),
         embedding_dim=int(manifest["embedding_dim"]),
         max_batch_size=int((manifest.get("serving") or {}).get("max_batch", 0)),
+        profile=json.dumps(manifest["profile"]),
     )
     return ExportedVersion(model, profile, manifest, folder)

@@ -41,6 +41,9 @@ ENCODER_INPUTS = (core.ROI_INPUT,)
 # config.pbtxt `parameters` of oanet_fusion that describe the served version to clients; the
 # fusion model refuses to load when they disagree with its own artifacts.
 INFO_KEYS = ("oanet_version", "feature_names", "image_size", "embedding_dim", "threshold")
+# The line profile the version was trained on (JSON), so a worker needs no access to the
+# repository to read its frames; absent from exports made before it was published.
+PROFILE_KEY = "line_profile"
 CPU_THREADS = "cpu_threads"  # threads per instance; "0" = the machine's cores / instances; absent = 1
 GATE_METRIC = "oanet_gate_deactivations_total"
 MODELS = (core.ENCODER_MODEL, core.FUSION_MODEL, core.ENSEMBLE_MODEL)
@@ -156,15 +159,20 @@ def torch_device(instance_kind: str, device_id: str | int) -> str:
     return f"cuda:{int(device_id)}" if str(instance_kind).upper() == "GPU" else "cpu"
 
 
-def info_parameters(version: int, fusion_config: Mapping[str, Any]) -> dict[str, str]:
-    """What clients need to know about a served version, as config.pbtxt parameter strings."""
-    return {
+def info_parameters(version: int, fusion_config: Mapping[str, Any],
+                    profile: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """What clients need to know about a served version, as config.pbtxt parameter strings:
+    its tensor facts and, when the run has one, its line profile (`PROFILE_KEY`)."""
+    info = {
         "oanet_version": str(int(version)),
         "feature_names": json.dumps(list(fusion_config["feature_names"])),
         "image_size": str(int(fusion_config["image_size"])),
         "embedding_dim": str(int(fusion_config["embedding_dim"])),
         "threshold": repr(float(fusion_config.get("threshold", 0.5))),  # repr: round-trips exactly
     }
+    if profile:
+        info[PROFILE_KEY] = json.dumps(profile, sort_keys=True, separators=(",", ":"))
+    return info
 
 
 def parse_info_parameters(params: Mapping[str, str]) -> dict[str, Any]:
@@ -182,6 +190,7 @@ def parse_info_parameters(params: Mapping[str, str]) -> dict[str, Any]:
             "image_size": int(params["image_size"]),
             "embedding_dim": int(params["embedding_dim"]),
             "threshold": float(params["threshold"]),
+            PROFILE_KEY: params.get(PROFILE_KEY) or None,  # JSON text, parsed by the client
         }
     except (ValueError, TypeError) as exc:
         raise ValueError(f"unreadable model parameters ({exc})") from None
@@ -239,7 +248,8 @@ def repository_problems(repo: str | Path, model: str, version: int) -> list[str]
 
 
 def info_mismatches(params: Mapping[str, str], version: int, fusion_config: Mapping[str, Any]) -> list[str]:
-    """config.pbtxt parameters that do not describe the loaded version's artifacts."""
+    """config.pbtxt parameters that do not describe the loaded version's artifacts (the line
+    profile is covered by the config's sha256 in the manifest)."""
     expected = info_parameters(version, fusion_config)
     return [f"config.pbtxt parameter {key} is {params.get(key)!r} but version {version} has {value!r} "
             "(the config was written for another version; re-export)"
