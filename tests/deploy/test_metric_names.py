@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 import yaml
 
 from deploy.tools import promql
-from deploy.tools.kustomize import build
+from tests.deploy.manifests import kustomize
 from deploy.triton import probe
 from stream.worker.metrics import MetricsServer, WorkerMetrics
 
@@ -46,7 +46,7 @@ def monitoring_expressions() -> list[tuple[str, str]]:
     for rule in adapter["rules"]["custom"]:
         exprs += [("adapter seriesQuery", rule["seriesQuery"]), ("adapter metricsQuery", rule["metricsQuery"])]
     for overlay in (ROOT / "deploy/k8s/overlays").iterdir():
-        for obj in build(overlay):
+        for obj in kustomize(overlay):
             if obj["kind"] == "ScaledObject":
                 for trigger in obj["spec"]["triggers"]:
                     if trigger["type"] == "prometheus":
