@@ -226,6 +226,14 @@ class WorkerSettings(_Frozen):
         return self
 
 
+class ModelSettings(_Frozen):
+    """The exported model repository's integrity control (triton_models/oanet_fusion/integrity.py)."""
+
+    # HMAC-SHA256 key of the version manifests: `oanet export` signs with it, and Triton (the same
+    # variable in its environment) and the worker refuse a version whose manifest it does not sign.
+    signing_key: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OANET_",
@@ -242,6 +250,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     ocr: OcrSettings = OcrSettings()
     worker: WorkerSettings = WorkerSettings()
+    model: ModelSettings = ModelSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -268,6 +277,21 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """Effective settings as plain data with every secret replaced by '**********'."""
         return json.loads(self.model_dump_json())
+
+    def secret_values(self) -> list[str]:
+        """The values of every secret setting that is set (for log redaction, oanet.logsecrets)."""
+        found: list[str] = []
+
+        def walk(model: BaseModel) -> None:
+            for name in type(model).model_fields:
+                value = getattr(model, name)
+                if isinstance(value, BaseModel):
+                    walk(value)
+                elif isinstance(value, SecretStr) and value.get_secret_value():
+                    found.append(value.get_secret_value())
+
+        walk(self)
+        return found
 
 
 def _one_line(error: ValidationError) -> str:
