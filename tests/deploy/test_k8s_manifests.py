@@ -114,10 +114,25 @@ def test_gpu_requests(objects):
     (triton,) = find(objects, "Deployment", "oanet-triton")
     resources = pod_spec(triton)["containers"][0]["resources"]
     gpu = resources["limits"].get("nvidia.com/gpu")
+    spec = pod_spec(triton)
     if triton["metadata"]["namespace"] == "oanet-lab":  # the cpu overlay
         assert gpu is None and "nvidia.com/gpu" not in resources["requests"]
+        assert "nodeSelector" not in spec and "tolerations" not in spec
     else:
         assert gpu == 1 and resources["requests"]["nvidia.com/gpu"] == 1
+        # Scheduled on GPU nodes only, through their usual taint.
+        assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+
+
+def test_autoscaled_workloads_carry_no_replica_count(objects):
+    """An apply with `replicas` resets what the HPA or KEDA scaled to (a rebalance, a GPU pod lost)."""
+    owned = {o["spec"]["scaleTargetRef"]["name"] for o in objects if o["kind"] in ("HorizontalPodAutoscaler",
+                                                                                   "ScaledObject")}
+    assert owned == {"oanet-triton", "oanet-worker"}
+    for name in owned:
+        (deployment,) = find(objects, "Deployment", name)
+        assert "replicas" not in deployment["spec"], name
 
 
 def test_triton_hpa_scales_on_the_adapter_queue_metric(objects):
@@ -139,9 +154,16 @@ def test_workers_scale_on_lag_never_beyond_the_partitions(objects):
     (trigger,) = so["spec"]["triggers"]
     meta = trigger["metadata"]
     assert trigger["type"] == "kafka" and meta["allowIdleConsumers"] == "false"
-    assert meta["topic"] == settings.get("OANET_TOPICS__FRAMES", "aoi.frames")
-    assert meta["consumerGroup"] == settings["OANET_WORKER__GROUP_ID"]
-    assert meta["bootstrapServers"] == settings["OANET_KAFKA__BOOTSTRAP_SERVERS"]
+    # Brokers, group and topic come from the worker container's own environment: KEDA watches
+    # exactly what the workers consume, whatever an overlay sets.
+    (container,) = [c for c in pod_spec(worker)["containers"] if c["name"] == so["spec"]["scaleTargetRef"][
+        "envSourceContainerName"]]
+    assert [s["configMapRef"]["name"] for s in container["envFrom"]] == ["oanet-config"]
+    assert {k: meta[f"{k}FromEnv"] for k in ("bootstrapServers", "consumerGroup", "topic")} == {
+        "bootstrapServers": "OANET_KAFKA__BOOTSTRAP_SERVERS", "consumerGroup": "OANET_WORKER__GROUP_ID",
+        "topic": "OANET_TOPICS__FRAMES"}
+    assert not {"bootstrapServers", "consumerGroup", "topic"} & set(meta)
+    assert {"OANET_KAFKA__BOOTSTRAP_SERVERS", "OANET_WORKER__GROUP_ID", "OANET_TOPICS__FRAMES"} <= set(settings)
     assert int(meta["lagThreshold"]) > 0
     (auth,) = find(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"sasl", "username", "password", "tls", "ca"}
