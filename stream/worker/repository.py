@@ -19,7 +19,7 @@ from typing import Any
 from oanet.profile import LineProfile, ProfileError, parse_profile
 from stream.triton_client import ServedModel
 from stream.worker.errors import WorkerError
-from triton_models.oanet_fusion import core
+from triton_models.oanet_fusion import core, integrity
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,11 @@ def versions(repo: Path) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def read_exported(repo: str | Path, version: int | None = None) -> ExportedVersion:
-    """Version `version` (default: the latest, the one Triton serves) after checking every file
-    against its sha256 manifest; WorkerError (one line) when it is absent or does not verify."""
+def read_exported(repo: str | Path, version: int | None = None, signing_key: str | None = None) -> ExportedVersion:
+    """Version `version` (default: the latest, the one Triton serves) after the check Triton makes
+    at load (`integrity.version_problems`: every file listed with its sha256, the manifest signed
+    with `signing_key` when one is given); WorkerError (one line) when it is absent or does not
+    verify."""
     repo = Path(repo)
     found = versions(repo)
     if not found:
@@ -63,7 +65,7 @@ def read_exported(repo: str | Path, version: int | None = None) -> ExportedVersi
     if version not in found:
         raise WorkerError(f"{repo} has no version {version} (has {found})")
     folder = repo / core.FUSION_MODEL / str(version)
-    problems = core.verify_version(folder)
+    problems = integrity.version_problems(folder, signing_key, check_configs=version == found[-1])
     if problems:
         raise WorkerError(f"{repo} version {version} does not verify: {'; '.join(problems[:3])}")
     manifest_path = folder / core.MANIFEST_FILE

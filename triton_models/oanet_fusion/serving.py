@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 try:  # in-process: the package triton_models.oanet_fusion (training, tests, the stream client)
-    from . import core
+    from . import core, integrity
 except ImportError:  # in Triton: beside model.py in a version folder
     import core  # type: ignore[no-redef]
+    import integrity  # type: ignore[no-redef]
 
 # `FusionCore.predict` keys -> output tensors (the client maps them back with this table).
 PREDICT_OUTPUTS = {
@@ -209,14 +210,15 @@ def served_versions(repo: Path) -> dict[str, int | None]:
     return versions
 
 
-def repository_problems(repo: str | Path, model: str, version: int) -> list[str]:
+def repository_problems(repo: str | Path, model: str, version: int, *, files: bool = True) -> list[str]:
     """Why version `version` of `model` must not be served from `repo`; [] when it may.
 
     The manifest (`oanet_fusion/<v>/manifest.json`) must be readable, of this format, for this
-    version, and every file it lists for `model` (all models, for the fusion model, which holds
-    the manifest) must have its sha256. All three models must serve the same version: the
-    fusion's reference statistics belong to one CNN, and a stray or missing version folder
-    would silently pair a CNN with another version's fusion stage.
+    version, and with `files` pass `integrity.version_problems` for `model` (all models, for the
+    fusion model, which holds the manifest; `model.py` has run that before importing this file,
+    hence `files=False` at load). All three models must serve the same version: the fusion's
+    reference statistics belong to one CNN, and a stray or missing version folder would
+    silently pair a CNN with another version's fusion stage.
     """
     repo = Path(repo)
     manifest, problem = core.read_version_manifest(repo / core.FUSION_MODEL / str(version))
@@ -230,14 +232,10 @@ def repository_problems(repo: str | Path, model: str, version: int) -> list[str]
                         f"(this model code reads {core.FORMAT_VERSION})")
     if manifest.get("version") != version:
         problems.append(f"manifest describes version {manifest.get('version')!r} but sits in version folder {version}")
-    files = manifest.get("files") if isinstance(manifest.get("files"), Mapping) else {}
-    if model != core.FUSION_MODEL:
-        prefix = f"{model}/{version}/"
-        files = {k: v for k, v in files.items() if k.startswith(prefix)}
-        if not files:
-            problems.append(f"manifest lists no file of {prefix}")
     if files:
-        problems += core.verify_manifest(repo, {"files": files})
+        only = None if model == core.FUSION_MODEL else model
+        problems += integrity.version_problems(repo / model / str(version), integrity.environment_key(),
+                                               only_model=only)
     served = served_versions(repo)
     stray = {m: v for m, v in served.items() if v != version}
     if stray:
@@ -265,7 +263,7 @@ def checked_version(pb_utils: Any, args: Mapping[str, str]) -> tuple[dict[str, A
     config = json.loads(args["model_config"])
     name, version = args["model_name"], int(args["model_version"])
     model_dir = Path(args["model_repository"])
-    problems = repository_problems(model_dir.parent, name, version)
+    problems = repository_problems(model_dir.parent, name, version, files=False)  # model.py checked them
     if problems:
         refuse(pb_utils, name, version, problems)
     return config, name, version, model_dir / str(version)
@@ -273,7 +271,7 @@ def checked_version(pb_utils: Any, args: Mapping[str, str]) -> tuple[dict[str, A
 
 def refuse(pb_utils: Any, model: str, version: int | str, problems: Sequence[str]) -> None:
     """Log why a version is refused as one line, then fail its load."""
-    message = " ".join((f"{model} version {version} refused: " + "; ".join(problems)).split())
+    message = integrity.refusal(model, version, list(problems))
     pb_utils.Logger.log_error(message)
     raise RuntimeError(message)
 
