@@ -83,6 +83,30 @@ def test_workers_topics_and_triton_are_wired(config):
     assert gpu["capabilities"] == ["gpu"]
 
 
+def test_prometheus_sends_its_alerts_to_alertmanager(config):
+    services = config["services"]
+    prom_mounts = {v["target"]: Path(v["source"]) for v in services["prometheus"]["volumes"] if v["type"] == "bind"}
+    prometheus = yaml.safe_load(prom_mounts["/etc/prometheus/prometheus.yml"].read_text())
+    (target,) = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    alertmanager = services["alertmanager"]
+    assert target == "alertmanager:9093" and "alertmanager" in services["prometheus"]["depends_on"]
+    assert re.fullmatch(r"prom/alertmanager:v\d+\.\d+\.\d+", alertmanager["image"])
+    mounts = {v["target"]: Path(v["source"]) for v in alertmanager["volumes"] if v["type"] == "bind"}
+    config_path = alertmanager["command"][0].split("=", 1)[1]
+    routing = yaml.safe_load(mounts[config_path].read_text())
+    receivers = {r["name"] for r in routing["receivers"]}
+    routes = [routing["route"], *routing["route"].get("routes", [])]
+    assert all(r["receiver"] in receivers for r in routes)
+    assert "namespace" in routing["route"]["group_by"]  # one page per line, as the rules aggregate
+    # Inhibitions name real alerts.
+    alerts = {rule["alert"] for group in yaml.safe_load((ROOT / "deploy/monitoring/alerts.yaml").read_text())["groups"]
+              for rule in group["rules"] if "alert" in rule}
+    for rule in routing.get("inhibit_rules", []):
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            names = re.fullmatch(r'alertname=~?"(.+)"', matcher).group(1).split("|")
+            assert set(names) <= alerts, matcher
+
+
 def test_prometheus_and_grafana_are_provisioned(config):
     services = config["services"]
     mounts = {v["target"]: Path(v["source"]) for v in services["prometheus"]["volumes"] if v["type"] == "bind"}
