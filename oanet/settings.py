@@ -110,10 +110,21 @@ class TopicSettings(_Frozen):
     max_frame_bytes: int = Field(8 * MIB, ge=1024)
     # Room for headers and record framing on top of the largest frame.
     message_overhead_bytes: int = Field(1 * MIB, ge=0)
+    # How long the brokers keep records (topic config retention.ms, set when `oanet topics create`
+    # creates the topic; -1: forever). Frames are large: keep them as long as the longest outage
+    # the workers must catch up from (docs/operations.md, "Capacity planning"). Dead letters wait
+    # for a person to replay them. Verdicts follow the broker's default.
+    frames_retention_ms: int = Field(24 * 3600 * 1000, ge=-1)
+    dead_letter_retention_ms: int = Field(14 * 24 * 3600 * 1000, ge=-1)
 
     @property
     def max_message_bytes(self) -> int:
         return self.max_frame_bytes + self.message_overhead_bytes
+
+    @property
+    def retention_ms(self) -> dict[str, int]:
+        """retention.ms of the topics that set one."""
+        return {self.frames: self.frames_retention_ms, self.dead_letter: self.dead_letter_retention_ms}
 
     @property
     def partitions(self) -> dict[str, int]:
