@@ -216,7 +216,7 @@ def test_secrets_are_documented_with_their_keys(objects):
         if obj["kind"] == "TriggerAuthentication":
             for ref in obj["spec"]["secretTargetRef"]:
                 used.setdefault(ref["name"], set()).add(ref["key"])
-    assert set(used) == {"oanet-kafka", "oanet-triton-tls"}
+    assert set(used) == {"oanet-kafka", "oanet-triton-tls", "oanet-model-signing"}
     for name, keys in used.items():
         command = next((line for line in doc.splitlines() if f"create secret generic {name}" in line
                         or f"create secret tls {name}" in line), None)
