@@ -14,8 +14,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from oanet import __version__
-from oanet.errors import OanetError
+from oanet import __version__, logsecrets
+from oanet.errors import ConfigError, OanetError
+from oanet.settings import load_settings
 
 COMMAND_MODULES = (
     "oanet.commands",
@@ -51,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        # Secrets come only from the environment and .env (no flag sets one): known before any
+        # command logs. Invalid settings are the command's to report.
+        logsecrets.watch(load_settings())
+    except ConfigError:
+        pass
     try:
         return int(args.func(args) or 0)
     except OanetError as exc:

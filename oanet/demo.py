@@ -268,9 +268,9 @@ def _start_workers(settings: Settings, options: DemoOptions, work: Path, run_id:
                    data: Path, cleanup: ExitStack) -> list:
     from stream.worker.processes import WorkerProcess
 
-    # The worker reads the served version's line profile from the repository's manifest; with an
-    # external Triton whose repository it cannot see, the dataset's profile names the layout.
-    extra = ["--repo", str(repo)] if repo is not None else ["--profile", str(data / "profile.yaml")]
+    # The worker takes the line profile from the served model; an external Triton may serve an
+    # export older than that, so there the dataset's profile names the layout.
+    extra = [] if repo is not None else ["--profile", str(data / "profile.yaml")]
     _step(f"{options.workers} stream worker(s) (`oanet worker`, {options.ocr_processes} OCR process(es) each, "
           f"group {settings.worker.group_id}); logs in {work / 'logs'}")
     workers = []

@@ -110,10 +110,21 @@ class TopicSettings(_Frozen):
     max_frame_bytes: int = Field(8 * MIB, ge=1024)
     # Room for headers and record framing on top of the largest frame.
     message_overhead_bytes: int = Field(1 * MIB, ge=0)
+    # How long the brokers keep records (topic config retention.ms, set when `oanet topics create`
+    # creates the topic; -1: forever). Frames are large: keep them as long as the longest outage
+    # the workers must catch up from (docs/operations.md, "Capacity planning"). Dead letters wait
+    # for a person to replay them. Verdicts follow the broker's default.
+    frames_retention_ms: int = Field(24 * 3600 * 1000, ge=-1)
+    dead_letter_retention_ms: int = Field(14 * 24 * 3600 * 1000, ge=-1)
 
     @property
     def max_message_bytes(self) -> int:
         return self.max_frame_bytes + self.message_overhead_bytes
+
+    @property
+    def retention_ms(self) -> dict[str, int]:
+        """retention.ms of the topics that set one."""
+        return {self.frames: self.frames_retention_ms, self.dead_letter: self.dead_letter_retention_ms}
 
     @property
     def partitions(self) -> dict[str, int]:
@@ -236,6 +247,14 @@ class WorkerSettings(_Frozen):
         return self
 
 
+class ModelSettings(_Frozen):
+    """The exported model repository's integrity control (triton_models/oanet_fusion/integrity.py)."""
+
+    # HMAC-SHA256 key of the version manifests: `oanet export` signs with it, and Triton (the same
+    # variable in its environment) and the worker refuse a version whose manifest it does not sign.
+    signing_key: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OANET_",
@@ -252,6 +271,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     ocr: OcrSettings = OcrSettings()
     worker: WorkerSettings = WorkerSettings()
+    model: ModelSettings = ModelSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -278,6 +298,21 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """Effective settings as plain data with every secret replaced by '**********'."""
         return json.loads(self.model_dump_json())
+
+    def secret_values(self) -> list[str]:
+        """The values of every secret setting that is set (for log redaction, oanet.logsecrets)."""
+        found: list[str] = []
+
+        def walk(model: BaseModel) -> None:
+            for name in type(model).model_fields:
+                value = getattr(model, name)
+                if isinstance(value, BaseModel):
+                    walk(value)
+                elif isinstance(value, SecretStr) and value.get_secret_value():
+                    found.append(value.get_secret_value())
+
+        walk(self)
+        return found
 
 
 def _one_line(error: ValidationError) -> str:

@@ -22,6 +22,15 @@ def _admin(kafka: KafkaSettings):
         raise StreamError(f"cannot connect to Kafka at {kafka.bootstrap_servers}: {exc}") from None
 
 
+def topic_configs(topics: TopicSettings) -> dict[str, dict[str, str]]:
+    """The topic configs `create_topics` sets, per topic: the size limit on all three, retention
+    where the settings give one (frames, dead letters)."""
+    configs = {name: {"max.message.bytes": str(topics.max_message_bytes)} for name in topics.partitions}
+    for name, retention in topics.retention_ms.items():
+        configs[name]["retention.ms"] = str(retention)
+    return configs
+
+
 def create_topics(kafka: KafkaSettings, topics: TopicSettings) -> list[str]:
     """Create missing topics; leave existing ones alone. Returns one line per topic."""
     from kafka.admin import NewTopic
@@ -36,12 +45,12 @@ def create_topics(kafka: KafkaSettings, topics: TopicSettings) -> list[str]:
                 note = "" if existing[name] == partitions else f" (has {existing[name]}, settings say {partitions})"
                 outcomes.append(f"{name}: exists, {existing[name]} partition(s){note}")
                 continue
-            new = NewTopic(name, partitions, topics.replication_factor,
-                           topic_configs={"max.message.bytes": str(topics.max_message_bytes)})
+            configs = topic_configs(topics)[name]
+            new = NewTopic(name, partitions, topics.replication_factor, topic_configs=configs)
             try:
                 admin.create_topics([new])
                 outcomes.append(f"{name}: created, {partitions} partition(s), "
-                                f"max.message.bytes={topics.max_message_bytes}")
+                                + ", ".join(f"{k}={v}" for k, v in configs.items()))
             except TopicAlreadyExistsError:
                 outcomes.append(f"{name}: exists (created concurrently)")
             except KafkaError as exc:

@@ -71,6 +71,7 @@ class ServedModel:
     max_batch_size: int
     branches: tuple[str, ...] = core.BRANCHES
     modalities: tuple[str, ...] = core.MODALITIES
+    profile: str | None = None  # the line profile the version was trained on (JSON); None: not published
 
 
 def _one_line(text: str) -> str:
@@ -239,6 +240,7 @@ class TritonClient:
             threshold=info["threshold"],
             embedding_dim=info["embedding_dim"],
             max_batch_size=max_batch,
+            profile=info[serving.PROFILE_KEY],
         )
         return self._model
 

@@ -5,7 +5,8 @@ REPO/oanet_image_encoder/config.pbtxt          backend "python" (runner) or "pyt
 REPO/oanet_image_encoder/<v>/model.pt          TorchScript: UINT8 [B, S, S, 3] BGR -> EMBEDDING, IMAGE_LOGIT
 REPO/oanet_image_encoder/<v>/model.py          Python-backend runner (triton_models/oanet_image_encoder), with
 REPO/oanet_image_encoder/<v>/core.py, serving.py   its two helpers; absent with --cnn-backend libtorch
-REPO/oanet_fusion/config.pbtxt                 Python backend; parameters: version, feature order, threshold...
+REPO/oanet_fusion/config.pbtxt                 Python backend; parameters: version, feature order, threshold,
+                                               line profile (what clients read)
 REPO/oanet_fusion/<v>/core.py                  copy of triton_models/oanet_fusion/core.py (the maths)
 REPO/oanet_fusion/<v>/serving.py               copy of triton_models/oanet_fusion/serving.py (batching, checks)
 REPO/oanet_fusion/<v>/model.py                 copy of triton_models/oanet_fusion/model.py (thin Triton model)
@@ -13,8 +14,11 @@ REPO/oanet_fusion/<v>/fusion.json              feature order, gate constants, th
 REPO/oanet_fusion/<v>/fusion_weights.npz       small layers, PCA, reference statistics (allow_pickle=False)
 REPO/oanet_fusion/<v>/trees/*.txt              LightGBM text model files (kinds x folds)
 REPO/oanet_fusion/<v>/profile.yaml             the line profile
-REPO/oanet_fusion/<v>/manifest.json            sha256 of every file above (paths relative to REPO), profile,
-                                               feature order, threshold, metrics, training args, tensors
+REPO/oanet_fusion/<v>/integrity.py            the load-time check (each model.py runs it before any import)
+REPO/oanet_fusion/<v>/manifest.json            sha256 of every file above and of the config.pbtxt files (paths
+                                               relative to REPO), profile, feature order, threshold, metrics,
+                                               training args, tensors
+REPO/oanet_fusion/<v>/manifest.sig             HMAC-SHA256 of manifest.json with OANET_MODEL__SIGNING_KEY (if set)
 REPO/oanet/config.pbtxt, REPO/oanet/<v>/       the ensemble
 ```
 Versions accumulate: an existing version is never touched; a version is staged in hidden
@@ -38,7 +42,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from training.errors import ExportError
-from triton_models.oanet_fusion import core, serving
+from triton_models.oanet_fusion import core, integrity, serving
 
 MODELS = (core.ENCODER_MODEL, core.FUSION_MODEL, core.ENSEMBLE_MODEL)
 SOURCE_DIR = Path(core.__file__).parent  # triton_models/oanet_fusion
@@ -165,7 +169,7 @@ def pbtxt_configs(io: dict, opts: ServingOptions, info: dict[str, str]) -> dict[
 
 def runner_files(opts: ServingOptions) -> dict[str, list[Path]]:
     """Source files export copies into each model's version folder (all listed in the manifest)."""
-    shared = [SOURCE_DIR / "core.py", SOURCE_DIR / "serving.py"]
+    shared = [SOURCE_DIR / "integrity.py", SOURCE_DIR / "core.py", SOURCE_DIR / "serving.py"]
     files = {core.FUSION_MODEL: [*shared, SOURCE_DIR / "model.py"], core.ENCODER_MODEL: []}
     if opts.cnn_backend == "python":
         files[core.ENCODER_MODEL] = [*shared, ENCODER_SOURCE_DIR / "model.py"]
@@ -182,10 +186,11 @@ def _versions_info() -> dict[str, str]:
 
 def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend: str = "python",
                device: str = "cpu", max_batch: int = 64, instances: int = 1,
-               options: ServingOptions | None = None) -> tuple[int, list[str]]:
+               options: ServingOptions | None = None, signing_key: str | None = None) -> tuple[int, list[str]]:
     """Write `run` as version `version` (default next free) of `repo`; returns (version, notes).
 
-    `options` (when given) replaces the four serving keywords before it. The config.pbtxt files
+    `options` (when given) replaces the four serving keywords before it. With `signing_key` the
+    manifest is signed (`integrity.SIGNATURE_FILE`). The config.pbtxt files
     are rewritten when the new version is the latest (the one Triton serves), since they carry
     its tensor shapes and the facts clients read (feature order, threshold, version).
     """
@@ -240,7 +245,7 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
                 shutil.copyfile(source, staging[model] / source.name)
         if profile_path.is_file():
             shutil.copyfile(profile_path, fus / "profile.yaml")
-        configs = pbtxt_configs(io, opts, serving.info_parameters(version, cfg))
+        configs = pbtxt_configs(io, opts, serving.info_parameters(version, cfg, profile))
         files: dict[str, str] = {}
         for model, folder in staging.items():
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -254,6 +259,8 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
             "models": {"ensemble": core.ENSEMBLE_MODEL, "image_encoder": core.ENCODER_MODEL,
                        "fusion": core.FUSION_MODEL},
             "files": files,
+            "config_sha256": {f"{model}/config.pbtxt": integrity.sha256_bytes(text.encode("utf-8"))
+                              for model, text in configs.items()},
             "profile": profile,
             "feature_names": cfg["feature_names"],
             "excluded_text_fields": [f["name"] for f in (profile or {}).get("fields", []) if f.get("kind") == "text"],
@@ -273,7 +280,11 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
             "serving": {**dataclasses.asdict(opts), "configs": configs},
             "libraries": _versions_info(),
         }
-        (fus / core.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        manifest_bytes = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+        (fus / integrity.MANIFEST_FILE).write_bytes(manifest_bytes)
+        if signing_key:
+            (fus / integrity.SIGNATURE_FILE).write_text(integrity.signature(manifest_bytes, signing_key) + "\n",
+                                                        encoding="ascii")
         for model, folder in staging.items():
             folder.rename(repo / model / str(version))
     except BaseException:
@@ -290,7 +301,7 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
     else:
         notes.append(f"version {version} is not the latest in {repo}: Triton serves the latest, whose config.pbtxt "
                      f"files were kept; version {version}'s are in its manifest (serving.configs)")
-    problems = verify_export(repo, version)
+    problems = verify_export(repo, version, signing_key)
     if problems:
         raise ExportError(f"version {version} of {repo} does not verify after writing: {'; '.join(problems)}")
     return version, notes
@@ -302,24 +313,33 @@ def _write_atomically(path: Path, text: str) -> None:
     staged.replace(path)
 
 
-def verify_export(repo: Path, version: int | None = None) -> list[str]:
-    """Problems of version `version` (default latest) of `repo`; [] when it verifies."""
+def verify_export(repo: Path, version: int | None = None, signing_key: str | None = None) -> list[str]:
+    """Problems of version `version` (default latest) of `repo`; [] when it verifies: what Triton
+    checks at load (integrity.version_problems; the config.pbtxt files only for the latest
+    version, the one served with them)."""
     versions = existing_versions(repo)
     if not versions:
         return [f"{repo} holds no exported version"]
-    version = max(versions) if version is None else version
+    latest = max(versions)
+    version = latest if version is None else version
     problems = [f"{model}/{version} is missing" for model in MODELS if not (repo / model / str(version)).is_dir()]
-    return problems + core.verify_version(repo / core.FUSION_MODEL / str(version))
+    return problems + integrity.version_problems(repo / core.FUSION_MODEL / str(version), signing_key,
+                                                 check_configs=version == latest)
 
 
 def main(args: argparse.Namespace) -> int:
+    from oanet.settings import load_settings
+
+    secret = load_settings().model.signing_key
+    key = secret.get_secret_value() if secret else None
     repo = Path(args.repo)
     if args.verify:
-        problems = verify_export(repo, args.version)
+        problems = verify_export(repo, args.version, key)
         if problems:
             raise ExportError(f"{repo} does not verify: {'; '.join(problems)}")
         version = args.version or max(existing_versions(repo))
-        print(f"{repo} version {version}: every file matches its sha256 in the manifest")
+        signed = ", manifest signature valid" if key else ""
+        print(f"{repo} version {version}: every file is listed and matches its sha256 in the manifest{signed}")
         return 0
     if args.run is None:
         raise ExportError("--run is required (unless --verify)")
@@ -327,7 +347,7 @@ def main(args: argparse.Namespace) -> int:
     opts = ServingOptions(cnn_backend=args.cnn_backend, device=args.device, max_batch=args.max_batch,
                           instances=args.instances, preferred_batch_sizes=tuple(sizes),
                           max_queue_delay_us=args.max_queue_delay_us, cpu_threads=args.cpu_threads)
-    version, notes = export_run(Path(args.run), repo, args.version, options=opts)
+    version, notes = export_run(Path(args.run), repo, args.version, options=opts, signing_key=key)
     print(f"exported {args.run} as version {version} of {repo} "
           f"({', '.join(MODELS)}); manifest: {repo / core.FUSION_MODEL / str(version) / core.MANIFEST_FILE}")
     for note in notes:

@@ -1,2 +1,2 @@
-"""Offline tools for the deployment files: a strict kustomize renderer, PromQL metric-name
-extraction and the PrometheusRule generator. Used by tests/deploy and by hand."""
+"""Offline tools for the deployment files: PromQL metric-name extraction and the PrometheusRule
+generator. Used by tests/deploy and by hand."""

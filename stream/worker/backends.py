@@ -14,7 +14,9 @@ def inference_factory(settings: Settings) -> Callable[[], Inference]:
     if settings.worker.inference == "local":
         from stream.worker.local_model import InProcessInference
 
-        return lambda: InProcessInference(settings.stack.model_repository, settings.worker.model_version)
+        key = settings.model.signing_key
+        return lambda: InProcessInference(settings.stack.model_repository, settings.worker.model_version,
+                                          signing_key=key.get_secret_value() if key else None)
     from stream.triton_client import TritonClient
 
     return lambda: TritonClient(settings.triton)

@@ -31,12 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_setting_flag(p, "--group", "worker.group_id", metavar="G", help="consumer group id (default oanet-worker)")
     p.add_argument("--profile", type=Path, metavar="FILE",
                    help="line profile YAML the frames follow (default: the one the served version was trained on, "
-                   "from its export manifest in --repo); needed where the worker cannot see the repository")
+                   "which the served model publishes); an override for checks")
     add_setting_flag(p, "--inference", "worker.inference", choices=("triton", "local"),
                      help="'triton' (default): the served ensemble; 'local': the exported model in this process")
     add_setting_flag(p, "--repo", "stack.model_repository", type=Path, metavar="DIR",
-                     help="the exported model repository: the model of --inference local, and where the served "
-                     "version's line profile is read (default: stack.model_repository)")
+                     help="the exported model repository of --inference local (default: stack.model_repository)")
     add_setting_flag(p, "--model-version", "worker.model_version", type=int, metavar="V",
                      help="model version of --inference local (default: the latest)")
     add_setting_flag(p, "--ocr-processes", "worker.ocr_processes", type=int, metavar="N",

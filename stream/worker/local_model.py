@@ -45,11 +45,12 @@ def _load_core(path: Path) -> ModuleType:
 class InProcessInference:
     """The Inference protocol on an exported repository version, in this process."""
 
-    def __init__(self, repo: str | Path, version: int | None = None, *, torch_threads: int | None = None):
+    def __init__(self, repo: str | Path, version: int | None = None, *, torch_threads: int | None = None,
+                 signing_key: str | None = None):
         import torch
 
         self.repo = Path(repo)
-        self._model = read_exported(self.repo, version).model
+        self._model = read_exported(self.repo, version, signing_key).model
         v = str(self._model.version)
         if torch_threads:
             torch.set_num_threads(torch_threads)

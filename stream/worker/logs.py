@@ -11,9 +11,10 @@ import json
 import logging
 import sys
 
+from oanet import logsecrets
+
 LOGGER = "stream.worker"
-# Attributes every LogRecord has; anything else on a record came from `extra=`.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_STANDARD = logsecrets.STANDARD_ATTRIBUTES  # anything else on a record came from `extra=`
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,6 +28,8 @@ class JsonFormatter(logging.Formatter):
         data.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (and redacted: oanet.logsecrets)
+            data["exc"] = record.exc_text
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
@@ -38,6 +41,8 @@ class TextFormatter(logging.Formatter):
         line = f"{self.formatTime(record)} {record.levelname} {record.getMessage()}" + (f" [{extra}]" if extra else "")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            line += "\n" + record.exc_text
         return line
 
 
@@ -57,6 +62,7 @@ def configure(log_format: str = "json", level: int = logging.INFO, stream=None) 
     handler = logging.StreamHandler(stream or sys.stderr)
     handler._oanet = True  # type: ignore[attr-defined]
     handler.setFormatter(formatter)
+    logsecrets.protect(handler)
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

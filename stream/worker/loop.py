@@ -57,7 +57,7 @@ from stream.worker.metrics import MetricsServer, WorkerMetrics
 from stream.worker.ocr_pool import OcrPool
 from stream.worker.offsets import Job, Offsets, names
 from stream.worker.pipeline import FramePipeline, ProduceFailed
-from stream.worker.repository import read_exported
+from stream.worker.repository import served_profile
 from stream.worker.runner import AsyncRunner
 
 log = logging.getLogger("stream.worker")
@@ -246,20 +246,9 @@ class StreamWorker:
             "metrics_port": self.metrics_port})
 
     def _served_profile(self) -> LineProfile:
-        """The line profile of the served version, from its export manifest (stream.worker.repository)."""
+        """The line profile the served version publishes (stream.worker.repository)."""
         assert self.model is not None
-        repo = self.settings.stack.model_repository
-        try:
-            exported = read_exported(repo, self.model.version)
-        except WorkerError as exc:
-            raise WorkerError(f"the line profile of {self.model.name} version {self.model.version} is read from its "
-                              f"export manifest, but {exc}; point --repo at the repository the model server "
-                              "serves, or pass --profile FILE") from None
-        if facts(exported.model) != facts(self.model):
-            raise WorkerError(f"{repo} version {self.model.version} is not the model the server serves (another "
-                              "threshold, ROI size or feature order); point --repo at the repository it serves, or "
-                              "pass --profile FILE")
-        return exported.profile
+        return served_profile(self.model)
 
     async def _create_backend(self) -> Inference:
         return self._inference_factory()

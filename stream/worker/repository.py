@@ -1,11 +1,12 @@
-"""What the worker reads from a model repository written by `oanet export`.
+"""The line profile of the served model, and what the worker reads from a model repository
+written by `oanet export`.
 
-The line profile a model was trained on is stored once, in its version's sha256 manifest
-(`oanet_fusion/<v>/manifest.json`, key `profile`), which the fusion model verifies when Triton
-loads the version. The worker reads it from there for the version the server says it serves,
-so the frames are read with exactly the layout and fields that version expects. Triton's API
-cannot hand out files; where the worker cannot see the repository, `oanet worker --profile FILE`
-names the profile instead (checked against the served feature order).
+The line profile a model was trained on is stored in its version's sha256 manifest
+(`oanet_fusion/<v>/manifest.json`, key `profile`) and published by the served model itself:
+export writes it into oanet_fusion's config.pbtxt `parameters` (`serving.PROFILE_KEY`), which
+clients read through Triton's model-config call. The worker therefore needs no access to the
+repository: the frames are read with exactly the layout and fields the served version expects.
+`oanet worker --profile FILE` overrides it (checked against the served feature order).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from oanet.profile import LineProfile, ProfileError, parse_profile
 from stream.triton_client import ServedModel
 from stream.worker.errors import WorkerError
-from triton_models.oanet_fusion import core
+from triton_models.oanet_fusion import core, integrity
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,19 @@ class ExportedVersion:
     folder: Path  # REPO/oanet_fusion/<v>
 
 
+def served_profile(model: ServedModel) -> LineProfile:
+    """The line profile `model` publishes; WorkerError (one line) when it publishes none or an
+    unreadable one."""
+    where = f"{model.name} version {model.version}"
+    if not model.profile:
+        raise WorkerError(f"{where} does not publish its line profile (exported before it was): re-export the "
+                          "run with `oanet export`, or pass --profile FILE")
+    try:
+        return parse_profile(json.loads(model.profile), f"the line profile of {where}")
+    except (ProfileError, ValueError) as exc:
+        raise WorkerError(f"the line profile that {where} publishes is unusable: {exc}") from None
+
+
 def versions(repo: Path) -> list[int]:
     folder = Path(repo) / core.FUSION_MODEL
     if not folder.is_dir():
@@ -38,9 +52,11 @@ def versions(repo: Path) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def read_exported(repo: str | Path, version: int | None = None) -> ExportedVersion:
-    """Version `version` (default: the latest, the one Triton serves) after checking every file
-    against its sha256 manifest; WorkerError (one line) when it is absent or does not verify."""
+def read_exported(repo: str | Path, version: int | None = None, signing_key: str | None = None) -> ExportedVersion:
+    """Version `version` (default: the latest, the one Triton serves) after the check Triton makes
+    at load (`integrity.version_problems`: every file listed with its sha256, the manifest signed
+    with `signing_key` when one is given); WorkerError (one line) when it is absent or does not
+    verify."""
     repo = Path(repo)
     found = versions(repo)
     if not found:
@@ -49,7 +65,7 @@ def read_exported(repo: str | Path, version: int | None = None) -> ExportedVersi
     if version not in found:
         raise WorkerError(f"{repo} has no version {version} (has {found})")
     folder = repo / core.FUSION_MODEL / str(version)
-    problems = core.verify_version(folder)
+    problems = integrity.version_problems(folder, signing_key, check_configs=version == found[-1])
     if problems:
         raise WorkerError(f"{repo} version {version} does not verify: {'; '.join(problems[:3])}")
     manifest_path = folder / core.MANIFEST_FILE
@@ -68,5 +84,6 @@ def read_exported(repo: str | Path, version: int | None = None) -> ExportedVersi
         threshold=float(manifest["threshold"]),
         embedding_dim=int(manifest["embedding_dim"]),
         max_batch_size=int((manifest.get("serving") or {}).get("max_batch", 0)),
+        profile=json.dumps(manifest["profile"]),
     )
     return ExportedVersion(model, profile, manifest, folder)

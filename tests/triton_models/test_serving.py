@@ -115,7 +115,11 @@ def test_info_parameters_round_trip_and_refuse_garbage():
     assert set(params) == set(serving.INFO_KEYS)
     info = serving.parse_info_parameters(params)
     assert info == {"oanet_version": 3, "feature_names": FEATURES, "image_size": 32, "embedding_dim": 16,
-                    "threshold": 0.1 + 0.2}
+                    "threshold": 0.1 + 0.2, serving.PROFILE_KEY: None}
+    # The line profile, when the run has one, rides along as JSON (what the worker reads).
+    profile = {"name": "line-x", "fields": [{"name": "temp", "kind": "number"}]}
+    with_profile = serving.info_parameters(3, cfg, profile)
+    assert json.loads(serving.parse_info_parameters(with_profile)[serving.PROFILE_KEY]) == profile
     assert serving.info_mismatches(params, 3, cfg) == []
     assert "threshold" in serving.info_mismatches({**params, "threshold": "0.5"}, 3, cfg)[0]
     with pytest.raises(ValueError, match="lack image_size"):

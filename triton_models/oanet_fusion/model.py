@@ -2,22 +2,41 @@
 refinement and KL gate over the CNN's embedding, computed by `core.FusionCore` (the code
 training evaluates with).
 
-`oanet export` copies this file, `core.py` and `serving.py` into each version folder. At load
-the version is checked against its sha256 manifest and against config.pbtxt; a tampered,
-incomplete or mismatched repository is refused with one log line naming the problem.
+`oanet export` copies this file, `integrity.py`, `core.py` and `serving.py` into each version
+folder. At load, before any sibling import, every file of the version's three model folders
+(model.pt of the CNN included, whichever backend serves it) and the config.pbtxt files are
+checked against the sha256 manifest and its signature (integrity.py); then the facts in
+config.pbtxt against the artifacts. A tampered, incomplete, unlisted or mismatched repository
+is refused with one log line naming the problem.
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 
-# Triton's Python stub ignores PYTHONPATH: the sibling modules are imported from this folder.
-# No .pyc files next to them: the version folder must stay exactly what the manifest lists.
+import triton_python_backend_utils as pb_utils  # the stub's own module, never one of this folder
+
+# No .pyc files next to the modules: the version folder must stay exactly what the manifest lists.
 sys.dont_write_bytecode = True
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+_FOLDER = Path(__file__).resolve().parent
+
+
+def _load_sibling(name):
+    spec = importlib.util.spec_from_file_location(name, _FOLDER / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Before any other file of this version runs: integrity.py (standard library only, loaded by
+# path) checks every file against the manifest and its signature; a refused version fails its
+# load, and Triton logs why.
+_load_sibling("integrity").check_or_refuse(_FOLDER)
+# Triton's Python stub ignores PYTHONPATH: the sibling modules are imported from this folder.
+sys.path.insert(0, str(_FOLDER))
 
 import core  # noqa: E402
 import serving  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
 
 
 class TritonPythonModel:

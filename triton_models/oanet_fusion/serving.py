@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 try:  # in-process: the package triton_models.oanet_fusion (training, tests, the stream client)
-    from . import core
+    from . import core, integrity
 except ImportError:  # in Triton: beside model.py in a version folder
     import core  # type: ignore[no-redef]
+    import integrity  # type: ignore[no-redef]
 
 # `FusionCore.predict` keys -> output tensors (the client maps them back with this table).
 PREDICT_OUTPUTS = {
@@ -41,6 +42,9 @@ ENCODER_INPUTS = (core.ROI_INPUT,)
 # config.pbtxt `parameters` of oanet_fusion that describe the served version to clients; the
 # fusion model refuses to load when they disagree with its own artifacts.
 INFO_KEYS = ("oanet_version", "feature_names", "image_size", "embedding_dim", "threshold")
+# The line profile the version was trained on (JSON), so a worker needs no access to the
+# repository to read its frames; absent from exports made before it was published.
+PROFILE_KEY = "line_profile"
 CPU_THREADS = "cpu_threads"  # threads per instance; "0" = the machine's cores / instances; absent = 1
 GATE_METRIC = "oanet_gate_deactivations_total"
 MODELS = (core.ENCODER_MODEL, core.FUSION_MODEL, core.ENSEMBLE_MODEL)
@@ -156,15 +160,20 @@ def torch_device(instance_kind: str, device_id: str | int) -> str:
     return f"cuda:{int(device_id)}" if str(instance_kind).upper() == "GPU" else "cpu"
 
 
-def info_parameters(version: int, fusion_config: Mapping[str, Any]) -> dict[str, str]:
-    """What clients need to know about a served version, as config.pbtxt parameter strings."""
-    return {
+def info_parameters(version: int, fusion_config: Mapping[str, Any],
+                    profile: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """What clients need to know about a served version, as config.pbtxt parameter strings:
+    its tensor facts and, when the run has one, its line profile (`PROFILE_KEY`)."""
+    info = {
         "oanet_version": str(int(version)),
         "feature_names": json.dumps(list(fusion_config["feature_names"])),
         "image_size": str(int(fusion_config["image_size"])),
         "embedding_dim": str(int(fusion_config["embedding_dim"])),
         "threshold": repr(float(fusion_config.get("threshold", 0.5))),  # repr: round-trips exactly
     }
+    if profile:
+        info[PROFILE_KEY] = json.dumps(profile, sort_keys=True, separators=(",", ":"))
+    return info
 
 
 def parse_info_parameters(params: Mapping[str, str]) -> dict[str, Any]:
@@ -182,6 +191,7 @@ def parse_info_parameters(params: Mapping[str, str]) -> dict[str, Any]:
             "image_size": int(params["image_size"]),
             "embedding_dim": int(params["embedding_dim"]),
             "threshold": float(params["threshold"]),
+            PROFILE_KEY: params.get(PROFILE_KEY) or None,  # JSON text, parsed by the client
         }
     except (ValueError, TypeError) as exc:
         raise ValueError(f"unreadable model parameters ({exc})") from None
@@ -200,14 +210,15 @@ def served_versions(repo: Path) -> dict[str, int | None]:
     return versions
 
 
-def repository_problems(repo: str | Path, model: str, version: int) -> list[str]:
+def repository_problems(repo: str | Path, model: str, version: int, *, files: bool = True) -> list[str]:
     """Why version `version` of `model` must not be served from `repo`; [] when it may.
 
     The manifest (`oanet_fusion/<v>/manifest.json`) must be readable, of this format, for this
-    version, and every file it lists for `model` (all models, for the fusion model, which holds
-    the manifest) must have its sha256. All three models must serve the same version: the
-    fusion's reference statistics belong to one CNN, and a stray or missing version folder
-    would silently pair a CNN with another version's fusion stage.
+    version, and with `files` pass `integrity.version_problems` for `model` (all models, for the
+    fusion model, which holds the manifest; `model.py` has run that before importing this file,
+    hence `files=False` at load). All three models must serve the same version: the fusion's
+    reference statistics belong to one CNN, and a stray or missing version folder would
+    silently pair a CNN with another version's fusion stage.
     """
     repo = Path(repo)
     manifest, problem = core.read_version_manifest(repo / core.FUSION_MODEL / str(version))
@@ -221,14 +232,10 @@ def repository_problems(repo: str | Path, model: str, version: int) -> list[str]
                         f"(this model code reads {core.FORMAT_VERSION})")
     if manifest.get("version") != version:
         problems.append(f"manifest describes version {manifest.get('version')!r} but sits in version folder {version}")
-    files = manifest.get("files") if isinstance(manifest.get("files"), Mapping) else {}
-    if model != core.FUSION_MODEL:
-        prefix = f"{model}/{version}/"
-        files = {k: v for k, v in files.items() if k.startswith(prefix)}
-        if not files:
-            problems.append(f"manifest lists no file of {prefix}")
     if files:
-        problems += core.verify_manifest(repo, {"files": files})
+        only = None if model == core.FUSION_MODEL else model
+        problems += integrity.version_problems(repo / model / str(version), integrity.environment_key(),
+                                               only_model=only)
     served = served_versions(repo)
     stray = {m: v for m, v in served.items() if v != version}
     if stray:
@@ -239,7 +246,8 @@ def repository_problems(repo: str | Path, model: str, version: int) -> list[str]
 
 
 def info_mismatches(params: Mapping[str, str], version: int, fusion_config: Mapping[str, Any]) -> list[str]:
-    """config.pbtxt parameters that do not describe the loaded version's artifacts."""
+    """config.pbtxt parameters that do not describe the loaded version's artifacts (the line
+    profile is covered by the config's sha256 in the manifest)."""
     expected = info_parameters(version, fusion_config)
     return [f"config.pbtxt parameter {key} is {params.get(key)!r} but version {version} has {value!r} "
             "(the config was written for another version; re-export)"
@@ -255,7 +263,7 @@ def checked_version(pb_utils: Any, args: Mapping[str, str]) -> tuple[dict[str, A
     config = json.loads(args["model_config"])
     name, version = args["model_name"], int(args["model_version"])
     model_dir = Path(args["model_repository"])
-    problems = repository_problems(model_dir.parent, name, version)
+    problems = repository_problems(model_dir.parent, name, version, files=False)  # model.py checked them
     if problems:
         refuse(pb_utils, name, version, problems)
     return config, name, version, model_dir / str(version)
@@ -263,7 +271,7 @@ def checked_version(pb_utils: Any, args: Mapping[str, str]) -> tuple[dict[str, A
 
 def refuse(pb_utils: Any, model: str, version: int | str, problems: Sequence[str]) -> None:
     """Log why a version is refused as one line, then fail its load."""
-    message = " ".join((f"{model} version {version} refused: " + "; ".join(problems)).split())
+    message = integrity.refusal(model, version, list(problems))
     pb_utils.Logger.log_error(message)
     raise RuntimeError(message)
 

@@ -3,23 +3,40 @@
 one in the `nvidia-pytriton` wheel. The NGC container serves the same `model.pt` with
 `backend: "pytorch"` instead (`oanet export --cnn-backend libtorch`).
 
-`oanet export` copies this file with `core.py` and `serving.py` (from oanet_fusion) into the
-version folder. Before `torch.jit.load` the version's files are checked against the sha256
-manifest that `oanet_fusion/<v>/manifest.json` holds. The device comes from the instance
+`oanet export` copies this file with `integrity.py`, `core.py` and `serving.py` (from
+oanet_fusion) into the version folder. Before any sibling import and `torch.jit.load` the
+version's files are checked against the sha256 manifest that `oanet_fusion/<v>/manifest.json`
+holds (integrity.py). The device comes from the instance
 group (KIND_GPU: `cuda:<device id>`), the CPU thread count from the `cpu_threads` parameter.
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 
-# Triton's Python stub ignores PYTHONPATH: the sibling modules are imported from this folder.
-# No .pyc files next to them: the version folder must stay exactly what the manifest lists.
+import triton_python_backend_utils as pb_utils  # the stub's own module, never one of this folder
+
+# No .pyc files next to the modules: the version folder must stay exactly what the manifest lists.
 sys.dont_write_bytecode = True
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+_FOLDER = Path(__file__).resolve().parent
+
+
+def _load_sibling(name):
+    spec = importlib.util.spec_from_file_location(name, _FOLDER / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Before any other file of this version runs: integrity.py (standard library only, loaded by
+# path) checks every file against the manifest and its signature; a refused version fails its
+# load, and Triton logs why.
+_load_sibling("integrity").check_or_refuse(_FOLDER, only_model=_FOLDER.parent.name)
+# Triton's Python stub ignores PYTHONPATH: the sibling modules are imported from this folder.
+sys.path.insert(0, str(_FOLDER))
 
 import core  # noqa: E402
 import serving  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
 
 
 class TritonPythonModel:

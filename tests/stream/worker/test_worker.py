@@ -514,7 +514,6 @@ def test_worker_command_errors_are_one_line(run_oanet, worker_settings, tmp_path
         (["--bootstrap-servers", f"127.0.0.1:{free_port()}"], "no Kafka broker answers", None),
         ([*broker, "--triton-url", f"127.0.0.1:{free_port()}", "--repo", str(model_repo)],
          "the model server at 127.0.0.1:", quick),
-        ([*broker, *triton, *topics, "--repo", str(tmp_path / "none")], "is read from its export manifest, but", None),
         ([*broker, *triton, "--repo", str(model_repo), "--frames-topic", f"absent-{uuid.uuid4().hex[:6]}"],
          "do not exist", None),
         (["--window", "0"], "worker.window", None),
