@@ -51,7 +51,7 @@ from stream.kafka_clients import any_reachable, consumer_config, producer_config
 from stream.worker import ocr_stage
 from stream.worker.errors import FrameRejected, WorkerError
 from stream.worker.frames import FramePolicy, admit
-from stream.worker.gate import InferenceGate, facts
+from stream.worker.gate import InferenceGate
 from stream.worker.inference import Inference, ServedModel
 from stream.worker.metrics import MetricsServer, WorkerMetrics
 from stream.worker.ocr_pool import OcrPool
