@@ -5,15 +5,15 @@ check. Unit checks on exported repositories, then the real tritonserver refusing
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from deploy.embedded.errors import StackError
-from deploy.embedded.stack import EmbeddedStack
 from oanet.settings import load_settings
 from stream.worker.errors import WorkerError
 from stream.worker.repository import read_exported
+from tests.triton_models.test_triton_serving import _refused
 from training.export import export_run, verify_export
 from triton_models.oanet_fusion import core, integrity
 
@@ -75,7 +75,7 @@ def test_the_encoder_checks_its_own_folder(repo_copy):
 
 def test_a_changed_config_is_refused_for_the_served_version_only(repo_copy):
     config = repo_copy / core.FUSION_MODEL / "config.pbtxt"
-    config.write_text(config.read_text().replace('"threshold"', '"threshold"', 1) + "\n# edited\n")
+    config.write_text(config.read_text() + "\n# edited\n")
     found = problems(repo_copy)
     assert len(found) == 1 and found[0].startswith("sha256 mismatch: oanet_fusion/config.pbtxt")
     assert problems(repo_copy, check_configs=False) == []
@@ -90,8 +90,6 @@ def test_a_signed_manifest_passes_with_its_key_only(signed_repo):
 
 
 def test_a_rewritten_manifest_fails_under_the_key(signed_repo, tmp_path, served_repo):
-    import shutil
-
     repo = tmp_path / "repo"
     shutil.copytree(signed_repo, repo)
     rewrite_manifest(repo, threshold=0.01)
@@ -106,8 +104,6 @@ def test_a_rewritten_manifest_fails_under_the_key(signed_repo, tmp_path, served_
 
 
 def test_the_fusion_model_verifies_the_libtorch_cnn(libtorch_repo, tmp_path):
-    import shutil
-
     repo = tmp_path / "repo"
     shutil.copytree(libtorch_repo, repo)
     assert not (repo / core.ENCODER_MODEL / "1" / "model.py").exists()  # nothing of ours runs beside model.pt
@@ -129,22 +125,11 @@ def test_the_signing_key_setting_is_the_variable_triton_reads(monkeypatch):
 # --------------------------------------------------------------------------- the real tritonserver
 
 
-def refused(stack_settings_factory, repo: Path) -> str:
-    stack = EmbeddedStack(stack_settings_factory(model_repository=repo))
-    try:
-        with pytest.raises(StackError) as caught:
-            stack.up()
-    finally:
-        stack.down()
-    assert "\n" not in str(caught.value)
-    return str(caught.value)
-
-
 def test_triton_refuses_an_unlisted_module_before_importing_it(repo_copy, stack_settings_factory, tmp_path):
     marker = tmp_path / "imported"
     (repo_copy / "oanet_fusion/1/lightgbm.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
                                                           "raise ImportError('a stray module ran')\n")
-    message = refused(stack_settings_factory, repo_copy)
+    message = _refused(stack_settings_factory, repo_copy)
     assert ("oanet_fusion version 1 refused: unlisted file: oanet_fusion/1/lightgbm.py "
             "(not written by `oanet export`: remove it)") in message
     assert not marker.exists(), "the stray lightgbm.py was imported"
@@ -152,11 +137,9 @@ def test_triton_refuses_an_unlisted_module_before_importing_it(repo_copy, stack_
 
 def test_triton_refuses_a_rewritten_manifest_under_the_signing_key(signed_repo, tmp_path, monkeypatch,
                                                                     stack_settings_factory):
-    import shutil
-
     repo = tmp_path / "repo"
     shutil.copytree(signed_repo, repo)
     rewrite_manifest(repo, threshold=0.01)
     monkeypatch.setenv(integrity.SIGNING_KEY_ENV, KEY)  # Triton's environment (a Secret in the cluster)
-    message = refused(stack_settings_factory, repo)
+    message = _refused(stack_settings_factory, repo)
     assert "oanet_fusion version 1 refused: manifest" in message and "does not match its signature" in message
