@@ -36,6 +36,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CNN image symmetries: 'dihedral' = flips and 90-degree turns (square objects whose "
                         "defects look alike in any orientation), 'flips', or 'none' (default dihedral)")
     parser.add_argument("--epochs", type=int, default=15, metavar="N", help="CNN epochs (default 15; the paper: 30)")
+    parser.add_argument("--cnn-restarts", type=int, default=2, metavar="N",
+                        help="restart the CNN with fresh initial weights when its validation AUROC is still under "
+                        "0.65 after 4 epochs, at most N times; the epoch with the best validation AUROC over all "
+                        "attempts is kept (default 2)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="CNN batch size (default 32)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                         help="CNN optimiser (default: the encoder's recipe: sgd for the paper's encoders, adamw for "
