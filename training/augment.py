@@ -1,8 +1,11 @@
 """Robustness augmentations of the paper (sections 3.2 and 4.3), on numpy arrays.
 
 * `grid_mask`: GridMask (Chen et al. 2020) on uint8 NHWC object images: in every d x d cell of
-  a grid with a random period d and offset, a square of side round(ratio * d) is set to 0
-  (ratio 0.5 hides about 25% of the image). Applied to each image with probability p.
+  a grid with a random period d and offset, a square of side round(ratio * d) is filled with
+  the image's own mean colour (ratio 0.5 hides about 25% of the image). Applied to each image
+  with probability p. The reference implementation multiplies the normalised input by the
+  mask, so a hole is the mean there; a black (uint8 0) hole looked like a void or a particle,
+  the very defects the CNN must find, and taught it that good frames with holes are defects.
 * `ocr_dropout`: mask learning; each present OCR field is turned missing with probability p
   (value NaN, mask True), simulating OCR failures.
 
@@ -17,7 +20,8 @@ import numpy as np
 
 def grid_mask_one(image: np.ndarray, rng: np.random.Generator, ratio: float = 0.5,
                   d_range: tuple[float, float] = (0.2, 0.45)) -> np.ndarray:
-    """One GridMask draw on an HxWxC (or HxW) image; returns a masked copy."""
+    """One GridMask draw on an HxWxC (or HxW) image; returns a copy with the holes filled with the
+    image's mean colour (per channel), which the encoder's per-image normalisation maps to 0."""
     h, w = image.shape[:2]
     side = min(h, w)
     d = int(rng.integers(max(2, int(d_range[0] * side)), max(3, int(d_range[1] * side)) + 1))
@@ -31,7 +35,8 @@ def grid_mask_one(image: np.ndarray, rng: np.random.Generator, ratio: float = 0.
             if y_hi > y_lo and x_hi > x_lo:
                 keep[y_lo:y_hi, x_lo:x_hi] = False
     out = image.copy()
-    out[~keep] = 0
+    fill = image.reshape(h * w, -1).mean(axis=0) if image.ndim == 3 else image.mean()
+    out[~keep] = np.round(fill).astype(image.dtype)
     return out
 
 

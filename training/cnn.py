@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,15 +25,9 @@ from training.data import Frames
 from training.encoders import ImageEncoder
 
 
-def channel_stats(rois: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    x = rois.reshape(-1, 3).astype(np.float64) / 255.0
-    std = np.maximum(x.std(axis=0), 1e-3)
-    return tuple(float(v) for v in x.mean(axis=0)), tuple(float(v) for v in std)
-
-
 def build_encoder(name: str, embedding_dim: int, train_rois: np.ndarray) -> ImageEncoder:
-    mean, std = channel_stats(train_rois)
-    return ImageEncoder(name, embedding_dim, mean, std)
+    """The encoder for ROIs like `train_rois` (uint8 [N, S, S, 3]: built for S px)."""
+    return ImageEncoder(name, embedding_dim, int(train_rois.shape[1]))
 
 
 def epoch_lr(base_lr: float, epoch: int, epochs: int) -> float:
@@ -120,6 +115,64 @@ def image_targets(frames: Frames, target: str) -> np.ndarray:
     raise ValueError(f"unknown image target {target!r}")
 
 
+@dataclass
+class BestEpoch:
+    """The epoch with the best validation score so far (over every attempt) and its weights.
+
+    The score is the validation AUROC of the image target: object defects against good frames
+    for target "object", every defect for "label". The last epoch of a from-scratch CNN is not
+    always its best (the score moves from epoch to epoch on a few hundred frames), and a failed
+    attempt's last epoch is worse than the learnt one before a restart."""
+
+    attempt: int = -1
+    epoch: int = -1  # 1-based within its attempt, as the history records
+    auroc: float | None = None
+    state: dict[str, torch.Tensor] | None = None
+
+    def offer(self, attempt: int, epoch: int, value: float | None, model: torch.nn.Module) -> bool:
+        if value is None or (self.auroc is not None and value <= self.auroc):
+            return False
+        self.attempt, self.epoch, self.auroc = attempt, epoch, float(value)
+        self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        return {"attempt": self.attempt, "epoch": self.epoch, "val_auroc": self.auroc}
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {**self.summary(), "model": self.state}
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any] | None) -> BestEpoch:
+        if not saved or saved.get("model") is None:
+            return cls()
+        return cls(int(saved["attempt"]), int(saved["epoch"]), saved["val_auroc"], dict(saved["model"]))
+
+
+@dataclass(frozen=True)
+class Restarts:
+    """Restart a CNN that has not learnt: after `after` epochs of an attempt whose best validation
+    AUROC is under `below`, the weights are drawn again (seed + attempt) and the schedule starts
+    over, at most `count` times. A from-scratch CNN on CPU stays at chance in some seeds
+    (docs/benchmarks.md, Training); another draw of the initial weights learns."""
+
+    count: int = 2
+    after: int = 4
+    below: float = 0.65
+
+
+def reinitialise(model: torch.nn.Module, seed: int) -> None:
+    """Fresh initial weights for every layer, drawn from `seed`."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if module is not model and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+
+def restart_seed(seed: int, attempt: int) -> int:
+    return seed + 7919 * attempt
+
+
 def train_cnn(
     model: ImageEncoder,
     optimizer: torch.optim.Optimizer,
@@ -139,30 +192,41 @@ def train_cnn(
     pos_weight: float | None = None,
     augment: str = "dihedral",
     grid_mask_warmup: float = 0.0,
+    restarts: Restarts | None = None,
+    attempt: int = 0,
+    best: BestEpoch | None = None,
 ) -> list[dict[str, Any]]:
-    """Train for epochs [start_epoch, epochs); calls on_epoch(epoch, record) after each.
+    """Train for epochs [start_epoch, epochs) of attempt `attempt`; calls on_epoch(epoch, record)
+    after each (epoch 0-based within the attempt; record["attempt"] says which).
 
     target "label": the frame's defect label; "object": 1 only for object-caused defects
     (a parameter defect is invisible in the object image, so it would only be label noise for
     the image head; the parameter branch covers it). `pos_weight` weighs the defect class in
     the loss (None: balanced, `balanced_pos_weight`).
+
+    `best` (updated in place; a fresh one when None) keeps the weights of the epoch with the best
+    validation AUROC of the target, which the model holds when this returns. `restarts` (None:
+    none) re-draws the weights of an attempt that stays near chance. A resumed run passes the
+    attempt, start epoch and best epoch of its checkpoint.
     """
     from tqdm import tqdm
 
     history = []
+    best = best if best is not None else BestEpoch()
     labels = image_targets(train, target)
     weight = torch.tensor(balanced_pos_weight(labels) if pos_weight is None else float(pos_weight), device=device)
     n = len(train)
-    for epoch in range(start_epoch, epochs):
+    epoch = start_epoch
+    while epoch < epochs:
         model.train()
-        rng = np.random.default_rng([seed, epoch])
+        rng = np.random.default_rng([restart_seed(seed, attempt), epoch])
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(lr, epoch, epochs)
         order = rng.permutation(n)
         epoch_grid_mask = grid_mask_probability(grid_mask_p, epoch, epochs, grid_mask_warmup)
         total, seen = 0.0, 0
-        bar = tqdm(range(0, n, batch_size), desc=f"cnn epoch {epoch + 1}/{epochs}", unit="batch",
-                   disable=not progress, leave=False)
+        what = f"cnn epoch {epoch + 1}/{epochs}" + (f" (restart {attempt})" if attempt else "")
+        bar = tqdm(range(0, n, batch_size), desc=what, unit="batch", disable=not progress, leave=False)
         for start in bar:
             idx = order[start : start + batch_size]
             if len(idx) < 2:  # batch norm needs two samples
@@ -181,11 +245,32 @@ def train_cnn(
             bar.set_postfix(loss=f"{total / max(seen, 1):.4f}")
         _, val_logit = extract(model, val.rois, device)
         objects = np.array([c != "param" for c in val.causes])
-        record = {"epoch": epoch + 1, "lr": epoch_lr(lr, epoch, epochs), "grid_mask": epoch_grid_mask,
-                  "train_loss": total / max(seen, 1),
+        record = {"epoch": epoch + 1, "attempt": attempt, "lr": epoch_lr(lr, epoch, epochs),
+                  "grid_mask": epoch_grid_mask, "train_loss": total / max(seen, 1),
                   "val_image_auroc": auroc(val.labels, val_logit),
                   "val_object_auroc": auroc(val.labels[objects], val_logit[objects])}
+        score = record["val_object_auroc"] if target == "object" else record["val_image_auroc"]
+        record["best"] = best.offer(attempt, epoch + 1, score, model)
+        # Every earlier attempt ended under `below`, so the best over all attempts is under it
+        # exactly when this attempt's is (and it survives a resume, in the checkpoint).
+        attempt_best = best.auroc if best.auroc is not None else 0.5
+        restart = (restarts is not None and attempt < restarts.count and epoch + 1 == restarts.after
+                   and epoch + 1 < epochs and attempt_best < restarts.below)
+        record["restart"] = restart
         history.append(record)
+        if restart:
+            if progress:
+                print(f"cnn: validation AUROC {attempt_best:.2f} < {restarts.below} after {epoch + 1} epochs: "
+                      f"restart {attempt + 1} of at most {restarts.count} with fresh initial weights")
+            attempt += 1
+            reinitialise(model, restart_seed(seed, attempt))
+            optimizer.state.clear()
+            epoch = 0
+        else:
+            epoch += 1
         if on_epoch is not None:
-            on_epoch(epoch, record)
+            # After a restart the checkpoint holds the fresh weights at epoch 0 of the new attempt.
+            on_epoch(epoch - 1, record)
+    if best.state is not None:
+        model.load_state_dict(best.state)
     return history

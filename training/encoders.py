@@ -3,9 +3,9 @@ alignment projections, the fused classifier and the alignment losses.
 
 The image encoder's forward takes what the stream client sends, so serving needs no Python
 preprocessing: a uint8 batch [N, S, S, 3] of BGR object ROIs (channels last, as OpenCV
-decodes them, resized by `crop_object_roi`), converted to float and normalised with the
-training set's per-channel mean/std inside the graph. It returns (embedding [N, E],
-image_logit [N, 1]).
+decodes them, resized by `crop_object_roi`), converted to float and normalised per image
+(each channel to mean 0, std 1 over the image) inside the graph, so training, the exported
+TorchScript file and Triton normalise alike. It returns (embedding [N, E], image_logit [N, 1]).
 
 The fusion-stage modules are plain Linear/ReLU stacks whose weights are exported to
 `fusion_weights.npz` and evaluated by numpy in `triton_models/oanet_fusion/core.py`; their
@@ -54,18 +54,36 @@ class GlobalMaxPool(nn.Module):
         return torch.amax(x, dim=(2, 3))
 
 
-def compact_cnn(widths: tuple[int, ...] = (16, 32, 64, 128)) -> tuple[nn.Module, int]:
+# The compact CNN's stages work at about this many pixels whatever the input size: a larger
+# ROI goes through a strided first convolution (`stem_stride`).
+COMPACT_TRUNK_SIZE = 96
+
+
+def stem_stride(image_size: int) -> int:
+    """Stride of the compact CNN's first convolution for an image_size px input: image_size / 96
+    rounded, between 1 and 4 (96 px: 1; 192 px: 2; 448 px: 4)."""
+    return max(1, min(4, round(image_size / COMPACT_TRUNK_SIZE)))
+
+
+def compact_cnn(widths: tuple[int, ...] = (16, 32, 64, 128), stride: int = 1) -> tuple[nn.Module, int]:
     """A small VGG-style CNN (two 3x3 conv + batch norm per stage, max-pool between stages).
 
     About 0.3 M parameters and 0.12 GMAC at 96 px, against 11 M and 0.33 GMAC for ResNet-18:
     trained from scratch on CPU it learns the synthetic object defects in a few epochs, where
     ResNet-18 stays at chance within the same budget (docs/benchmarks.md). The paper notes the
-    same risk of large encoders on low-resolution crops (section 3.3)."""
+    same risk of large encoders on low-resolution crops (section 3.3).
+
+    `stride` > 1 makes the first convolution a strided stem with a kernel of 2 x stride - 1
+    (every input pixel feeds some output): the stem sees the ROI at full input resolution,
+    where a thin scratch or a pin hole still has contrast, and the rest of the net costs what
+    it costs at input / stride px."""
     layers: list[nn.Module] = []
     channels = 3
-    for width in widths:
+    for i, width in enumerate(widths):
+        k = 3 if i or stride == 1 else 2 * stride - 1
         layers += [
-            nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, width, k, stride=1 if i else stride, padding=k // 2, bias=False),
+            nn.BatchNorm2d(width), nn.ReLU(inplace=True),
             nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
         ]
@@ -73,11 +91,11 @@ def compact_cnn(widths: tuple[int, ...] = (16, 32, 64, 128)) -> tuple[nn.Module,
     return nn.Sequential(*layers, GlobalMaxPool()), channels
 
 
-def _backbone(name: str) -> tuple[nn.Module, int]:
+def _backbone(name: str, image_size: int) -> tuple[nn.Module, int]:
     import torchvision
 
     if name == "compact":
-        return compact_cnn()
+        return compact_cnn(stride=stem_stride(image_size))
     if name == "resnet18":
         model = torchvision.models.resnet18(weights=None)
         dim = model.fc.in_features
@@ -94,24 +112,37 @@ def _backbone(name: str) -> tuple[nn.Module, int]:
     raise ValueError(f"unknown encoder {name!r}; expected one of {', '.join(ENCODERS)}")
 
 
-class ImageEncoder(nn.Module):
-    """CNN backbone + embedding head + image-only head, on uint8 NHWC BGR input."""
+# Floor of the per-image std in grey levels: a flat image (or channel) stays flat, not noise
+# blown up to unit variance.
+MIN_IMAGE_STD = 2.0
 
-    def __init__(self, name: str = "compact", embedding_dim: int = 64,
-                 mean: tuple[float, float, float] = (0.5, 0.5, 0.5), std: tuple[float, float, float] = (0.25, 0.25, 0.25)):
+
+def per_image_normalise(x: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] float grey levels -> each image's channels to mean 0, std 1 (std floored at
+    MIN_IMAGE_STD). A line's lighting and exposure drift shift and scale the whole ROI; a
+    defect is a local change against the rest of its own image, which this keeps."""
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    std = x.std(dim=(2, 3), keepdim=True).clamp_min(MIN_IMAGE_STD)
+    return (x - mean) / std
+
+
+class ImageEncoder(nn.Module):
+    """CNN backbone + embedding head + image-only head, on uint8 NHWC BGR input.
+
+    `image_size` is the input side the net is built for (the compact CNN's stem stride
+    follows it); the graph itself accepts any size of at least MIN_IMAGE_SIZE."""
+
+    def __init__(self, name: str = "compact", embedding_dim: int = 64, image_size: int = COMPACT_TRUNK_SIZE):
         super().__init__()
         self.name = name
-        self.backbone, feat_dim = _backbone(name)
+        self.backbone, feat_dim = _backbone(name, image_size)
         self.embed = nn.Linear(feat_dim, embedding_dim)
         self.head = nn.Sequential(nn.ReLU(), nn.Dropout(0.2), nn.Linear(embedding_dim, 1))
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     # The argument is named like the Triton input tensor (core.ROI_INPUT): Triton's libtorch
     # backend matches config input names to the TorchScript forward's argument names.
     def forward(self, OBJECT_ROI: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: N803
-        x = OBJECT_ROI.permute(0, 3, 1, 2).float().div(255.0)
-        x = (x - self.mean) / self.std
+        x = per_image_normalise(OBJECT_ROI.permute(0, 3, 1, 2).float())
         embedding = self.embed(self.backbone(x))
         return embedding, self.head(embedding)
 

@@ -29,7 +29,7 @@ import torch
 from training import data as data_mod
 from training.augment import grid_mask, ocr_dropout
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
-from training.cnn import build_encoder, extract, make_optimizer, train_cnn
+from training.cnn import BestEpoch, Restarts, build_encoder, extract, make_optimizer, train_cnn
 from training.crossfit import FoldEncoders, crossfit
 from training.data import DataBundle, Frames
 from training.encoders import MIN_IMAGE_SIZE, RECIPES, ImageEncoder
@@ -56,7 +56,7 @@ RUN_ARGS = (
     "align", "align_loss", "align_weight", "refine_rounds", "pca_components", "gate", "gate_margin",
     "gate_weights", "ocr_mask_rate", "grid_mask", "mask_copies", "target_recall", "folds", "tree_kinds",
     "tree_rounds", "features", "fusion_epochs", "image_target", "image_pos_weight", "augment", "grid_mask_warmup",
-    "spec_features", "crossfit_folds",
+    "spec_features", "crossfit_folds", "cnn_restarts",
 )
 
 
@@ -77,6 +77,7 @@ def validate_args(args: argparse.Namespace) -> None:
          f"--image-size must be at least {MIN_IMAGE_SIZE[args.encoder]} for {args.encoder}"),
         (args.image_size <= 1024, "--image-size must be at most 1024"),
         (args.epochs >= 1, "--epochs must be at least 1"),
+        (args.cnn_restarts >= 0, "--cnn-restarts must be >= 0"),
         (args.batch_size >= 2, "--batch-size must be at least 2"),
         (args.embedding_dim >= 2, "--embedding-dim must be at least 2"),
         (args.refine_rounds >= 0, "--refine-rounds must be >= 0"),
@@ -160,6 +161,7 @@ class ImageStage:
 
     model: ImageEncoder
     history: list
+    best: BestEpoch
     rows: FusionRows
     bag: TreeBag
     ref: dict[str, np.ndarray]
@@ -205,7 +207,8 @@ def cnn_options(args: argparse.Namespace) -> dict[str, Any]:
     """The `train_cnn` keyword options of a run: the served CNN and the cross-fitting CNNs share them."""
     return dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, grid_mask_p=args.grid_mask,
                 seed=args.seed, device=args.device, target=args.image_target, pos_weight=image_pos_weight(args),
-                augment=args.augment, grid_mask_warmup=args.grid_mask_warmup)
+                augment=args.augment, grid_mask_warmup=args.grid_mask_warmup,
+                restarts=Restarts(count=args.cnn_restarts))
 
 
 def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Path | None = None,
@@ -214,19 +217,23 @@ def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Pat
     set_seed(args.seed)
     train, val = bundle.splits["train"], bundle.splits["val"]
     model, optimizer = fresh_cnn(train, args)
-    start, history = 0, []
+    start, history, attempt, best = 0, [], 0, BestEpoch()
     if resume is not None:
         model.load_state_dict(resume["model"])
         if resume.get("optimizer") is not None:
             optimizer.load_state_dict(resume["optimizer"])
         start, history = int(resume["epoch"]), list(resume["history"])
+        best = BestEpoch.from_checkpoint(resume.get("best"))
+        if history:
+            attempt = int(history[-1].get("attempt", 0)) + int(bool(history[-1].get("restart")))
 
     def save(epoch: int, record: dict) -> None:
         history.append(record)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, args, "cnn", epoch + 1, model, optimizer, history)
+            save_checkpoint(checkpoint, args, "cnn", epoch + 1, model, optimizer, history, best=best)
 
-    train_cnn(model, optimizer, train, val, start_epoch=start, on_epoch=save, progress=progress, **cnn_options(args))
+    train_cnn(model, optimizer, train, val, start_epoch=start, on_epoch=save, progress=progress,
+              attempt=attempt, best=best, **cnn_options(args))
     model.eval()
     folds_cnn = crossfit_cnns(model, train, val, args, progress)
     rows = build_rows(model, train, args, progress, embed=None if folds_cnn is None else folds_cnn.embed)
@@ -239,7 +246,7 @@ def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Pat
     ref = reference_stats(rows.embedding[clean], train.values, train.missing)
     val_emb, val_logit = extract(model, val.rois, args.device)
     crossfit_summary = None if folds_cnn is None else folds_cnn.summary(train)
-    return ImageStage(model, history, rows, bag, ref, val_emb, val_logit, crossfit_summary)
+    return ImageStage(model, history, best, rows, bag, ref, val_emb, val_logit, crossfit_summary)
 
 
 def fit_fold_cnn(fit: Frames, val: Frames, args: argparse.Namespace) -> ImageEncoder:
@@ -420,7 +427,8 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def save_checkpoint(path: Path, args: argparse.Namespace, stage: str, epoch: int, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None, history: list, metrics: dict | None = None) -> None:
+                    optimizer: torch.optim.Optimizer | None, history: list, metrics: dict | None = None,
+                    best: BestEpoch | None = None) -> None:
     state = {
         "args": run_args(args),
         "stage": stage,
@@ -430,6 +438,8 @@ def save_checkpoint(path: Path, args: argparse.Namespace, stage: str, epoch: int
         # JSON round trip: plain Python types only, so weights_only loading accepts them.
         "history": json.loads(json.dumps(history)),
         "metrics": json.loads(json.dumps(metrics or {})),
+        # The best epoch's weights: a resumed run still ends on them.
+        "best": best.to_checkpoint() if best is not None else None,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -492,6 +502,7 @@ def main(args: argparse.Namespace) -> int:
         "branch_thresholds": fc.config["branch_thresholds"],
         "gate": fc.config["gate"],
         "cnn_history": stage.history,
+        "cnn_best": stage.best.summary(),
         "fusion_history": fusion_history,
         "crossfit": stage.crossfit,
         "frames": {name: len(f) for name, f in bundle.splits.items()},
@@ -499,7 +510,8 @@ def main(args: argparse.Namespace) -> int:
         "data": str(args.data),
     }
     write_json(run / "metrics.json", metrics)
-    save_checkpoint(run / CHECKPOINT, args, "done", args.epochs, stage.model, None, stage.history, metrics)
+    save_checkpoint(run / CHECKPOINT, args, "done", args.epochs, stage.model, None, stage.history, metrics,
+                    best=stage.best)
     v = metrics["val"]
     print(f"trained {args.encoder} ({args.image_size}px, {args.epochs} epochs) + {len(stage.bag.boosters)} LightGBM "
           f"models in {metrics['seconds']['total']:.0f} s -> {run}")
@@ -507,7 +519,8 @@ def main(args: argparse.Namespace) -> int:
         m = v[name]
         print(f"  val {name:6s} recall {m['recall']:.3f} precision {m['precision']:.3f} f1 {m['f1']:.3f} "
               f"auroc {m['auroc'] if m['auroc'] is None else round(m['auroc'], 3)} (threshold {m['threshold']:.3f})")
-    note = image_branch_note(stage.history)
+    print(cnn_summary(stage.history, stage.best))
+    note = image_branch_note(stage.best)
     if note:
         print(note)
     return 0
@@ -519,11 +532,19 @@ def main(args: argparse.Namespace) -> int:
 IMAGE_LEARNT_AUROC = 0.6
 
 
-def image_branch_note(history: list[dict[str, Any]]) -> str | None:
-    """A warning line when the CNN's last epoch is near chance on the object defects, else None."""
-    value = history[-1].get("val_object_auroc") if history else None
-    if value is None or value >= IMAGE_LEARNT_AUROC:
+def cnn_summary(history: list[dict[str, Any]], best: BestEpoch) -> str:
+    """One line: the kept epoch and its validation AUROC, and the restarts it took."""
+    restarts = sum(bool(r.get("restart")) for r in history)
+    kept = "no epoch scored" if best.auroc is None else (
+        f"kept epoch {best.epoch}" + (f" of restart {best.attempt}" if best.attempt else "")
+        + f" (validation AUROC {best.auroc:.3f})")
+    return f"  cnn: {kept}; {restarts} restart(s)"
+
+
+def image_branch_note(best: BestEpoch) -> str | None:
+    """A warning line when the kept CNN epoch is near chance on the object defects, else None."""
+    if best.auroc is None or best.auroc >= IMAGE_LEARNT_AUROC:
         return None
-    return (f"note: the image branch did not learn the object defects (validation AUROC {value:.2f} < "
-            f"{IMAGE_LEARNT_AUROC}); verdicts lean on the parameters. GridMask from the first epoch is the usual "
-            "cause: try --grid-mask-warmup 1, or another --seed (docs/benchmarks.md, Training).")
+    return (f"note: the image branch did not learn the object defects (best validation AUROC {best.auroc:.2f} < "
+            f"{IMAGE_LEARNT_AUROC}, restarts included); verdicts lean on the parameters. Try more --epochs, "
+            "--grid-mask-warmup 1, more --cnn-restarts or a larger --image-size (docs/benchmarks.md, Training).")

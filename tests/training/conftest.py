@@ -35,3 +35,16 @@ def e2e_dataset(tmp_path_factory: pytest.TempPathFactory, line_profile) -> Path:
     root = tmp_path_factory.mktemp("synth-e2e") / "d120"
     generate(root, line_profile, E2E_N, seed=11, width=256, height=192, workers=1, progress=False)
     return root
+
+
+LEARN_N = 160
+
+
+@pytest.fixture(scope="session")
+def learning_dataset(tmp_path_factory: pytest.TempPathFactory, line_profile) -> Path:
+    """160 half-size frames (512x384) of BGA packages, half of them defects, for the check that the
+    CNN learns (the object ROI is 224 px there)."""
+    root = tmp_path_factory.mktemp("synth-learn") / "d160"
+    generate(root, line_profile, LEARN_N, seed=21, width=512, height=384, defect_rate=0.5, package="bga",
+             workers=1, progress=False)
+    return root

@@ -10,7 +10,7 @@ import torch
 from training import options
 from training.augment import grid_mask, grid_mask_one, ocr_dropout
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
-from training.cnn import AUGMENTS, balanced_pos_weight, grid_mask_probability, symmetries
+from training.cnn import AUGMENTS, BestEpoch, balanced_pos_weight, grid_mask_probability, symmetries
 from training.data import FEATURE_SOURCES
 from training.encoders import (
     ENCODERS,
@@ -84,19 +84,24 @@ def test_infonce_prefers_matching_pairs_and_gradients_align():
     assert cosine_alignment_loss(a, b).item() < before * 0.5
 
 
-def test_grid_mask_hides_about_a_quarter_and_is_seeded():
-    images = np.full((4, 64, 64, 3), 255, np.uint8)
+def test_grid_mask_hides_about_a_quarter_with_the_mean_colour_and_is_seeded():
+    images = np.zeros((4, 64, 64, 3), np.uint8)
+    images[:, ::2] = (10, 200, 250)  # stripes: the mean colour (5, 100, 125) appears nowhere in the image
     same, applied = grid_mask(images, 0.0, np.random.default_rng(0))
     assert not applied.any() and (same == images).all()
     masked, applied = grid_mask(images, 1.0, np.random.default_rng(0))
     assert applied.all()
-    hidden = (masked == 0).all(axis=3).mean(axis=(1, 2))
+    # Holes are the image's mean colour, as the reference GridMask (not black: a void or particle).
+    hidden = (masked == np.array([5, 100, 125], np.uint8)).all(axis=3).mean(axis=(1, 2))
     assert ((hidden > 0.15) & (hidden < 0.40)).all(), hidden
     again, _ = grid_mask(images, 1.0, np.random.default_rng(0))
     assert (again == masked).all()
-    assert (images == 255).all()  # input untouched
+    assert (images[:, ::2] == (10, 200, 250)).all() and (images[:, 1::2] == 0).all()  # input untouched
     one = grid_mask_one(np.full((10, 10), 9, np.uint8), np.random.default_rng(1))
-    assert (one == 0).any() and (one == 9).any()
+    assert (one == 9).all()  # a flat image: the mean fill changes nothing
+    grey = np.tile(np.arange(10, dtype=np.uint8) * 20, (10, 1))
+    one = grid_mask_one(grey, np.random.default_rng(1))
+    assert (one == 90).sum() > (grey == 90).sum()
     with pytest.raises(ValueError):
         grid_mask(images, 1.5, np.random.default_rng(0))
 
@@ -291,17 +296,16 @@ def test_recall_at_precision_reads_the_pr_curve():
     assert binary_metrics(labels, scores, 0.5)["recall_at_p90"] == pytest.approx(2 / 3)
 
 
-@pytest.mark.parametrize(("history", "warned"), [
-    ([{"val_object_auroc": 0.9}, {"val_object_auroc": 0.52}], True),   # the last epoch counts
-    ([{"val_object_auroc": 0.5}, {"val_object_auroc": 0.81}], False),
-    ([{"val_object_auroc": None}], False),                            # one class in validation
-    ([], False),
+@pytest.mark.parametrize(("best", "warned"), [
+    (BestEpoch(0, 3, 0.52), True),
+    (BestEpoch(1, 2, 0.81), False),
+    (BestEpoch(), False),                            # one class in validation: no epoch scored
 ])
-def test_training_warns_when_the_image_branch_did_not_learn(history, warned):
-    note = image_branch_note(history)
+def test_training_warns_when_the_image_branch_did_not_learn(best, warned):
+    note = image_branch_note(best)
     assert (note is not None) == warned
     if warned:
-        assert "validation AUROC 0.52 < 0.6" in note and "--grid-mask-warmup" in note
+        assert "validation AUROC 0.52 < 0.6" in note and "--cnn-restarts" in note
 
 
 def test_grid_mask_rises_from_zero_over_the_warmup_share_of_the_epochs():
