@@ -66,6 +66,8 @@ def _register_distill(actions: argparse._SubParsersAction) -> None:
     distill.add_argument("--minutes", type=float, default=8.0, metavar="M",
                          help="training time budget in minutes (default 8; labelling and export come on top)")
     distill.add_argument("--epochs", type=int, default=30, metavar="N", help="at most this many epochs (default 30)")
+    distill.add_argument("--batch", type=int, default=64, metavar="N",
+                         help="lines per training step (default 64; smaller makes more steps of a short budget)")
     distill.add_argument("--teacher-only", action="store_true",
                          help="ignore the manifest's values: label with PaddleOCR only, as for an unlabelled line")
     distill.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -77,11 +79,12 @@ def _register_distill(actions: argparse._SubParsersAction) -> None:
 def _distill(args: argparse.Namespace) -> int:
     from stream.ocr.distill import DistillConfig, distill
 
-    if args.minutes <= 0 or args.epochs < 1:
-        raise OanetError("--minutes must be positive and --epochs at least 1")
+    if args.minutes <= 0 or args.epochs < 1 or args.batch < 2:
+        raise OanetError("--minutes must be positive, --epochs at least 1 and --batch at least 2")
     settings = _settings(args)
     dataset, entries = _entries(args)
-    config = DistillConfig(minutes=args.minutes, max_epochs=args.epochs, seed=args.seed, threads=settings.threads)
+    config = DistillConfig(minutes=args.minutes, max_epochs=args.epochs, batch=args.batch, seed=args.seed,
+                           threads=settings.threads)
     started = time.perf_counter()
     with _progress(len(entries), "line crops") as bar:
         train_bar = _progress(0, "training")
