@@ -86,19 +86,21 @@ def _distill(args: argparse.Namespace) -> int:
     config = DistillConfig(minutes=args.minutes, max_epochs=args.epochs, batch=args.batch, seed=args.seed,
                            threads=settings.threads)
     started = time.perf_counter()
-    with _progress(len(entries), "line crops") as bar:
-        train_bar = _progress(0, "training")
-        train_bar.unit = "step"
+    # Teacher reads (frames the manifest does not fully label), then crops, then steps.
+    bars = {"teacher": _progress(None, "teacher reads"), "crops": _progress(len(entries), "line crops"),
+            "steps": _progress(None, "training")}
+    bars["steps"].unit = "step"
 
-        def on_step(epoch: int, step: int, loss: float) -> None:
-            train_bar.update(1)
-            train_bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
+    def on_step(epoch: int, step: int, loss: float) -> None:
+        bars["steps"].update(1)
+        bars["steps"].set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
 
-        try:
-            report = distill(dataset, entries, args.out, settings, config, use_manifest=not args.teacher_only,
-                             on_frame=lambda: bar.update(1), on_step=on_step)
-        finally:
-            train_bar.close()
+    try:
+        report = distill(dataset, entries, args.out, settings, config, use_manifest=not args.teacher_only,
+                         on_frame=lambda phase: bars[phase].update(1), on_step=on_step)
+    finally:
+        for bar in bars.values():
+            bar.close()
     wall = time.perf_counter() - started
     seconds = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
     print(f"oanet ocr distill: {report.frames} frames of {args.data} ({report.teacher_frames} read by PaddleOCR), "
@@ -152,7 +154,7 @@ def _entries(args: argparse.Namespace):
     return dataset, entries
 
 
-def _progress(total: int, desc: str):
+def _progress(total: int | None, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False, disable=None)

@@ -115,7 +115,7 @@ def collect_lines(
     settings: OcrSettings,
     min_confidence: float,
     use_manifest: bool = True,
-    on_frame: Callable[[], None] | None = None,
+    on_frame: Callable[[str], None] | None = None,
 ) -> tuple[list[Line], int]:
     """Every template field line of `entries`, labelled where the manifest or teacher allows.
 
@@ -135,12 +135,14 @@ def collect_lines(
     needs_teacher = [e for e in entries if any(manifest_value(e, spec.name) is None for _, spec in template)]
     records: dict[str, ParameterRecord] = {}
     for result in iter_records(dataset, needs_teacher, teacher_settings(settings), "template"):
+        if on_frame is not None:
+            on_frame("teacher")
         if result.record is not None:
             records[result.entry.id] = result.record
     lines: list[Line] = []
     for entry in entries:
         if on_frame is not None:
-            on_frame()
+            on_frame("crops")
         try:
             image = cropping.fit_to_profile(cropping.decode_image(dataset.read_bytes(entry)), profile)
         except OcrError:
@@ -405,7 +407,7 @@ def distill(
     settings: OcrSettings,
     config: DistillConfig | None = None,
     use_manifest: bool = True,
-    on_frame: Callable[[], None] | None = None,
+    on_frame: Callable[[str], None] | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> DistillReport:
     from stream.ocr.engine import engine_version
