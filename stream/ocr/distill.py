@@ -452,7 +452,8 @@ def distill(
         width=width,
         threshold=threshold,
         teacher=engine_version(teacher_settings(settings)),
-        stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts, "epochs": epochs, "steps": steps,
+        stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts,
+               "epochs": epochs, "steps": steps,
                "calibration": calibration},
     )
     export(net, Path(out), meta)
