@@ -66,6 +66,8 @@ def _register_distill(actions: argparse._SubParsersAction) -> None:
     distill.add_argument("--minutes", type=float, default=8.0, metavar="M",
                          help="training time budget in minutes (default 8; labelling and export come on top)")
     distill.add_argument("--epochs", type=int, default=30, metavar="N", help="at most this many epochs (default 30)")
+    distill.add_argument("--batch", type=int, default=64, metavar="N",
+                         help="lines per training step (default 64; smaller makes more steps of a short budget)")
     distill.add_argument("--teacher-only", action="store_true",
                          help="ignore the manifest's values: label with PaddleOCR only, as for an unlabelled line")
     distill.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -77,25 +79,28 @@ def _register_distill(actions: argparse._SubParsersAction) -> None:
 def _distill(args: argparse.Namespace) -> int:
     from stream.ocr.distill import DistillConfig, distill
 
-    if args.minutes <= 0 or args.epochs < 1:
-        raise OanetError("--minutes must be positive and --epochs at least 1")
+    if args.minutes <= 0 or args.epochs < 1 or args.batch < 2:
+        raise OanetError("--minutes must be positive, --epochs at least 1 and --batch at least 2")
     settings = _settings(args)
     dataset, entries = _entries(args)
-    config = DistillConfig(minutes=args.minutes, max_epochs=args.epochs, seed=args.seed, threads=settings.threads)
+    config = DistillConfig(minutes=args.minutes, max_epochs=args.epochs, batch=args.batch, seed=args.seed,
+                           threads=settings.threads)
     started = time.perf_counter()
-    with _progress(len(entries), "line crops") as bar:
-        train_bar = _progress(0, "training")
-        train_bar.unit = "step"
+    # Teacher reads (frames the manifest does not fully label), then crops, then steps.
+    bars = {"teacher": _progress(None, "teacher reads"), "crops": _progress(len(entries), "line crops"),
+            "steps": _progress(None, "training")}
+    bars["steps"].unit = "step"
 
-        def on_step(epoch: int, step: int, loss: float) -> None:
-            train_bar.update(1)
-            train_bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
+    def on_step(epoch: int, step: int, loss: float) -> None:
+        bars["steps"].update(1)
+        bars["steps"].set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
 
-        try:
-            report = distill(dataset, entries, args.out, settings, config, use_manifest=not args.teacher_only,
-                             on_frame=lambda: bar.update(1), on_step=on_step)
-        finally:
-            train_bar.close()
+    try:
+        report = distill(dataset, entries, args.out, settings, config, use_manifest=not args.teacher_only,
+                         on_frame=lambda phase: bars[phase].update(1), on_step=on_step)
+    finally:
+        for bar in bars.values():
+            bar.close()
     wall = time.perf_counter() - started
     seconds = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
     print(f"oanet ocr distill: {report.frames} frames of {args.data} ({report.teacher_frames} read by PaddleOCR), "
@@ -149,7 +154,7 @@ def _entries(args: argparse.Namespace):
     return dataset, entries
 
 
-def _progress(total: int, desc: str):
+def _progress(total: int | None, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False, disable=None)

@@ -115,7 +115,7 @@ def collect_lines(
     settings: OcrSettings,
     min_confidence: float,
     use_manifest: bool = True,
-    on_frame: Callable[[], None] | None = None,
+    on_frame: Callable[[str], None] | None = None,
 ) -> tuple[list[Line], int]:
     """Every template field line of `entries`, labelled where the manifest or teacher allows.
 
@@ -135,12 +135,14 @@ def collect_lines(
     needs_teacher = [e for e in entries if any(manifest_value(e, spec.name) is None for _, spec in template)]
     records: dict[str, ParameterRecord] = {}
     for result in iter_records(dataset, needs_teacher, teacher_settings(settings), "template"):
+        if on_frame is not None:
+            on_frame("teacher")
         if result.record is not None:
             records[result.entry.id] = result.record
     lines: list[Line] = []
     for entry in entries:
         if on_frame is not None:
-            on_frame()
+            on_frame("crops")
         try:
             image = cropping.fit_to_profile(cropping.decode_image(dataset.read_bytes(entry)), profile)
         except OcrError:
@@ -235,10 +237,14 @@ def build_network(classes: int, height: int):
 
 
 def input_width(lines: Sequence[Line], height: int) -> int:
-    """Wide enough for nearly every trimmed line at `height` (multiple of 16, 64..640)."""
+    """Wide enough for most trimmed lines at `height` (multiple of 16, 64..512).
+
+    The 95th percentile, not the widest: a speck beside a line widens its trim, and the cost
+    of every read is linear in this width; a wider line is squeezed to fit, in training too.
+    """
     widths = [line.trimmed.shape[1] * height / line.trimmed.shape[0] for line in lines]
-    wide = float(np.percentile(widths, 99)) if widths else 256.0
-    return int(min(640, max(64, 16 * math.ceil(wide * 1.05 / 16))))
+    wide = float(np.percentile(widths, 95)) if widths else 256.0
+    return int(min(512, max(64, 16 * math.ceil(wide * 1.05 / 16))))
 
 
 # -- training ----------------------------------------------------------------------------
@@ -401,7 +407,7 @@ def distill(
     settings: OcrSettings,
     config: DistillConfig | None = None,
     use_manifest: bool = True,
-    on_frame: Callable[[], None] | None = None,
+    on_frame: Callable[[str], None] | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> DistillReport:
     from stream.ocr.engine import engine_version
@@ -446,7 +452,8 @@ def distill(
         width=width,
         threshold=threshold,
         teacher=engine_version(teacher_settings(settings)),
-        stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts, "epochs": epochs, "steps": steps,
+        stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts,
+               "epochs": epochs, "steps": steps,
                "calibration": calibration},
     )
     export(net, Path(out), meta)

@@ -286,7 +286,7 @@ class OcrEngine:
                     slots.append(trimmed)
         if self.student is not None and jobs:
             jobs, slots = self._read_with_student(jobs, slots, readings)
-        for (f_index, i), (text, score) in zip(jobs, self.recognize_lines(slots), strict=True):
+        for (f_index, i), (text, score) in zip(jobs, self._recognize(slots), strict=True):
             readings[f_index][i] = parse_field(text, fields[i], score).by(ENGINE_PADDLE)
         return [self._complete(image, row) for image, row in zip(images, readings, strict=True)]
 
@@ -311,7 +311,7 @@ class OcrEngine:
                 left_slots.append(slot)
         return left_jobs, left_slots
 
-    def recognize_lines(self, slots: list[np.ndarray]) -> list[tuple[str, float]]:
+    def _recognize(self, slots: list[np.ndarray]) -> list[tuple[str, float]]:
         """PaddleOCR's recognizer on trimmed line crops -> (raw text, confidence) per crop."""
         if not slots:
             return []

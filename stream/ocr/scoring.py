@@ -11,7 +11,7 @@ A manifest without nuisance information puts every field in `clean`.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from oanet.profile import LineProfile
@@ -91,12 +91,7 @@ class Score:
         return total
 
     def engine_total(self, engine: str, groups: Sequence[str] = ("clean", "nuisance")) -> Tally:
-        total = Tally()
-        for group in groups:
-            tally = self.by_engine.get((group, engine))
-            if tally:
-                total.merge(tally)
-        return total
+        return _sum(self.by_engine.get((group, engine)) for group in groups)
 
     def fallback_rate(self, group: str) -> float | None:
         """With a student: the share of the lines with ink that PaddleOCR read instead."""
@@ -105,12 +100,15 @@ class Score:
         return paddle / (student + paddle) if student + paddle else None
 
     def field_total(self, name: str, groups: Sequence[str] = GROUPS) -> Tally:
-        total = Tally()
-        for group in groups:
-            tally = self.tallies.get((group, name))
-            if tally:
-                total.merge(tally)
-        return total
+        return _sum(self.tallies.get((group, name)) for group in groups)
+
+
+def _sum(tallies: Iterable[Tally | None]) -> Tally:
+    total = Tally()
+    for tally in tallies:
+        if tally:
+            total.merge(tally)
+    return total
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -134,3 +134,40 @@ def test_a_field_that_is_never_printed_is_always_missing(make_frame, line_profil
             assert record.reading("flow").reason in (REASON_NO_TEXT, REASON_NO_LABEL)
             printed = [r for r in record.readings if r.name in line_profile.feature_names]
             assert sum(values_equal(profile.field(r.name), r.value, truth[r.name]) for r in printed) >= 9
+
+
+class _ScriptedStudent:
+    """Stands in for a distilled recogniser: reads from a script, in one call per frame."""
+
+    threshold = 0.9
+
+    def __init__(self, reads: list[tuple[str, float]]):
+        self.reads = reads
+        self.calls: list[int] = []
+
+    def recognize(self, crops: list) -> list[tuple[str, float]]:
+        self.calls.append(len(crops))
+        return self.reads[: len(crops)]
+
+
+def test_student_reads_first_and_paddleocr_takes_what_it_is_not_sure_of(
+    line_profile: LineProfile, ocr_settings, make_frame
+) -> None:
+    from stream.ocr.records import ENGINE_PADDLE, ENGINE_STUDENT
+    from stream.ocr.student import target_text
+
+    frame, params = make_frame(3)
+    fields = line_profile.fields
+    reads = [(target_text(f, params[f.name]), 0.99) for f in fields]
+    reads[1] = (reads[1][0], 0.5)  # right but unsure: PaddleOCR reads it
+    reads[2] = ("EXPOSURE1O.25ms", 0.99)  # sure but not a well-formed line: PaddleOCR reads it
+    reads[3] = (target_text(fields[3], 12.5), 0.99)  # a confident wrong value passes: calibration's job
+    engine = OcrEngine(line_profile, ocr_settings)
+    engine.student = _ScriptedStudent(reads)  # type: ignore[assignment]
+    record = engine.read(frame)
+    assert engine.student.calls == [len(fields)]  # every line of the frame in one call
+    engines = [r.engine for r in record.readings]
+    assert engines[1] == engines[2] == ENGINE_PADDLE
+    assert engines[0] == engines[3] == engines[4] == ENGINE_STUDENT
+    assert _accuracy(line_profile, [record], [{**params, fields[3].name: 12.5}]) == 1.0
+    assert "student" in record.timings_ms
