@@ -219,7 +219,11 @@ def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Pat
     model, optimizer = fresh_cnn(train, args)
     start, history, attempt, best = 0, [], 0, BestEpoch()
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        try:
+            model.load_state_dict(resume["model"])
+        except RuntimeError as exc:
+            raise TrainingError(f"the checkpoint's CNN does not fit this version's encoder (written before the "
+                                f"per-image normalisation or the strided stem?); start a new run: {exc}") from None
         if resume.get("optimizer") is not None:
             optimizer.load_state_dict(resume["optimizer"])
         start, history = int(resume["epoch"]), list(resume["history"])

@@ -174,6 +174,19 @@ def test_resume_finishes_an_interrupted_run(trained_run: Path, e2e_dataset: Path
     assert torch.load(run / "checkpoint.pt", weights_only=True)["stage"] == "done"
 
 
+def test_resume_refuses_a_checkpoint_of_an_older_encoder(trained_run: Path, e2e_dataset: Path, tmp_path: Path, capsys):
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["stage"], state["epoch"] = "cnn", 0
+    state["model"]["mean"] = torch.zeros(1, 3, 1, 1)  # the data-set normalisation buffer of earlier versions
+    torch.save(state, run / "checkpoint.pt")
+    assert main(["train", "--data", str(e2e_dataset), "--out", str(run), "--resume", "--quiet"]) != 0
+    assert "does not fit this version's encoder" in capsys.readouterr().err
+
+
 def _copy_dataset(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
