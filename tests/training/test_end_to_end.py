@@ -278,6 +278,9 @@ def test_ablation_writes_both_tables_and_plots(e2e_dataset: Path, tmp_path: Path
     assert {r["condition"] for r in results if "condition" in r} == {"clean", "missing", "grid", "both"}
     clean = {r["variant"]: r["at_0.5"] for r in results
              if r.get("condition") == "clean" and r.get("encoder") == "compact" and "at_0.5" in r}
-    # scored on good frames and object defects only: fewer frames than the other rows
-    assert clean["image only, object defects only"]["n"] < clean["image only"]["n"]
+    # scored on the test split's good frames and object defects only (its parameter defects left out)
+    test_rows = [r for r in map(json.loads, (e2e_dataset / "manifest.jsonl").read_text().splitlines())
+                 if r.get("split") == "test"]
+    assert clean["image only"]["n"] == len(test_rows)
+    assert clean["image only, object defects only"]["n"] == sum(not r["defect"].startswith("param:") for r in test_rows)
     assert clean["late fusion (LR on image + params logits)"]["n"] == clean["image only"]["n"]
