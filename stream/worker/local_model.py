@@ -38,7 +38,13 @@ def _load_core(path: Path) -> ModuleType:
         raise WorkerError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    # No __pycache__ in the version folder: Triton refuses a version with a file its manifest
+    # does not list (triton_models/oanet_fusion/integrity.py).
+    before, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = before
     return module
 
 

@@ -75,3 +75,17 @@ def test_a_repository_that_does_not_verify_is_refused(model_repo, tmp_path):
     weights.write_bytes(weights.read_bytes() + b"tampered")
     with pytest.raises(WorkerError, match="does not verify: sha256 mismatch"):
         InProcessInference(copy)
+
+
+def test_loading_the_exported_core_leaves_no_bytecode_in_the_version_folder(tmp_path, monkeypatch):
+    """A __pycache__ there is a file the manifest does not list: Triton would refuse the version."""
+    import sys
+
+    from stream.worker.local_model import _load_core
+    from triton_models.oanet_fusion import core
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # whatever PYTHONDONTWRITEBYTECODE says
+    shutil.copy(core.__file__, tmp_path / "core.py")
+    _load_core(tmp_path / "core.py")
+    assert [p.name for p in tmp_path.iterdir()] == ["core.py"]
+    assert sys.dont_write_bytecode is False
