@@ -67,3 +67,20 @@ def test_each_train_frame_is_embedded_by_a_fold_cnn_that_did_not_see_it(small_bu
         folds.embed(train.rois[:3])
     with pytest.raises(TrainingError, match="crossfit-folds"):
         crossfit(served, train, val, 1, seed=0, fit_fold=fit_fold, progress=False)
+
+
+def test_image_stage_builds_the_fusion_table_from_out_of_fold_embeddings(small_bundle):
+    from training.train import image_stage
+
+    args = tiny_args()
+    args.crossfit_folds, args.folds, args.mask_copies, args.tree_rounds = 2, 2, 1, 5
+    stage = image_stage(small_bundle, args, progress=False)
+    train = small_bundle.splits["train"]
+    assert stage.crossfit is not None and stage.crossfit["folds"] == 2
+    clean = stage.rows.embedding[: len(train)]
+    in_sample, _ = extract(stage.model, train.rois)
+    assert clean.shape == in_sample.shape and not np.allclose(clean, in_sample, atol=1e-4)
+    args.crossfit_folds = 0
+    plain = image_stage(small_bundle, args, progress=False)
+    assert plain.crossfit is None
+    np.testing.assert_allclose(plain.rows.embedding[: len(train)], extract(plain.model, train.rois)[0], atol=1e-6)
