@@ -7,7 +7,7 @@ import these instead of spelling strings, so a rename is one edit. Default topic
 
 from typing import Final
 
-# Headers on a message of the frames topic (DESIGN.md "Topics and messages").
+# Headers on a message of the frames topic (docs/contracts.md "Topics and messages").
 HEADER_FRAME_ID: Final = "frame_id"
 HEADER_LINE_ID: Final = "line_id"
 HEADER_CAPTURED_AT: Final = "captured_at"

@@ -1,4 +1,4 @@
-"""The dataset folder (DESIGN.md "Dataset folder"): what `synth` writes and every other tool reads.
+"""The dataset folder (docs/contracts.md "Dataset folder"): what `synth` writes and every other tool reads.
 
 ```
 DATASET/profile.yaml     line profile
@@ -40,7 +40,7 @@ from oanet.profile import PROFILE_FILENAME, LineProfile, ProfileError, load_prof
 MANIFEST_FILENAME = "manifest.jsonl"
 IMAGES_DIRNAME = "images"
 SPLITS = ("train", "val", "test")
-# Shares of frames without an explicit split, as in DESIGN.md; the paper used 7:3 train/test.
+# Shares of frames without an explicit split, as in docs/contracts.md; the paper used 7:3 train/test.
 SPLIT_SHARES = {"train": 0.70, "val": 0.15, "test": 0.15}
 # When a manifest names no val frames, this share of train becomes val.
 VAL_CARVE_SHARE = 0.20

@@ -1,4 +1,4 @@
-"""Line profile: the layout of one AOI machine's frames (DESIGN.md "Line profile").
+"""Line profile: the layout of one AOI machine's frames (docs/contracts.md "Line profile").
 
 A profile is everything the product needs to support a new machine: the frame size, where the
 inspected object is, where the parameter panel is printed, and which fields it prints. The

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from oanet.commands import add_settings_flags, settings_from_args
+from oanet.flags import add_settings_flags, settings_from_args
 
 
 def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:

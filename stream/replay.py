@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from oanet.commands import add_settings_flags, settings_from_args
+from oanet.flags import add_settings_flags, settings_from_args
 from oanet.contracts import HEADER_CAPTURED_AT, HEADER_FRAME_ID, HEADER_LINE_ID, HEADER_PROFILE
 from oanet.dataset import SPLITS, Dataset, ManifestEntry
 from oanet.settings import Settings

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from oanet.commands import add_settings_flags, settings_from_args
+from oanet.flags import add_settings_flags, settings_from_args
 from oanet.contracts import HEADER_ERROR_CODE, HEADER_FRAME_ID
 from oanet.dataset import SPLITS, ManifestEntry
 from oanet.settings import Settings

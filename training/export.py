@@ -1,4 +1,4 @@
-"""`oanet export`: a trained run -> version N of a Triton model repository (DESIGN.md).
+"""`oanet export`: a trained run -> version N of a Triton model repository (docs/contracts.md).
 
 ```
 REPO/oanet_image_encoder/config.pbtxt          backend "python" (runner) or "pytorch" (libtorch, NGC)

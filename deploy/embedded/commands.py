@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from oanet.commands import add_setting_flag, add_settings_flags, settings_from_args
+from oanet.flags import add_setting_flag, add_settings_flags, settings_from_args
 
 
 def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -76,7 +76,7 @@ def _print_status(statuses) -> bool:
 def _up(args: argparse.Namespace) -> int:
     from deploy.embedded.stack import StackAlreadyRunning
 
-    from oanet.commands import setting_flag_value
+    from oanet.flags import setting_flag_value
 
     stack = _stack(args)
     # A repository named on the command line must exist (a typo would serve nothing);

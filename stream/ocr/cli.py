@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from oanet.commands import add_setting_flag, settings_from_args
+from oanet.flags import add_setting_flag, settings_from_args
 from oanet.errors import OanetError
 
 MODES = ("template", "full")

@@ -58,7 +58,7 @@ def decode_image(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarra
 
 
 def fit_to_profile(image: np.ndarray, profile: LineProfile) -> np.ndarray:
-    """Scale a frame to the profile's frame size (DESIGN.md), refusing another layout."""
+    """Scale a frame to the profile's frame size (docs/contracts.md), refusing another layout."""
     height, width = image.shape[:2]
     target_w, target_h = profile.frame.width, profile.frame.height
     if (width, height) == (target_w, target_h):

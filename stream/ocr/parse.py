@@ -49,7 +49,7 @@ _LABEL_FOLD = str.maketrans({"0": "O", "Q": "O", "1": "I", "L": "I", "|": "I", "
 _DIGIT_FIXES = str.maketrans({"O": "0", "o": "0", "Q": "0", "D": "0", "l": "1", "I": "1", "i": "1",
                               "|": "1", "!": "1", "S": "5", "s": "5", "B": "8", "Z": "2", "z": "2"})
 _NUMBER = re.compile(r"^[+-]?(\d+)(?:\.(\d+))?$")
-# Separators between label and value (DESIGN.md: ":", "=" or spaces) and their misreads.
+# Separators between label and value (docs/contracts.md: ":", "=" or spaces) and their misreads.
 _LEADING_SEPARATORS = re.compile(r"^[\s:=;]+")
 # A lone separator misread as a letter or a dot, then whitespace: "TEMPi 172.4", "TEMP. 172.4".
 _MISREAD_SEPARATOR = re.compile(r"^[iIl|!.,](?=\s)")

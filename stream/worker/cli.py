@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from oanet.commands import add_setting_flag, add_settings_flags, settings_from_args
+from oanet.flags import add_setting_flag, add_settings_flags, settings_from_args
 
 
 def add_topic_flags(parser: argparse.ArgumentParser, *names: str) -> None:

@@ -37,7 +37,7 @@ class SourceRef:
 
     @property
     def fallback_frame_id(self) -> str:
-        """The frame id of a frame without a usable `frame_id` header (DESIGN.md)."""
+        """The frame id of a frame without a usable `frame_id` header (docs/contracts.md)."""
         return f"{self.topic}-{self.partition}-{self.offset}"
 
 
@@ -188,7 +188,7 @@ def admit(
     line_id = parsed.get(HEADER_LINE_ID)
     if line_id is None and key:
         try:
-            line_id = _parse_text("key", key)  # the key is the line id (DESIGN.md)
+            line_id = _parse_text("key", key)  # the key is the line id (docs/contracts.md)
         except ValueError:
             line_id = None
     return Frame(

@@ -1,5 +1,5 @@
 """The worker's output messages (pure): a `Verdict` for the verdicts topic, a `DeadLetter`
-for the dead-letter topic. DESIGN.md "Topics and messages"; schema: stream/schemas.
+for the dead-letter topic. docs/contracts.md "Topics and messages"; schema: stream/schemas.
 """
 
 from __future__ import annotations

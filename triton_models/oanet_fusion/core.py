@@ -139,7 +139,7 @@ def io_spec(image_size: int, embedding_dim: int, n_features: int) -> dict[str, A
 
 def scale_roi(roi: Sequence[int], frame_size: tuple[int, int], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     """A profile ROI [x, y, w, h] (profile frame `frame_size` = (width, height)) on an image
-    of `shape` (frames of another size are scaled to the profile frame, DESIGN.md)."""
+    of `shape` (frames of another size are scaled to the profile frame, docs/contracts.md)."""
     x, y, w, h = (int(v) for v in roi)
     fw, fh = frame_size
     height, width = shape[:2]

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from oanet.cli import build_parser
-from oanet.commands import settings_from_args
+from oanet.flags import settings_from_args
 
 
 @pytest.mark.parametrize("argv", [["worker"], ["replay"], ["verdicts"], ["stack", "kcat-proxy"]])

@@ -53,7 +53,7 @@ def test_a_good_frame_becomes_a_typed_frame(policy):
 
 def test_defaults_without_headers(policy):
     frame = admit(SOURCE, b"line-7", PNG, None, policy())
-    assert frame.frame_id == "aoi.frames-2-41"  # DESIGN.md: <topic>-<partition>-<offset>
+    assert frame.frame_id == "aoi.frames-2-41"  # docs/contracts.md: <topic>-<partition>-<offset>
     assert frame.line_id == "line-7"  # the key is the line id
     assert frame.captured_at is None and frame.profile == "line-t"
 
