@@ -259,7 +259,7 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
             "models": {"ensemble": core.ENSEMBLE_MODEL, "image_encoder": core.ENCODER_MODEL,
                        "fusion": core.FUSION_MODEL},
             "files": files,
-            "config_sha256": {f"{model}/config.pbtxt": integrity.sha256_bytes(text.encode("utf-8"))
+            integrity.CONFIGS_KEY: {f"{model}/config.pbtxt": integrity.sha256_bytes(text.encode("utf-8"))
                               for model, text in configs.items()},
             "profile": profile,
             "feature_names": cfg["feature_names"],

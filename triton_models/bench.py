@@ -15,6 +15,7 @@ so a change in the machine's load (it is shared) hits them alike.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import shutil
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from oanet.errors import OanetError
-from triton_models.oanet_fusion import core, serving
+from triton_models.oanet_fusion import core, integrity, serving
 
 MODES = {"on": (True,), "off": (False,), "both": (True, False)}
 
@@ -100,7 +101,11 @@ def check_servable(repo: Path) -> None:
 
 
 def unbatched_copy(repo: Path, version: int, target: Path) -> Path:
-    """The latest version of `repo` in `target`, with dynamic batching off in every config."""
+    """The latest version of `repo` in `target`, with dynamic batching off in every config.
+
+    The manifest hashes the config.pbtxt files, so the copy's manifest gets the new configs'
+    hashes (and a new signature when Triton's environment has the signing key): the benchmark
+    derives this repository from a verified one on purpose, nothing else changes in it."""
     from google.protobuf import text_format
 
     for model in serving.MODELS:
@@ -109,7 +114,23 @@ def unbatched_copy(repo: Path, version: int, target: Path) -> Path:
         config.ClearField("dynamic_batching")
         (target / model / "config.pbtxt").write_text(
             text_format.MessageToString(config, use_short_repeated_primitives=True), encoding="utf-8")
+    rehash_configs(target, version)
     return target
+
+
+def rehash_configs(repo: Path, version: int) -> None:
+    """Record the config.pbtxt files of `repo` in version `version`'s manifest (re-signed with the
+    environment's key, if any)."""
+    path, problem = integrity.find_manifest(repo, str(version))
+    if path is None:
+        raise BenchError(f"cannot derive a benchmark repository: {problem}")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest[integrity.CONFIGS_KEY] = {rel: integrity.sha256_file(repo / rel) for rel in manifest[integrity.CONFIGS_KEY]}
+    raw = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+    path.write_bytes(raw)
+    key = integrity.environment_key()
+    if key:
+        path.with_name(integrity.SIGNATURE_FILE).write_text(integrity.signature(raw, key) + "\n", encoding="utf-8")
 
 
 def bench_frames(version_dir: Path, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -33,6 +33,8 @@ from typing import Any
 
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
+# The manifest key that maps each model's config.pbtxt (path relative to the repository) to its sha256.
+CONFIGS_KEY = "config_sha256"
 # Triton's stub imports model.py as a module before any of its code runs, and CPython caches
 # that module's bytecode beside it (the stub ignores PYTHONDONTWRITEBYTECODE): the one file a
 # version folder may hold unlisted. Any other bytecode (core, serving, integrity...) is refused:
@@ -117,7 +119,7 @@ def version_problems(version_dir: str | Path, key: str | None = None, *, only_mo
                 problems.append(f"unlisted file: {rel} (not written by `oanet export`: remove it)")
     problems += _hash_problems(repo, {rel: sha for rel, sha in files.items() if rel.startswith(prefixes)})
     if check_configs:
-        configs = manifest.get("config_sha256")
+        configs = manifest.get(CONFIGS_KEY)
         if not isinstance(configs, Mapping) or not configs:
             problems.append(f"manifest {path} covers no config.pbtxt (exported by an older oanet: re-export)")
         else:
