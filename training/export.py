@@ -250,7 +250,7 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
         for model, folder in staging.items():
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 rel = f"{model}/{version}/{path.relative_to(folder).as_posix()}"
-                files[rel] = core.sha256_file(path)
+                files[rel] = integrity.sha256_file(path)
         manifest = {
             "format_version": core.FORMAT_VERSION,
             "version": version,

@@ -12,7 +12,7 @@ import pytest
 
 from oanet.cli import main
 from training.errors import ExportError, TrainingError
-from triton_models.oanet_fusion import core
+from triton_models.oanet_fusion import core, integrity
 
 TINY = ["--features", "truth", "--image-size", "32", "--epochs", "1", "--fusion-epochs", "3", "--tree-rounds", "10", "--mask-copies", "1",
         "--embedding-dim", "16", "--quiet"]
@@ -141,7 +141,7 @@ def test_export_versions_accumulate_and_tampering_is_detected(trained_run: Path,
     assert manifest["excluded_text_fields"] == ["lot_id"]
     for key in ("profile", "threshold", "metrics", "training_args", "tensors", "gate"):
         assert manifest[key], key
-    assert core.verify_version(version) == []
+    assert integrity.version_problems(version) == []
     # never overwrite
     assert main(["export", "--run", str(trained_run), "--repo", str(repo), "--version", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
@@ -149,7 +149,7 @@ def test_export_versions_accumulate_and_tampering_is_detected(trained_run: Path,
     # tamper one byte of a LightGBM file; delete the CNN
     tree = version / "trees" / "gbdt_fold0.txt"
     tree.write_text(tree.read_text().replace("Tree=0", "Tree=0 "))
-    problems = core.verify_version(version)
+    problems = integrity.version_problems(version)
     assert any("sha256 mismatch: oanet_fusion/2/trees/gbdt_fold0.txt" in p for p in problems)
     (repo / "oanet_image_encoder" / "1" / "model.pt").unlink()
     assert main(["export", "--repo", str(repo), "--verify", "--version", "1"]) == 2

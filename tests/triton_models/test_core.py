@@ -126,22 +126,6 @@ def test_param_arrays_marks_none_text_nan_and_inf_missing():
     assert values[0, 0] == 1.5 and values[1, 2] == 3.0 and np.isnan(values[0, 1])
 
 
-def test_verify_manifest_detects_tampered_and_missing_files(tmp_path):
-    (tmp_path / "a.txt").write_text("hello")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "b.bin").write_bytes(b"\x00\x01")
-    manifest = {"files": {"a.txt": core.sha256_file(tmp_path / "a.txt"),
-                          "sub/b.bin": core.sha256_file(tmp_path / "sub" / "b.bin")}}
-    (tmp_path / core.MANIFEST_FILE).write_text(json.dumps(manifest))
-    assert core.verify_manifest(tmp_path) == []
-    (tmp_path / "a.txt").write_text("hellO")
-    (tmp_path / "sub" / "b.bin").unlink()
-    problems = core.verify_manifest(tmp_path)
-    assert any("sha256 mismatch: a.txt" in p for p in problems)
-    assert any("missing file: sub/b.bin" in p for p in problems)
-    assert core.verify_manifest(tmp_path / "nowhere")[0].startswith("manifest not found")
-
-
 SPECS = [(10.0, 20.0), None, (-1.0, 1.0)]
 
 

@@ -55,7 +55,6 @@ Outputs (all float32): `defect_probability` [N], `branch_probabilities` [N, 3]
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -386,50 +385,6 @@ def gate_calibration(kl: np.ndarray, margin: float, quantile: float = 99.5) -> d
 
 
 # --------------------------------------------------------------------------- model
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_manifest(root: str | Path, manifest: Mapping[str, Any] | None = None) -> list[str]:
-    """Problems of a folder against its manifest (`files`: relative path -> sha256); [] if sound.
-
-    `root` is the folder the manifest's paths are relative to; with `manifest` None,
-    `root/manifest.json` is read.
-    """
-    root = Path(root)
-    if manifest is None:
-        manifest, problem = _read_manifest(root / MANIFEST_FILE)
-        if problem:
-            return [problem]
-    files = manifest.get("files") if isinstance(manifest, Mapping) else None
-    if not isinstance(files, Mapping) or not files:
-        return ["manifest lists no files"]
-    problems = []
-    for rel, expected in sorted(files.items()):
-        target = (root / rel).resolve()
-        if not target.is_file():
-            problems.append(f"missing file: {rel}")
-            continue
-        actual = sha256_file(target)
-        if actual != expected:
-            problems.append(f"sha256 mismatch: {rel} (expected {expected[:12]}..., got {actual[:12]}...)")
-    return problems
-
-
-def verify_version(version_dir: str | Path) -> list[str]:
-    """Problems of one exported version (`REPO/oanet_fusion/<v>/manifest.json`, paths relative to
-    REPO); [] when every listed file is present with its sha256."""
-    version_dir = Path(version_dir)
-    manifest, problem = _read_manifest(version_dir / MANIFEST_FILE)
-    if problem:
-        return [problem]
-    return verify_manifest(version_dir.parent.parent, manifest)
 
 
 def read_version_manifest(version_dir: str | Path) -> tuple[Any, str | None]:

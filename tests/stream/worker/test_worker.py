@@ -126,7 +126,7 @@ TritonPythonModel._predict = _poisoned
 def poisoned_repo(model_repo, tmp_path_factory):
     """A copy of the test repository whose fusion model raises (INTERNAL) on a POISON value,
     with its manifest updated (what a bad model release looks like to Triton)."""
-    from triton_models.oanet_fusion import core
+    from triton_models.oanet_fusion import core, integrity
 
     repo = tmp_path_factory.mktemp("poisoned") / "repo"
     shutil.copytree(model_repo, repo)
@@ -134,7 +134,7 @@ def poisoned_repo(model_repo, tmp_path_factory):
     model = folder / "model.py"
     model.write_text(model.read_text() + POISON_PATCH)
     manifest = json.loads((folder / core.MANIFEST_FILE).read_text())
-    manifest["files"][f"{core.FUSION_MODEL}/1/model.py"] = core.sha256_file(model)
+    manifest["files"][f"{core.FUSION_MODEL}/1/model.py"] = integrity.sha256_file(model)
     (folder / core.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return repo
 
