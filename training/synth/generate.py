@@ -10,6 +10,7 @@ import datetime as dt
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from collections import Counter
@@ -159,6 +160,15 @@ def _init_worker(spec: FrameSpec, total: int, root: Path) -> None:
     cv2.setNumThreads(1)
 
 
+def _init_pool_worker(spec: FrameSpec, total: int, root: Path) -> None:
+    # A forked worker inherits its parent's signal handlers: `oanet demo`'s SIGTERM handler
+    # raised in every worker when the pool was terminated, and each printed a traceback. The
+    # parent owns Ctrl-C and termination; a worker just ends.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(spec, total, root)
+
+
 def _produce(index: int) -> ManifestEntry:
     spec: FrameSpec = _worker["spec"]  # type: ignore[assignment]
     frame = render_frame(spec, index, _worker["total"])  # type: ignore[arg-type]
@@ -245,7 +255,7 @@ def generate(
         else:
             # fork keeps start-up cheap on Linux; the workers only read the frozen spec.
             context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-            pool = context.Pool(workers, initializer=_init_worker, initargs=(spec, n, root))
+            pool = context.Pool(workers, initializer=_init_pool_worker, initargs=(spec, n, root))
             entries = pool.imap(_produce, range(n), chunksize=max(1, min(16, n // (workers * 8))))
         try:
             for entry in entries:
