@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,7 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         module = importlib.import_module(name)
         module.register(subparsers, bench)
+    _accept_verbose_everywhere(parser)
     return parser
+
+
+def _accept_verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """`-v` after the subcommand too (`oanet topics create -v`), as users type it. SUPPRESS keeps a
+    subcommand that was not given `-v` from resetting the top-level flag."""
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public walk over subparsers
+        if not isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            continue
+        for sub in action.choices.values():
+            if "--verbose" not in sub._option_string_actions:  # noqa: SLF001
+                sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                 help="log debug details to stderr")
+            _accept_verbose_everywhere(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,3 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"oanet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`oanet config | head`): not an error of ours. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
