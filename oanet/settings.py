@@ -230,7 +230,8 @@ class WorkerSettings(_Frozen):
     metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no HTTP endpoint
     status_interval_s: float = Field(10.0, gt=0)
-    log_format: Literal["json", "text"] = "json"
+    # auto: human-readable text on a terminal, one JSON object per line otherwise (log pipelines)
+    log_format: Literal["auto", "json", "text"] = "auto"
 
     @field_validator("required_headers")
     @classmethod

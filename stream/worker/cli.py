@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="port of /metrics, /live and /ready (default 9464; 0 = none)")
     add_setting_flag(p, "--drain-timeout", "worker.drain_timeout_s", type=float, metavar="S",
                      help="on SIGTERM/SIGINT, seconds in-flight frames get before the final commit (default 30)")
-    add_setting_flag(p, "--log-format", "worker.log_format", choices=("json", "text"), help="log lines (default json)")
+    add_setting_flag(p, "--log-format", "worker.log_format", choices=("auto", "json", "text"),
+                     help="log lines (default auto: text on a terminal, JSON otherwise)")
     p.set_defaults(func=_worker)
 
 

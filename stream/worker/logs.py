@@ -46,20 +46,23 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure(log_format: str = "json", level: int = logging.INFO, stream=None) -> logging.Logger:
+def configure(log_format: str = "auto", level: int = logging.INFO, stream=None) -> logging.Logger:
     """Route the worker's loggers to `stream` (stderr) in `log_format`; idempotent.
 
+    "auto" is text for a person at a terminal and JSON for a log pipeline (anything else).
     Handlers already on the root logger (the command line's, for libraries such as
     kafka-python) get the same formatter, so every line on stderr has one format.
     """
-    formatter = JsonFormatter() if log_format == "json" else TextFormatter()
+    stream = stream or sys.stderr
+    as_json = log_format == "json" or (log_format == "auto" and not _is_terminal(stream))
+    formatter = JsonFormatter() if as_json else TextFormatter()
     for handler in logging.getLogger().handlers:
         handler.setFormatter(formatter)
     logger = logging.getLogger(LOGGER)
     for handler in list(logger.handlers):
         if getattr(handler, "_oanet", False):
             logger.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler._oanet = True  # type: ignore[attr-defined]
     handler.setFormatter(formatter)
     logsecrets.protect(handler)
@@ -67,3 +70,10 @@ def configure(log_format: str = "json", level: int = logging.INFO, stream=None) 
     logger.setLevel(level)
     logger.propagate = False
     return logger
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False

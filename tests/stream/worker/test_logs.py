@@ -43,3 +43,18 @@ def test_json_and_text_lines_carry_the_extra_fields():
             assert "dead letter [frame_id=x1 partition=2 code=truncated_image]" in first
             assert "ValueError: boom" in rest
     assert len([h for h in logging.getLogger(logs.LOGGER).handlers if getattr(h, "_oanet", False)]) == 1
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_auto_is_text_on_a_terminal_and_json_for_a_pipeline():
+    for stream, as_json in ((_Terminal(), False), (io.StringIO(), True)):
+        logs.configure("auto", stream=stream).warning("dead letter", extra={"frame_id": "x1"})
+        line = stream.getvalue().splitlines()[0]
+        if as_json:
+            assert json.loads(line)["frame_id"] == "x1"
+        else:
+            assert line.endswith("dead letter [frame_id=x1]")
