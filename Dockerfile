@@ -31,6 +31,7 @@ COPY stream stream
 COPY training training
 COPY triton_models triton_models
 COPY deploy deploy
+COPY bench bench
 COPY scripts/fetch_ocr_models.py scripts/
 RUN pip install --no-deps --no-build-isolation . \
     && python scripts/fetch_ocr_models.py --out /opt/oanet/ocr-models

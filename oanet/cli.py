@@ -24,7 +24,8 @@ COMMAND_MODULES = (
     "deploy.embedded.commands",
     "stream.commands",
     "training.commands",
-    "triton_models.commands",
+    "deploy.tools.commands",
+    "bench.commands",
 )
 
 

@@ -1,5 +1,6 @@
-"""Top-level subcommands: `config`, and `demo` (which composes every stage). The flag-to-settings
-helpers every package uses live in `oanet.flags`."""
+"""Top-level subcommands: `config` and `dataset import`. The flag-to-settings helpers every package
+uses live in `oanet.flags`; `oanet demo`, which composes every stage, is registered beside the
+embedded stack (deploy/embedded/commands.py)."""
 
 from __future__ import annotations
 
@@ -16,35 +17,6 @@ def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsers
     config.add_argument("--json", action="store_true", help="print JSON instead of OANET_* lines")
     add_settings_flags(config, kafka=True, triton=True, stack=True)
     config.set_defaults(func=_config)
-
-    demo = subparsers.add_parser(
-        "demo", help="the main job on the embedded stack, from nothing (see README)",
-        description="Synthetic dataset, a short CPU training, export, the embedded stack (broker + Triton) on free "
-        "ports, N stream workers, the held-out frames played like cameras, live progress, then a summary (verdicts, "
-        "dead letters, accuracy/recall/precision against the ground truth, frames/s, latency) and everything it "
-        "started stopped, also on Ctrl-C or an error. Each run starts from nothing in a temporary folder.",
-    )
-    demo.add_argument("--data", type=Path, metavar="DIR", help="use this dataset folder instead of a synthetic one")
-    demo.add_argument("--run", type=Path, metavar="RUN", help="use this training run instead of training")
-    demo.add_argument("--repo", type=Path, metavar="REPO",
-                      help="serve this model repository (its latest version) instead of training and exporting")
-    demo.add_argument("--frames", type=int, default=400, metavar="N", help="frames of the synthetic dataset (default 400)")
-    demo.add_argument("--workers", type=int, default=2, metavar="N", help="stream worker processes (default 2)")
-    demo.add_argument("--ocr-processes", type=int, default=1, metavar="N", help="OCR processes per worker (default 1)")
-    demo.add_argument("--lines", type=int, default=0, metavar="N",
-                      help="play the frames as N lines (default: one per partition of the frames topic)")
-    demo.add_argument("--replay", type=int, metavar="N", help="frames to play (default: the test split once)")
-    demo.add_argument("--rate", type=float, default=0.0, metavar="FPS", help="replay rate (default 0: at once)")
-    demo.add_argument("--work-dir", type=Path, metavar="DIR",
-                      help="keep the dataset, run, repository and logs here (default: a temporary folder, removed)")
-    demo.add_argument("--external", action="store_true",
-                      help="use the broker and Triton of the settings (OANET_KAFKA__BOOTSTRAP_SERVERS, "
-                      "OANET_TRITON__URL, or the flags below) instead of the embedded stack; topics of this run are "
-                      "created there and deleted at the end; without --repo the workers read the dataset's profile")
-    add_settings_flags(demo, kafka=True, triton=True)
-    demo.add_argument("--timeout", type=float, default=600.0, metavar="S",
-                      help="longest wait for every verdict (default 600)")
-    demo.set_defaults(func=_demo)
 
     dataset = subparsers.add_parser("dataset", help="dataset folder tools: import a line's real frames",
                                     description="Tools for dataset folders (profile.yaml, manifest.jsonl, images/).")
@@ -89,15 +61,6 @@ def _config(args: argparse.Namespace) -> int:
         shown = "" if value is None else (json.dumps(value) if isinstance(value, list) else value)
         print(f"OANET_{name}={shown}")
     return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from oanet.demo import DemoOptions, run_demo
-
-    options = DemoOptions(work_dir=args.work_dir, data=args.data, run=args.run, repo=args.repo, frames=args.frames,
-                          workers=args.workers, ocr_processes=args.ocr_processes, lines=args.lines,
-                          replay=args.replay, rate=args.rate, external=args.external, timeout_s=args.timeout)
-    return run_demo(settings_from_args(args), options)
 
 
 def _dataset_import(args: argparse.Namespace) -> int:

@@ -7,6 +7,9 @@ import these instead of spelling strings, so a rename is one edit. Default topic
 
 from typing import Final
 
+# The splits of a dataset folder's manifest (docs/contracts.md "Dataset folder").
+SPLITS: Final = ("train", "val", "test")
+
 # Headers on a message of the frames topic (docs/contracts.md "Topics and messages").
 HEADER_FRAME_ID: Final = "frame_id"
 HEADER_LINE_ID: Final = "line_id"

@@ -34,12 +34,12 @@ from pydantic import (
     field_validator,
 )
 
+from oanet.contracts import SPLITS
 from oanet.errors import OanetError
 from oanet.profile import PROFILE_FILENAME, LineProfile, ProfileError, load_profile, save_profile
 
 MANIFEST_FILENAME = "manifest.jsonl"
 IMAGES_DIRNAME = "images"
-SPLITS = ("train", "val", "test")
 # Shares of frames without an explicit split, as in docs/contracts.md; the paper used 7:3 train/test.
 SPLIT_SHARES = {"train": 0.70, "val": 0.15, "test": 0.15}
 # When a manifest names no val frames, this share of train becomes val.

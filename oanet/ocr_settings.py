@@ -11,7 +11,7 @@ the models, so the defaults work from any working directory; override them with
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,7 @@ DEFAULT_CACHE_DIR = CHECKOUT_ROOT / ".cache" / "ocr-features"
 DEFAULT_PADDLEX_HOME = CHECKOUT_ROOT / ".cache" / "paddlex"
 
 OcrMode = Literal["template", "full"]
+OCR_MODES: tuple[str, ...] = get_args(OcrMode)
 
 
 class OcrSettings(BaseModel):

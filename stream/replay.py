@@ -9,16 +9,13 @@ map every verdict back to its manifest line.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from oanet.flags import add_settings_flags, settings_from_args
 from oanet.contracts import HEADER_CAPTURED_AT, HEADER_FRAME_ID, HEADER_LINE_ID, HEADER_PROFILE
-from oanet.dataset import SPLITS, Dataset, ManifestEntry
+from oanet.dataset import Dataset, ManifestEntry
 from oanet.settings import Settings
 from stream.errors import StreamError
 
@@ -164,48 +161,3 @@ def _check(futures: list, topic: str) -> None:
         except KafkaError as exc:
             raise StreamError(f"the broker did not acknowledge a frame on {topic}: {exc}") from None
     futures.clear()
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from stream.worker.cli import add_topic_flags
-
-    p = subparsers.add_parser(
-        "replay",
-        help="play a dataset's frames into the frames topic, like a camera (headers included)",
-        description="Produce the image files of a dataset folder to the frames topic with the headers a camera "
-        "sends (frame_id, line_id, captured_at, profile), optionally paced and looped.",
-    )
-    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset folder (profile.yaml, manifest.jsonl)")
-    p.add_argument("--rate", type=float, default=0.0, metavar="FPS", help="frames per second (default 0 = as fast as possible)")
-    p.add_argument("--limit", type=int, metavar="N", help="stop after N frames")
-    p.add_argument("--loop", action="store_true", help="replay the frames again and again (frame ids get @1, @2, ...)")
-    p.add_argument("--split", choices=(*SPLITS, "all"), default="all", help="which frames (default all)")
-    p.add_argument("--id-prefix", default="", metavar="TEXT", help="prefix of every frame id (e.g. a run id)")
-    p.add_argument("--line-id", metavar="ID", help="line id: key and line_id header (default: the profile name)")
-    p.add_argument("--lines", type=int, default=1, metavar="N",
-                   help="play the frames as N lines (ids <line-id>-0, -1, ... on different partitions, taking turns), "
-                   "so N workers share them (default 1: one line, one partition)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_settings_flags(p, kafka=True)
-    add_topic_flags(p, "frames")
-    p.set_defaults(func=_replay)
-
-
-def _replay(args: argparse.Namespace) -> int:
-    from oanet.dataset import load_dataset
-
-    settings = settings_from_args(args)
-    dataset = load_dataset(args.data)
-    entries = select_entries(dataset, args.split)
-    if not entries:
-        raise StreamError(f"the {args.split} split of {args.data} has no frames")
-    try:
-        result = replay(settings, dataset, entries, rate=args.rate, limit=args.limit, loop=args.loop,
-                        prefix=args.id_prefix, line_id=args.line_id, lines=args.lines, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("replay: interrupted; frames sent so far were flushed")
-        return 130
-    rate = result.frames / result.seconds if result.seconds > 0 else float("inf")
-    print(f"replayed {result.frames} frames ({result.bytes / 1e6:.1f} MB) of {args.data} to {settings.topics.frames} "
-          f"in {result.seconds:.1f} s ({rate:.1f} frames/s)")
-    return 0

@@ -7,7 +7,7 @@ The stream worker's contract:
         model = await client.model_info()      # ServedModel: version, image size, feature order, threshold
         out = await client.infer(rois, values, missing)
 
-`infer` takes what `core.crop_object_roi` and `core.param_arrays` make: `rois` uint8
+`infer` takes what `oanet.preprocess.crop_object_roi` and `param_arrays` make: `rois` uint8
 [N, S, S, 3] BGR, `values` float32 [N, F] with NaN where missing, `missing` bool [N, F], the F
 columns in `model.feature_names` order. It returns the keys of `FusionCore.predict`:
 `defect_probability` [N], `branch_probabilities` [N, 3] and `gate_weights` [N, 3] (image,
@@ -38,8 +38,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -49,6 +48,7 @@ from tritonclient.utils import InferenceServerException
 
 from oanet.settings import TritonSettings
 from stream.errors import InferenceFailed, InferenceRejected, StreamError, TritonUnavailable
+from stream.served_model import ServedModel, checked_arrays
 from triton_models.oanet_fusion import core, serving
 
 T = TypeVar("T")
@@ -56,22 +56,6 @@ COMPOSING_MODELS = (core.ENCODER_MODEL, core.FUSION_MODEL)
 # gRPC statuses of a model that raised while computing a request (Python backend: an exception
 # in `execute`, or a stub that died on it): InferenceFailed, not an outage.
 FAULT_STATUSES = frozenset({"INTERNAL", "UNKNOWN"})
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """What the worker needs to know about the served version (never hard-coded there)."""
-
-    name: str  # the ensemble clients call
-    version: int  # the exported version (`oanet export`), the same for all three models
-    image_size: int  # S of the uint8 [S, S, 3] object ROI
-    feature_names: tuple[str, ...]  # parameter columns, in order
-    threshold: float  # defect_probability >= threshold: verdict "defect"
-    embedding_dim: int
-    max_batch_size: int
-    branches: tuple[str, ...] = core.BRANCHES
-    modalities: tuple[str, ...] = core.MODALITIES
-    profile: str | None = None  # the line profile the version was trained on (JSON); None: not published
 
 
 def _one_line(text: str) -> str:
@@ -85,26 +69,6 @@ def _status(exc: InferenceServerException) -> str:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, InferenceServerException) and _status(exc) == "UNAVAILABLE"
-
-
-def checked_arrays(model: ServedModel, rois: Any, values: Any, missing: Any) -> tuple[np.ndarray, ...]:
-    """The arrays as the served model takes them, or InferenceRejected saying why not.
-
-    Shapes and dtypes only: parameter values (NaN, infinity, mask consistency) are checked in
-    one place, the fusion model. The in-process model (`stream.worker.local_model`) checks here too.
-    """
-    rois, values, missing = np.asarray(rois), np.asarray(values), np.asarray(missing)
-    s, f = model.image_size, len(model.feature_names)
-    if rois.dtype != np.uint8 or rois.ndim != 4 or rois.shape[1:] != (s, s, 3):
-        raise InferenceRejected(f"rois must be uint8 [N, {s}, {s}, 3] (BGR, core.crop_object_roi), got "
-                                f"{rois.dtype} {list(rois.shape)}")
-    if not np.issubdtype(values.dtype, np.floating) or values.shape != (len(rois), f):
-        raise InferenceRejected(f"values must be float [{len(rois)}, {f}] (NaN where missing), got "
-                                f"{values.dtype} {list(values.shape)}")
-    if missing.dtype != np.bool_ or missing.shape != (len(rois), f):
-        raise InferenceRejected(f"missing must be bool [{len(rois)}, {f}], got {missing.dtype} "
-                                f"{list(missing.shape)}")
-    return np.ascontiguousarray(rois), np.ascontiguousarray(values, dtype=np.float32), np.ascontiguousarray(missing)
 
 
 class TritonClient:
@@ -262,8 +226,7 @@ class TritonClient:
         out = {key: np.concatenate([r[key] for r in results], axis=0) if n else np.zeros((0, *shape), np.float32)
                for key, shape in (("defect_probability", ()), ("branch_probabilities", (len(core.BRANCHES),)),
                                   ("gate_weights", (len(core.BRANCHES),)), ("kl_scores", (len(core.MODALITIES),)))}
-        absent = missing | np.isnan(values)
-        out["present_fraction"] = ((~absent).sum(axis=1) / max(1, absent.shape[1])).astype(np.float32)
+        out["present_fraction"] = core.present_fraction(missing | np.isnan(values)).astype(np.float32)
         return out
 
     async def _infer_frame(self, model: ServedModel, index: int, roi: np.ndarray, values: np.ndarray,

@@ -13,24 +13,22 @@ per-defect-kind recall, frames without a verdict (dead-lettered or missing) and 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from oanet.flags import add_settings_flags, settings_from_args
 from oanet.contracts import HEADER_ERROR_CODE, HEADER_FRAME_ID
-from oanet.dataset import SPLITS, ManifestEntry
+from oanet.dataset import ManifestEntry
 from oanet.settings import Settings
 from stream.errors import StreamError
 from stream.replay import manifest_id
+from stream.stats import percentile
 
 
 @dataclass
@@ -98,7 +96,8 @@ def latency_ms(tally: Tally) -> dict[str, float | None]:
                 pass
 
     def pct(values: list[float], q: float) -> float | None:
-        return round(float(np.percentile(values, q)), 1) if values else None
+        value = percentile(values, q)
+        return None if value is None else round(value, 1)
 
     return {"worker_p50": pct(totals, 50), "worker_p99": pct(totals, 99),
             "end_to_end_p50": pct(e2e, 50), "end_to_end_p99": pct(e2e, 99)}
@@ -276,53 +275,3 @@ def print_report(report: dict[str, Any], out=sys.stdout) -> None:
               f"unknown frame ids: {score_['unknown_frame_ids']}", file=out)
         for kind, k in score_["per_defect_kind"].items():
             print(f"  {kind:28s} {k['frames']:5d} frames, flagged {k['flagged']:5d} ({k['flag_rate']})", file=out)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from stream.worker.cli import add_topic_flags
-
-    p = subparsers.add_parser(
-        "verdicts",
-        help="read the verdicts topic: summary, latency, duplicates; with --data, accuracy against the manifest",
-        description="Read every verdict (and dead letter) from the beginning of the topics and print a summary; "
-        "with --data, score the verdicts against the dataset's labels (accuracy, precision, recall, per defect "
-        "kind, missing verdicts, duplicates). --follow keeps reading with a live summary line.",
-    )
-    p.add_argument("--follow", action="store_true", help="keep reading, one summary line every --every seconds")
-    p.add_argument("--data", type=Path, metavar="DIR", help="dataset folder to score against")
-    p.add_argument("--split", choices=(*SPLITS, "all"), default="all", help="frames expected (with --data; default all)")
-    p.add_argument("--id-prefix", default="", metavar="TEXT", help="frame id prefix given to `oanet replay`")
-    p.add_argument("--expect", type=int, metavar="N", help="stop once N frame ids have a verdict or dead letter")
-    p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
-    p.add_argument("--every", type=float, default=5.0, metavar="S", help="seconds between live lines (default 5)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    add_settings_flags(p, kafka=True)
-    add_topic_flags(p, "verdicts", "dead_letter")
-    p.set_defaults(func=_verdicts)
-
-
-def _verdicts(args: argparse.Namespace) -> int:
-    from oanet.dataset import load_dataset
-    from stream.replay import select_entries
-
-    settings = settings_from_args(args)
-    entries = None
-    if args.data is not None:
-        entries = select_entries(load_dataset(args.data), args.split)
-    started = time.monotonic()
-    live = (lambda t: print(live_line(t, started), file=sys.stderr, flush=True)) if args.follow else None
-    try:
-        tally = collect(settings, follow=args.follow, expect=args.expect, timeout_s=args.timeout,
-                        on_progress=live, progress_every_s=args.every)
-    except KeyboardInterrupt:
-        print("verdicts: interrupted", file=sys.stderr)
-        return 130
-    report: dict[str, Any] = {"summary": summary(tally), "topic": settings.topics.verdicts}
-    if entries is not None:
-        report["data"] = str(args.data)
-        report["score"] = score(tally, entries, args.id_prefix)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0

@@ -1,6 +1,6 @@
 """Training data: dataset folder -> object-ROI images, numeric parameter features, labels.
 
-The object ROI is cut with `crop_object_roi` of the fusion core (the very function the stream
+The object ROI is cut with `oanet.preprocess.crop_object_roi` (the very function the stream
 client uses) and kept as uint8 BGR NHWC arrays; the CNN normalises inside its TorchScript
 graph. Parameter features are the profile's number fields in profile order (text fields
 such as a lot id are not features), float32 with NaN for missing, plus a missing mask.
@@ -22,7 +22,7 @@ import numpy as np
 
 from oanet.dataset import Dataset, DatasetError, ManifestEntry, load_dataset
 from training.errors import TrainingError
-from triton_models.oanet_fusion.core import crop_object_roi, param_arrays
+from oanet.preprocess import crop_object_roi, param_arrays
 
 FEATURE_SOURCES = ("truth", "ocr")
 

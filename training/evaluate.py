@@ -25,12 +25,8 @@ from training import data as data_mod
 from training.augment import grid_mask, ocr_dropout
 from training.data import Frames
 from training.errors import TrainingError
+from training.outputs import ENCODER_FILE, FUSION_DIR, MODEL_DIR, model_metrics, model_scores, predict, write_json
 from triton_models.oanet_fusion import core
-
-MODEL_DIR = "model"
-ENCODER_FILE = "image_encoder.pt"
-FUSION_DIR = "fusion"
-
 
 @dataclass
 class LoadedRun:
@@ -71,13 +67,6 @@ def corrupt(frames: Frames, ocr_missing: float, grid_mask_p: float, seed: int) -
     return Frames(frames.ids, frames.labels, frames.causes, rois, values, missing)
 
 
-def predict(encoder: Any, fusion: core.FusionCore, frames: Frames, device: str = "cpu") -> dict[str, np.ndarray]:
-    from training.cnn import extract
-
-    emb, logit = extract(encoder, frames.rois, device)
-    return fusion.predict(emb, logit, np.where(frames.missing, np.nan, frames.values), frames.missing)
-
-
 def load_frames(run: LoadedRun, data: str | Path, split: str, features: str | None, progress: bool) -> Frames:
     dataset = data_mod.open_dataset(data)
     names = data_mod.numeric_fields(dataset)
@@ -115,7 +104,6 @@ def write_predictions(path: Path, frames: Frames, out: dict[str, np.ndarray], fu
     `<model>_defect` (1 when the probability reaches the model's operating threshold)."""
     import csv
 
-    from training.train import model_scores
 
     scored = {name: model_scores(out, fusion, name) for name in models}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +119,6 @@ def write_predictions(path: Path, frames: Frames, out: dict[str, np.ndarray], fu
 
 
 def main(args: argparse.Namespace) -> int:
-    from training.train import model_metrics, write_json
 
     progress = not args.quiet
     run = load_run(args.run, args.device)

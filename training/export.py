@@ -44,7 +44,6 @@ from tritonclient.grpc import model_config_pb2 as mc
 from training.errors import ExportError
 from triton_models.oanet_fusion import core, integrity, serving
 
-MODELS = (core.ENCODER_MODEL, core.FUSION_MODEL, core.ENSEMBLE_MODEL)
 SOURCE_DIR = Path(core.__file__).parent  # triton_models/oanet_fusion
 ENCODER_SOURCE_DIR = SOURCE_DIR.parent / "oanet_image_encoder"  # its Python-backend runner
 CNN_BACKENDS = ("python", "libtorch")
@@ -57,12 +56,7 @@ DEFAULT_MAX_QUEUE_DELAY_US = 1000
 
 
 def existing_versions(repo: Path) -> set[int]:
-    versions: set[int] = set()
-    for model in MODELS:
-        folder = repo / model
-        if folder.is_dir():
-            versions.update(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
-    return versions
+    return {version for model in serving.MODELS for version in serving.model_versions(repo, model)}
 
 
 @dataclass(frozen=True)
@@ -197,7 +191,7 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
     opts = options or ServingOptions(cnn_backend=cnn_backend, device=device, max_batch=max_batch, instances=instances)
     import yaml
 
-    from training.evaluate import ENCODER_FILE, FUSION_DIR, MODEL_DIR
+    from training.outputs import ENCODER_FILE, FUSION_DIR, MODEL_DIR
 
     model_dir = run / MODEL_DIR
     fusion_src = model_dir / FUSION_DIR
@@ -230,7 +224,7 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
     cfg = fusion.config
     io = core.io_spec(int(cfg["image_size"]), int(cfg["embedding_dim"]), len(cfg["feature_names"]))
 
-    staging = {m: repo / m / f".staging-{version}-{os.getpid()}" for m in MODELS}
+    staging = {m: repo / m / f".staging-{version}-{os.getpid()}" for m in serving.MODELS}
     notes: list[str] = []
     try:
         for folder in staging.values():
@@ -266,7 +260,7 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
             "excluded_text_fields": [f["name"] for f in (profile or {}).get("fields", []) if f.get("kind") == "text"],
             "image": {"size": int(cfg["image_size"]), "layout": "NHWC", "channels": "BGR", "dtype": "uint8",
                       "crop": "crop_object_roi(frame, profile.object_roi, (frame.width, frame.height), size) "
-                              "in core.py; cv2.INTER_AREA"},
+                              "in oanet/preprocess.py; cv2.INTER_AREA"},
             "embedding_dim": int(cfg["embedding_dim"]),
             "tensors": io,
             "branches": list(core.BRANCHES),
@@ -322,7 +316,7 @@ def verify_export(repo: Path, version: int | None = None, signing_key: str | Non
         return [f"{repo} holds no exported version"]
     latest = max(versions)
     version = latest if version is None else version
-    problems = [f"{model}/{version} is missing" for model in MODELS if not (repo / model / str(version)).is_dir()]
+    problems = [f"{model}/{version} is missing" for model in serving.MODELS if not (repo / model / str(version)).is_dir()]
     return problems + integrity.version_problems(repo / core.FUSION_MODEL / str(version), signing_key,
                                                  check_configs=version == latest)
 
@@ -349,7 +343,7 @@ def main(args: argparse.Namespace) -> int:
                           max_queue_delay_us=args.max_queue_delay_us, cpu_threads=args.cpu_threads)
     version, notes = export_run(Path(args.run), repo, args.version, options=opts, signing_key=key)
     print(f"exported {args.run} as version {version} of {repo} "
-          f"({', '.join(MODELS)}); manifest: {repo / core.FUSION_MODEL / str(version) / core.MANIFEST_FILE}")
+          f"({', '.join(serving.MODELS)}); manifest: {repo / core.FUSION_MODEL / str(version) / core.MANIFEST_FILE}")
     for note in notes:
         print(f"note: {note}")
     return 0

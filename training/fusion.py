@@ -78,10 +78,6 @@ def reference_stats(embedding: np.ndarray, values: np.ndarray, missing: np.ndarr
     return {"ref_img_mu": mu, "ref_img_sigma": sigma, "feat_mean": fmean, "feat_std": fstd}
 
 
-def present_fraction(missing: np.ndarray) -> np.ndarray:
-    return (~missing).sum(axis=1) / max(1, missing.shape[1])
-
-
 def _batches(n: int, batch_size: int, rng: np.random.Generator):
     order = rng.permutation(n)
     for start in range(0, n, batch_size):
@@ -132,7 +128,7 @@ def alignment_weights(net: AlignmentNet) -> dict[str, np.ndarray]:
 
 
 def fused_inputs(f_refined: np.ndarray, p_params: np.ndarray, missing: np.ndarray) -> np.ndarray:
-    return np.concatenate([f_refined, core.logit(p_params)[:, None], present_fraction(missing)[:, None]], axis=1)
+    return np.concatenate([f_refined, core.logit(p_params)[:, None], core.present_fraction(missing)[:, None]], axis=1)
 
 
 def fit_fused_classifier(x: np.ndarray, labels: np.ndarray, opts: FusionOptions,

@@ -42,13 +42,10 @@ from training.fusion import (
     reference_stats,
     threshold_for_recall,
 )
-from training.metrics import auroc_by_cause, binary_metrics, recall_by_cause
+from training.outputs import ENCODER_FILE, FUSION_DIR, MODEL_DIR, model_metrics, predict, write_json
 from triton_models.oanet_fusion import core
 
 CHECKPOINT = "checkpoint.pt"
-MODEL_DIR = "model"
-ENCODER_FILE = "image_encoder.pt"
-FUSION_DIR = "fusion"
 
 # Arguments that define a run (everything `train` accepts except where output goes and how).
 RUN_ARGS = (
@@ -392,42 +389,7 @@ def export_torchscript(model: ImageEncoder, image_size: int, path: Path) -> torc
     return traced
 
 
-def predict_frames(model: torch.nn.Module, fc: core.FusionCore, frames: Frames, device: str = "cpu") -> dict[str, np.ndarray]:
-    emb, logit = extract(model, frames.rois, device)
-    return fc.predict(emb, logit, np.where(frames.missing, np.nan, frames.values), frames.missing)
-
-
-def model_scores(out: dict[str, np.ndarray], fc: core.FusionCore, name: str) -> tuple[np.ndarray, float]:
-    """(probabilities, operating threshold) of one model: `fused` = the gated verdict, `image` or
-    `params` = that branch alone."""
-    if name == "fused":
-        return out["defect_probability"], fc.threshold
-    return out["branch_probabilities"][:, core.BRANCHES.index(name)], fc.config["branch_thresholds"][name]
-
-
-def model_metrics(labels: np.ndarray, causes: list[str], out: dict[str, np.ndarray], fc: core.FusionCore,
-                  models: tuple[str, ...] = core.BRANCHES) -> dict[str, Any]:
-    """Per model (fused = the gated verdict, image, params) at its operating threshold, plus 0.5."""
-    result = {}
-    for name in models:
-        probs, threshold = model_scores(out, fc, name)
-        entry = binary_metrics(labels, probs, threshold)
-        entry.update(auroc_by_cause(labels, probs, causes))
-        entry["recall_by_cause"] = recall_by_cause(labels, probs, causes, threshold)
-        entry["at_0.5"] = binary_metrics(labels, probs, 0.5)
-        entry["at_0.5"]["recall_by_cause"] = recall_by_cause(labels, probs, causes, 0.5)
-        result[name] = entry
-    return result
-
-
 # --------------------------------------------------------------------------- run folder
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def save_checkpoint(path: Path, args: argparse.Namespace, stage: str, epoch: int, model: torch.nn.Module,
@@ -499,7 +461,7 @@ def main(args: argparse.Namespace) -> int:
     shutil.copyfile(bundle.dataset.root / "profile.yaml", model_dir / "profile.yaml")
     stage.model.to(args.device)
     val = bundle.splits["val"]
-    val_out = predict_frames(stage.model, fc, val, args.device)
+    val_out = predict(stage.model, fc, val, args.device)
     metrics = {
         "val": model_metrics(val.labels, val.causes, val_out, fc),
         "threshold": fc.threshold,

@@ -1,4 +1,4 @@
-"""`oanet stack up|down|status`."""
+"""`oanet stack up|down|status|kcat-proxy` and `oanet demo` (the main job on that stack)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from oanet.flags import add_setting_flag, add_settings_flags, settings_from_args
 
 
 def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    _register_demo(subparsers)
     stack = subparsers.add_parser(
         "stack", help="the embedded one-machine stack: Kafka-compatible broker (Tansu) + Triton"
     )
@@ -41,6 +42,46 @@ def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsers
     proxy.add_argument("--port", type=int, default=0, metavar="PORT", help="port to listen on (default: a free one)")
     add_settings_flags(proxy, kafka=True)
     proxy.set_defaults(func=_kcat_proxy)
+
+
+def _register_demo(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser(
+        "demo", help="the main job on the embedded stack, from nothing (see README)",
+        description="Synthetic dataset, a short CPU training, export, the embedded stack (broker + Triton) on free "
+        "ports, N stream workers, the held-out frames played like cameras, live progress, then a summary (verdicts, "
+        "dead letters, accuracy/recall/precision against the ground truth, frames/s, latency) and everything it "
+        "started stopped, also on Ctrl-C or an error. Each run starts from nothing in a temporary folder.",
+    )
+    demo.add_argument("--data", type=Path, metavar="DIR", help="use this dataset folder instead of a synthetic one")
+    demo.add_argument("--run", type=Path, metavar="RUN", help="use this training run instead of training")
+    demo.add_argument("--repo", type=Path, metavar="REPO",
+                      help="serve this model repository (its latest version) instead of training and exporting")
+    demo.add_argument("--frames", type=int, default=400, metavar="N", help="frames of the synthetic dataset (default 400)")
+    demo.add_argument("--workers", type=int, default=2, metavar="N", help="stream worker processes (default 2)")
+    demo.add_argument("--ocr-processes", type=int, default=1, metavar="N", help="OCR processes per worker (default 1)")
+    demo.add_argument("--lines", type=int, default=0, metavar="N",
+                      help="play the frames as N lines (default: one per partition of the frames topic)")
+    demo.add_argument("--replay", type=int, metavar="N", help="frames to play (default: the test split once)")
+    demo.add_argument("--rate", type=float, default=0.0, metavar="FPS", help="replay rate (default 0: at once)")
+    demo.add_argument("--work-dir", type=Path, metavar="DIR",
+                      help="keep the dataset, run, repository and logs here (default: a temporary folder, removed)")
+    demo.add_argument("--external", action="store_true",
+                      help="use the broker and Triton of the settings (OANET_KAFKA__BOOTSTRAP_SERVERS, "
+                      "OANET_TRITON__URL, or the flags below) instead of the embedded stack; topics of this run are "
+                      "created there and deleted at the end; without --repo the workers read the dataset's profile")
+    add_settings_flags(demo, kafka=True, triton=True)
+    demo.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                      help="longest wait for every verdict (default 600)")
+    demo.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from deploy.embedded.demo import DemoOptions, run_demo
+
+    options = DemoOptions(work_dir=args.work_dir, data=args.data, run=args.run, repo=args.repo, frames=args.frames,
+                          workers=args.workers, ocr_processes=args.ocr_processes, lines=args.lines,
+                          replay=args.replay, rate=args.rate, external=args.external, timeout_s=args.timeout)
+    return run_demo(settings_from_args(args), options)
 
 
 def _add_port_flags(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """Copy dead letters back to the frames topic, for frames whose cause has been fixed.
 
-    python -m deploy.tools.dlq_replay --code inference_rejected [--code ...] [--dry-run]
+    oanet dlq replay --code inference_rejected [--code ...] [--dry-run]
 
 Reads the whole dead-letter topic from the beginning up to its current end (no consumer group:
 nothing is committed, and running it twice copies twice), keeps the records whose
@@ -12,12 +12,11 @@ codes are worth replaying.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import Counter
 
 from oanet.contracts import HEADER_ERROR_CODE
-from oanet.settings import Settings, load_settings
+from oanet.errors import OanetError
+from oanet.settings import Settings
 
 ADDED_PREFIX = "oanet."  # headers of the worker's dead-letter envelope (oanet.error.*, oanet.source.*)
 
@@ -36,7 +35,7 @@ def replay(settings: Settings, codes: set[str], dry_run: bool = False, timeout_s
         partitions = [TopicPartition(topics.dead_letter, p)
                       for p in sorted(consumer.partitions_for_topic(topics.dead_letter) or ())]
         if not partitions:
-            raise SystemExit(f"dlq_replay: topic {topics.dead_letter} does not exist")
+            raise OanetError(f"topic {topics.dead_letter} does not exist")
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         end = consumer.end_offsets(partitions)
@@ -63,21 +62,3 @@ def replay(settings: Settings, codes: set[str], dry_run: bool = False, timeout_s
             producer.close()
         consumer.close()
     return counts
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--code", action="append", required=True, help="error code to replay (repeatable)")
-    parser.add_argument("--dry-run", action="store_true", help="count only, copy nothing")
-    args = parser.parse_args(argv)
-    settings = load_settings()
-    counts = replay(settings, set(args.code), dry_run=args.dry_run)
-    copied = counts.pop("copied", 0)
-    seen = ", ".join(f"{code} {n}" for code, n in sorted(counts.items())) or "none"
-    verb = "would copy" if args.dry_run else "copied"
-    print(f"{settings.topics.dead_letter}: {seen}; {verb} {copied} to {settings.topics.frames}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,6 @@ A manifest without nuisance information puts every field in `clean`.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -109,14 +108,6 @@ def _sum(tallies: Iterable[Tally | None]) -> Tally:
         if tally:
             total.merge(tally)
     return total
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return float(values[0])
-    return float(statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1])
 
 
 def fmt_pct(value: float | None) -> str:

@@ -34,7 +34,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from stream.errors import InferenceFailed, InferenceRejected, TritonUnavailable
-from stream.triton_client import ServedModel
+from stream.served_model import ServedModel
 from triton_models.oanet_fusion import serving
 
 __all__ = ["OUTPUT_KEYS", "Inference", "InferenceFailed", "InferenceRejected", "ServedModel", "TritonUnavailable"]

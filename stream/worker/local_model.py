@@ -21,7 +21,7 @@ from types import ModuleType
 
 import numpy as np
 
-from stream.triton_client import checked_arrays
+from stream.served_model import checked_arrays
 from stream.worker.errors import WorkerError
 from stream.worker.inference import OUTPUT_KEYS, InferenceRejected, ServedModel
 from stream.worker.repository import read_exported

@@ -30,7 +30,7 @@ from stream.ocr.records import ParameterRecord
 from stream.ocr.settings import OcrSettings
 from stream.worker.errors import FrameRejected
 from stream.worker.imageinfo import ImageInfo
-from triton_models.oanet_fusion.core import crop_object_roi
+from oanet.preprocess import crop_object_roi
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from stream.worker.messages import DeadLetter, ModelOutputs, Verdict, utc_now
 from stream.worker.metrics import WorkerMetrics
 from stream.worker.ocr_pool import OcrPool, OcrPoolFailed
 from stream.worker.offsets import Job, Offsets
-from triton_models.oanet_fusion.core import param_arrays
+from oanet.preprocess import param_arrays
 
 log = logging.getLogger("stream.worker")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from oanet.profile import LineProfile, ProfileError, parse_profile
-from stream.triton_client import ServedModel
+from stream.served_model import ServedModel
 from stream.worker.errors import WorkerError
-from triton_models.oanet_fusion import core, integrity
+from triton_models.oanet_fusion import core, integrity, serving
 
 
 @dataclass(frozen=True)
@@ -45,20 +45,13 @@ def served_profile(model: ServedModel) -> LineProfile:
         raise WorkerError(f"the line profile that {where} publishes is unusable: {exc}") from None
 
 
-def versions(repo: Path) -> list[int]:
-    folder = Path(repo) / core.FUSION_MODEL
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
-
-
 def read_exported(repo: str | Path, version: int | None = None, signing_key: str | None = None) -> ExportedVersion:
     """Version `version` (default: the latest, the one Triton serves) after the check Triton makes
     at load (`integrity.version_problems`: every file listed with its sha256, the manifest signed
     with `signing_key` when one is given); WorkerError (one line) when it is absent or does not
     verify."""
     repo = Path(repo)
-    found = versions(repo)
+    found = serving.model_versions(repo, core.FUSION_MODEL)
     if not found:
         raise WorkerError(f"{repo} holds no exported model (write one with `oanet export --repo {repo}`)")
     version = found[-1] if version is None else int(version)

@@ -28,7 +28,7 @@ def test_yamllint_is_clean():
 
 def test_prometheusrule_is_generated_from_alerts_yaml():
     assert prometheusrule.TARGET.read_text() == prometheusrule.render(), \
-        "run: python -m deploy.tools.prometheusrule"
+        "run: oanet monitoring prometheusrule"
     rule = yaml.safe_load(prometheusrule.TARGET.read_text())
     assert rule["spec"]["groups"] == yaml.safe_load(prometheusrule.SOURCE.read_text())["groups"]
 

@@ -33,3 +33,20 @@ def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path):
                           timeout=60)
     assert done.stdout.startswith("OANET_")
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr
+
+
+HEAVY = ("numpy", "cv2", "torch", "lightgbm", "paddle", "paddleocr", "tritonclient", "kafka", "onnxruntime")
+
+
+@pytest.mark.parametrize("command", [[], ["worker"], ["bench", "e2e"], ["train"]])
+def test_help_answers_without_importing_a_heavy_library(command, tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "oanet", *command, "--help"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0 and "usage: oanet" in done.stdout
+    # -X importtime writes one "import time: self | cumulative | module" line per module imported
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "oanet.cli" in imported  # the listing is real
+    assert not {name for name in imported if name.split(".")[0] in HEAVY}

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from oanet.cli import main
-from stream.bench import EndToEnd
+from bench.e2e.endtoend import EndToEnd
 
 
 @pytest.mark.slow

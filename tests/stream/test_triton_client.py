@@ -13,9 +13,11 @@ from pydantic import ValidationError
 
 from deploy.embedded.stack import free_port
 from oanet.errors import ConfigError, OanetError
+from oanet.preprocess import param_arrays
 from oanet.settings import TritonSettings, load_settings
 from stream.errors import InferenceRejected, StreamError, TritonUnavailable
-from stream.triton_client import ServedModel, TritonClient
+from stream.served_model import ServedModel
+from stream.triton_client import TritonClient
 from triton_models.oanet_fusion import core
 
 
@@ -32,7 +34,7 @@ def run(settings: TritonSettings, action):
 def frames(model: ServedModel, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     rois = rng.integers(0, 256, (n, model.image_size, model.image_size, 3), dtype=np.uint8)
-    values, missing = core.param_arrays(
+    values, missing = param_arrays(
         [{name: (None if rng.random() < 0.2 else float(rng.normal(50, 5))) for name in model.feature_names}
          for _ in range(n)], model.feature_names)
     return rois, values, missing
@@ -82,7 +84,7 @@ def test_infer_answers_every_frame_with_the_predict_keys(served_model: ServedMod
 def test_a_frame_gets_bit_identical_answers_in_whatever_batch_triton_runs_it(served_model, oanet_triton, oanet_stack):
     """A replayed frame's verdict must not depend on the frames Triton's dynamic batcher put
     beside it (the worker's verdicts are deterministic for a model version)."""
-    from triton_models.bench import executions
+    from bench.triton.measure import executions
 
     rois, values, missing = frames(served_model, 32, seed=3)
     metrics = f"http://127.0.0.1:{oanet_stack.settings.triton_metrics_port}/metrics"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from training import options
+from training import commands as options
 from training.augment import grid_mask, grid_mask_one, ocr_dropout
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
 from training.cnn import AUGMENTS, BestEpoch, balanced_pos_weight, grid_mask_probability, symmetries

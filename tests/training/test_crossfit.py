@@ -13,7 +13,7 @@ from training import data as data_mod
 from training.cnn import extract
 from training.crossfit import crossfit, ridge_map
 from training.errors import TrainingError
-from training.options import add_train_arguments
+from training.commands import add_train_arguments
 from training.train import apply_recipe, fit_fold_cnn, fresh_cnn
 
 

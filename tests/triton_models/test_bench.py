@@ -11,7 +11,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from oanet.cli import main
-from triton_models import bench
+from bench.triton import repository as bench
 from triton_models.oanet_fusion import core, serving
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from oanet.preprocess import PreprocessError, crop_object_roi, param_arrays
 from triton_models.oanet_fusion import core
 
 CORE_FILE = Path(core.__file__)
@@ -28,7 +29,7 @@ def test_core_imports_only_numpy_lightgbm_and_stdlib():
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert imported <= {"__future__", "hashlib", "json", "math", "collections", "pathlib", "typing", "numpy",
-                        "lightgbm", "cv2"}, imported
+                        "lightgbm"}, imported
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import core; "
             "assert 'torch' not in sys.modules and 'oanet' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code, str(CORE_FILE.parent)], capture_output=True, text=True,
@@ -105,21 +106,21 @@ def test_crop_object_roi_scales_roi_for_smaller_frames():
     frame = np.zeros((768, 1024, 3), np.uint8)
     frame[304:752, 16:464] = 200  # the default profile's object ROI
     roi, size = (16, 304, 448, 448), (1024, 768)
-    full = core.crop_object_roi(frame, roi, size, 32)
+    full = crop_object_roi(frame, roi, size, 32)
     assert full.shape == (32, 32, 3) and full.dtype == np.uint8 and (full == 200).all()
     import cv2
 
     half = cv2.resize(frame, (512, 384), interpolation=cv2.INTER_AREA)
-    small = core.crop_object_roi(half, roi, size, 32)
+    small = crop_object_roi(half, roi, size, 32)
     assert np.abs(small.astype(int) - full.astype(int)).max() <= 1
-    grey = core.crop_object_roi(frame[:, :, 0], roi, size, 16)
+    grey = crop_object_roi(frame[:, :, 0], roi, size, 16)
     assert grey.shape == (16, 16, 3)
-    with pytest.raises(core.CoreError):
-        core.crop_object_roi(frame.astype(np.float32), roi, size, 16)
+    with pytest.raises(PreprocessError):
+        crop_object_roi(frame.astype(np.float32), roi, size, 16)
 
 
 def test_param_arrays_marks_none_text_nan_and_inf_missing():
-    values, missing = core.param_arrays(
+    values, missing = param_arrays(
         [{"a": 1.5, "b": None, "c": "x"}, {"a": float("nan"), "b": float("inf"), "c": 3}], ["a", "b", "c"]
     )
     assert missing.tolist() == [[False, True, True], [True, True, False]]

@@ -1,7 +1,7 @@
 """OANet fusion core: the inference maths of the fusion model, written once.
 
-This file is self-contained on purpose (numpy + lightgbm, and OpenCV only inside
-`crop_object_roi`; no torch, no imports from `oanet`, `training` or `stream`):
+This file is self-contained on purpose (numpy + lightgbm; no torch, no OpenCV, no imports from
+`oanet`, `training` or `stream`):
 
 * training and evaluation import it as `triton_models.oanet_fusion.core`;
 * `oanet export` copies this very file beside the Triton Python-backend `model.py` of
@@ -133,64 +133,14 @@ def io_spec(image_size: int, embedding_dim: int, n_features: int) -> dict[str, A
     }
 
 
-# --------------------------------------------------------------------------- client side
-
-
-def scale_roi(roi: Sequence[int], frame_size: tuple[int, int], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """A profile ROI [x, y, w, h] (profile frame `frame_size` = (width, height)) on an image
-    of `shape` (frames of another size are scaled to the profile frame, docs/contracts.md)."""
-    x, y, w, h = (int(v) for v in roi)
-    fw, fh = frame_size
-    height, width = shape[:2]
-    if (width, height) == (fw, fh):
-        return x, y, w, h
-    sx, sy = width / fw, height / fh
-    x0, y0 = int(round(x * sx)), int(round(y * sy))
-    x1, y1 = int(round((x + w) * sx)), int(round((y + h) * sy))
-    x0, y0 = min(max(x0, 0), width - 1), min(max(y0, 0), height - 1)
-    return x0, y0, max(1, min(x1, width) - x0), max(1, min(y1, height) - y0)
-
-
-def crop_object_roi(frame: np.ndarray, roi: Sequence[int], frame_size: tuple[int, int], size: int) -> np.ndarray:
-    """The CNN input of one frame: the object ROI resized to size x size, uint8 BGR HWC.
-
-    `frame` is the decoded frame (BGR uint8, any size of the profile's aspect ratio; grey
-    images are expanded to 3 channels), `roi` the profile's object_roi and `frame_size`
-    (width, height) the profile frame. Resizing uses cv2.INTER_AREA. Training and the stream
-    client both call this function, so the CNN sees the same pixels in both.
-    """
-    import cv2
-
-    image = np.asarray(frame)
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise CoreError(f"frame must be a uint8 BGR image, got dtype {image.dtype} shape {tuple(image.shape)}")
-    x, y, w, h = scale_roi(roi, frame_size, image.shape)
-    patch = image[y : y + h, x : x + w]
-    out = cv2.resize(patch, (int(size), int(size)), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(out, dtype=np.uint8)
-
-
-def param_arrays(rows: Sequence[Mapping[str, Any]], feature_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Parameter dicts (name -> number | None) -> values float32 [N, F] (NaN missing), missing bool.
-
-    A value that is None, absent, not a number, NaN or infinite counts as missing.
-    """
-    values = np.full((len(rows), len(feature_names)), np.nan, dtype=np.float32)
-    for i, row in enumerate(rows):
-        for j, name in enumerate(feature_names):
-            value = row.get(name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-                continue
-            if math.isfinite(float(value)):
-                values[i, j] = float(value)
-    return values, np.isnan(values)
-
-
 # --------------------------------------------------------------------------- maths
+
+
+def present_fraction(missing: np.ndarray) -> np.ndarray:
+    """Share of a frame's parameters that are present: a fusion input and the gate's weight on the
+    parameter branch. Here, in the served file, because the model computes it; training and the
+    stream client import it."""
+    return (~missing).sum(axis=1) / max(1, missing.shape[1])
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -521,15 +471,15 @@ class FusionCore:
         """The fusion model's outputs for a batch (module docstring); float32 arrays."""
         embedding, image_logit, values, missing = self._validate(embedding, image_logit, values, missing)
         n = len(image_logit)
-        present_fraction = (~missing).sum(axis=1) / max(1, missing.shape[1]) if n else np.zeros(0)
+        present = present_fraction(missing) if n else np.zeros(0)
         p_image = sigmoid(image_logit)
         p_params = self.params_probability(values)
         a_img, a_tab = self.aligned(embedding, values, missing)
-        p_fused = self.fused_probability(a_img, a_tab, p_params, present_fraction)
+        p_fused = self.fused_probability(a_img, a_tab, p_params, present)
         kl = self.kl_scores(embedding, values, missing)
         branches = np.stack([p_image, p_params, p_fused], axis=1) if n else np.zeros((0, 3))
         if self.gate_params.get("enabled", True):
-            weights = gate(kl[:, 0], kl[:, 1], present_fraction, self.gate_params)
+            weights = gate(kl[:, 0], kl[:, 1], present, self.gate_params)
         else:
             weights = np.tile(np.array([0.0, 0.0, 1.0]), (n, 1))
         final = calibrate((weights * branches).sum(axis=1), self.config.get("calibration"))
@@ -538,5 +488,5 @@ class FusionCore:
             "branch_probabilities": branches.astype(np.float32),
             "gate_weights": weights.astype(np.float32),
             "kl_scores": kl.astype(np.float32),
-            "present_fraction": np.asarray(present_fraction, dtype=np.float32),
+            "present_fraction": np.asarray(present, dtype=np.float32),
         }

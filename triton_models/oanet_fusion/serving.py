@@ -97,7 +97,7 @@ def check_fusion_request(arrays: Mapping[str, np.ndarray], feature_names: Sequen
     Triton has already checked dtypes and per-frame shapes against config.pbtxt; what is left
     is the values. A missing field is NaN with its mask bit set, so a NaN without the bit, a
     number with the bit, or an infinity is a malformed request, not a missing reading: the
-    stream client builds both arrays from one record (`core.param_arrays`), so they only
+    stream client builds both arrays from one record (`oanet.preprocess.param_arrays`), so they only
     disagree when something upstream is broken.
     """
     values, missing = arrays[core.PARAM_VALUES], arrays[core.PARAM_MISSING]
@@ -200,14 +200,17 @@ def parse_info_parameters(params: Mapping[str, str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- repository checks
 
 
+def model_versions(repo: str | Path, model: str) -> list[int]:
+    """The version folders of `model` in `repo` (numeric names, as Triton reads them), ascending."""
+    folder = Path(repo) / model
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+
 def served_versions(repo: Path) -> dict[str, int | None]:
     """The version Triton serves of each model: the highest numeric folder (policy latest 1)."""
-    versions: dict[str, int | None] = {}
-    for model in MODELS:
-        folder = repo / model
-        numbers = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()] if folder.is_dir() else []
-        versions[model] = max(numbers, default=None)
-    return versions
+    return {model: max(model_versions(repo, model), default=None) for model in MODELS}
 
 
 def repository_problems(repo: str | Path, model: str, version: int, *, files: bool = True) -> list[str]:

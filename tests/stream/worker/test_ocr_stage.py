@@ -11,7 +11,7 @@ from stream.worker import ocr_stage
 from stream.worker.errors import FrameRejected
 from stream.worker.imageinfo import inspect_image
 from tests.stream.worker.images import png, png_with_corrupt_data
-from triton_models.oanet_fusion.core import crop_object_roi
+from oanet.preprocess import crop_object_roi
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,20 @@
-"""`oanet bench triton`: the served ensemble's throughput and latency (see triton_models/bench.py)."""
+"""`oanet bench triton`: throughput and latency of the served `oanet` ensemble per client
+concurrency, with Triton's dynamic batching on and off, and the in-process model (TorchScript
+CNN + `FusionCore`) on the same frames in the same run.
+
+`on` serves the repository as exported, `off` a copy of its latest version whose encoder and
+fusion configs lack `dynamic_batching`, so every request runs alone; each has its own
+tritonserver (the embedded stack's, on free ports), and both stay up, idle while the other is
+measured. Load comes from the product's own client (`stream.triton_client.TritonClient`):
+`concurrency` tasks, each sending one frame per request back to back, as the stream worker
+does. The in-process baseline runs batches of `concurrency` frames, the batch Triton could
+form at that concurrency, with the served thread count. The three alternate level by level,
+so a change in the machine's load (it is shared) hits them alike.
+"
+
+The flags and the handler; the run and its report are in bench/triton/run.py, the measurements in
+measure.py, the repository it serves (and its unbatched copy) in repository.py.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +23,7 @@ import sys
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+def register(bench: argparse._SubParsersAction) -> None:
     p = bench.add_parser(
         "triton",
         help="throughput and p50/p95/p99 latency of the served ensemble per concurrency, dynamic batching on/off, "
@@ -29,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsers
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from triton_models.bench import parse_concurrency, run
+    from bench.triton.run import parse_concurrency, run
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,251 @@
+"""What `oanet ocr` and `oanet ocr distill` do and print (their flags: stream/commands.py); `oanet bench
+ocr` (bench/ocr.py) shares the run and the tables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+from oanet.flags import settings_from_args
+from oanet.errors import OanetError
+
+FALLBACK_TARGET = 0.02  # issue 13: share of clean lines the student leaves to PaddleOCR
+
+
+def distill_command(args: argparse.Namespace) -> int:
+    from stream.ocr.distill import DistillConfig, distill
+
+    if args.minutes <= 0 or args.epochs < 1 or args.batch < 2:
+        raise OanetError("--minutes must be positive, --epochs at least 1 and --batch at least 2")
+    settings = ocr_settings(args)
+    dataset, entries = select_frames(args)
+    config = DistillConfig(minutes=args.minutes, max_epochs=args.epochs, batch=args.batch, seed=args.seed,
+                           threads=settings.threads)
+    started = time.perf_counter()
+    # Teacher reads (frames the manifest does not fully label), then crops, then steps.
+    bars = {"teacher": progress_bar(None, "teacher reads"), "crops": progress_bar(len(entries), "line crops"),
+            "steps": progress_bar(None, "training")}
+    bars["steps"].unit = "step"
+
+    def on_step(epoch: int, step: int, loss: float) -> None:
+        bars["steps"].update(1)
+        bars["steps"].set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
+
+    try:
+        report = distill(dataset, entries, args.out, settings, config, use_manifest=not args.teacher_only,
+                         on_frame=lambda phase: bars[phase].update(1), on_step=on_step)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    wall = time.perf_counter() - started
+    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
+    print(f"oanet ocr distill: {report.frames} frames of {args.data} ({report.teacher_frames} read by PaddleOCR), "
+          f"{report.lines} field lines "
+          f"({report.labelled['manifest']} labelled by the manifest, {report.labelled['teacher']} by PaddleOCR, "
+          f"{report.unlabelled} unlabelled) in {wall:.0f} s ({seconds})")
+    print(f"trained {report.epochs} epoch(s), {report.steps} steps; confidence threshold {report.threshold:.4f}")
+    for kind in ("as printed", "nuisance"):
+        c = report.calibration.get(kind) or {}
+        if c.get("reads"):
+            print(f"held-out lines {kind}: {c['reads']} reads, {c['accepted']} accepted, "
+                  f"{c['accepted_wrong']} of them wrong, fallback to PaddleOCR {100 * c['fallback_rate']:.1f}%")
+    print(f"recogniser: {report.out} (use --recognizer {report.out} or OANET_OCR__RECOGNIZER={report.out})")
+    return 0
+
+
+def ocr_settings(args: argparse.Namespace):
+    return settings_from_args(args).ocr
+
+
+def select_frames(args: argparse.Namespace):
+    from oanet.dataset import load_dataset
+
+    if args.limit is not None and args.limit < 1:
+        raise OanetError("--limit must be at least 1")
+    dataset = load_dataset(args.data)
+    entries = dataset.split(args.split) if args.split else list(dataset.entries)
+    if args.limit is not None:
+        entries = entries[: args.limit]
+    if not entries:
+        raise OanetError(f"no frames to read in {args.data}" + (f" (split {args.split})" if args.split else ""))
+    return dataset, entries
+
+
+def progress_bar(total: int | None, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False, disable=None)
+
+
+class Run:
+    """Everything one pass over the frames produced: score, latencies, counts."""
+
+    def __init__(self, profile) -> None:
+        from stream.ocr.scoring import Score
+
+        self.score = Score(profile)
+        self.ocr_ms: list[float] = []  # per frame: decode + OCR stage
+        self.recognition_ms: list[float] = []  # per frame: the OCR stage without decoding
+        self.student_ms: list[float] = []  # per frame: the student's network call alone
+        self.cached = 0
+        self.unreadable: list[tuple[str, str]] = []
+
+    def add(self, result) -> None:
+        entry = result.entry
+        if result.record is None:
+            self.unreadable.append((entry.id, str(result.error)))
+            return
+        if result.cached:
+            self.cached += 1
+        elif result.ocr_ms is not None:
+            self.ocr_ms.append(result.ocr_ms)
+            self.recognition_ms.append(result.record.timings_ms.get("ocr", result.ocr_ms))
+            if "student" in result.record.timings_ms:
+                self.student_ms.append(result.record.timings_ms["student"])
+        self.score.add(result.record, entry.params, bool(entry.nuisance_kinds), entry.smudged_fields)
+
+
+def read_all(dataset, entries, settings, mode: str, use_cache: bool, out=None, desc: str = "ocr") -> Run:
+    from stream.ocr.reader import iter_records
+
+    run = Run(dataset.profile)
+    with progress_bar(len(entries), desc) as bar:
+        for result in iter_records(dataset, entries, settings, mode, use_cache=use_cache):
+            run.add(result)
+            if out is not None:
+                out.write(json.dumps(_line(result, dataset.profile), separators=(",", ":")) + "\n")
+            bar.update(1)
+    return run
+
+
+def _line(result, profile) -> dict[str, Any]:
+    if result.record is not None:
+        line = result.record.to_json()
+        line["id"] = result.entry.id
+        line["cached"] = result.cached
+        return line
+    return {
+        "id": result.entry.id,
+        "params": {name: None for name in profile.feature_names},
+        "missing": profile.feature_names,
+        "error": {"code": getattr(result.error, "code", "ocr_error"), "message": str(result.error)},
+    }
+
+
+def ocr_command(args: argparse.Namespace) -> int:
+    if args.data is None:
+        raise OanetError("--data DIR is required (the dataset folder to read)")
+    settings = ocr_settings(args)
+    mode = args.mode or settings.mode
+    dataset, entries = select_frames(args)
+    out = None
+    if args.out:
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            out = args.out.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise OanetError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    started = time.perf_counter()
+    try:
+        run = read_all(dataset, entries, settings, mode, use_cache=not args.no_cache, out=out)
+    finally:
+        if out:
+            out.close()
+    wall = time.perf_counter() - started
+    print(f"oanet ocr: {len(entries)} frames of {args.data} in {mode} mode, {wall:.1f} s; "
+          f"{run.cached} from cache, {len(run.unreadable)} unreadable")
+    for frame_id, message in run.unreadable[:5]:
+        print(f"  unreadable {frame_id}: {message}")
+    _print_fields(run)
+    print_engines(run, student=settings.recognizer is not None and mode == "template")
+    _print_targets(run)
+    _print_latency(run, len(dataset.profile.fields))
+    if args.out:
+        print(f"records: {args.out}")
+    return 0
+
+
+def _print_fields(run: Run) -> None:
+    from stream.ocr.scoring import fmt_pct
+
+    score = run.score
+    print(f"{'field':<14}{'clean':>9}{'nuisance':>10}{'smudged':>10}{'missing':>10}{'wrong':>9}")
+    for spec in score.profile.fields:
+        name = spec.name
+        if name in score.unscored_missing and not score.field_total(name).total:
+            flags = score.unscored_missing[name]
+            print(f"{name:<14}{'(no ground truth)':>29}{fmt_pct(sum(flags) / len(flags)):>10}{'':>9}")
+            continue
+        cells = [score.tallies.get((g, name)) for g in ("clean", "nuisance", "smudged")]
+        scored = score.field_total(name, ("clean", "nuisance"))
+        print(
+            f"{name:<14}"
+            + "".join(f"{fmt_pct(c.accuracy if c else None):>{w}}" for c, w in zip(cells, (9, 10, 10), strict=True))
+            + f"{fmt_pct(scored.missing_rate):>10}{fmt_pct(scored.wrong / scored.total if scored.total else None):>9}"
+        )
+    groups = [score.group(g) for g in ("clean", "nuisance", "smudged")]
+    both = score.group("clean")
+    both.merge(score.group("nuisance"))
+    print(
+        f"{'all fields':<14}"
+        + "".join(f"{fmt_pct(t.accuracy):>{w}}" for t, w in zip(groups, (9, 10, 10), strict=True))
+        + f"{fmt_pct(both.missing_rate):>10}{fmt_pct(both.wrong / both.total if both.total else None):>9}"
+    )
+    print(f"{'(field reads)':<14}" + "".join(f"{t.total:>{w}}" for t, w in zip(groups, (9, 10, 10), strict=True))
+          + f"   frames: {score.frames['clean']} clean, {score.frames['nuisance']} with nuisance")
+    for frame_id, name, truth, raw in score.examples[:5]:
+        print(f"  wrong value: frame {frame_id} {name}: printed {truth!r}, read {raw!r}")
+
+
+def print_engines(run: Run, student: bool) -> None:
+    """Accuracy by the engine that read each field (clean and nuisance frames, smudged excluded)."""
+    from stream.ocr.scoring import fmt_pct
+
+    score = run.score
+    engines = sorted({e for _, e in score.by_engine}, key=lambda e: (e == "", e))
+    total = sum(score.engine_total(e).total for e in engines)
+    if not total:
+        return
+    print(f"{'read by':<14}{'fields':>9}{'share':>10}{'exact':>10}{'missing':>10}{'wrong':>9}")
+    for engine in engines:
+        tally = score.engine_total(engine)
+        print(f"{engine or '(blank slot)':<14}{tally.total:>9}{fmt_pct(tally.total / total):>10}"
+              f"{fmt_pct(tally.accuracy):>10}{fmt_pct(tally.missing_rate):>10}"
+              f"{fmt_pct(tally.wrong / tally.total if tally.total else None):>9}")
+    if student:
+        print("fallback to PaddleOCR (lines with ink): " + ", ".join(
+            f"{g} {fmt_pct(score.fallback_rate(g)).strip()}" for g in ("clean", "nuisance")
+        ) + f" (target <= {100 * FALLBACK_TARGET:.0f}% on clean)")
+
+
+def _print_targets(run: Run) -> None:
+    from stream.ocr.scoring import TARGETS
+
+    parts = []
+    for group, target in TARGETS.items():
+        accuracy = run.score.group(group).accuracy
+        if accuracy is None:
+            continue
+        verdict = "ok" if accuracy >= target else "BELOW TARGET"
+        parts.append(f"{group} {100 * accuracy:.2f}% (target >= {100 * target:.1f}%: {verdict})")
+    if parts:
+        print("exact match: " + "; ".join(parts))
+
+
+def _print_latency(run: Run, fields_per_frame: int) -> None:
+    from stream.stats import percentile
+
+    if not run.ocr_ms:
+        print("latency: every frame came from the cache (use --no-cache to time the OCR stage)")
+        return
+    median = statistics.median(run.ocr_ms)
+    recognition = statistics.median(run.recognition_ms)
+    print(
+        f"latency per frame (decode + OCR, {len(run.ocr_ms)} frames read): median {median:.1f} ms, "
+        f"p90 {percentile(run.ocr_ms, 90):.1f} ms; OCR alone {recognition:.1f} ms = "
+        f"{recognition / fields_per_frame:.1f} ms per field line"
+    )
