@@ -165,7 +165,7 @@ def _resolve_splits(lines: list[_ManifestLine]) -> list[str]:
 
 
 def _check_against_profile(line: _ManifestLine, profile: LineProfile) -> None:
-    names = set(profile.feature_names)
+    names = set(profile.field_names)
     for name, value in line.params.items():
         if name not in names:
             raise ValueError(f"params names field {name!r}, which is not in the line profile")

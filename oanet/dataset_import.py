@@ -109,11 +109,11 @@ def _defect(value: str, label: int, profile: LineProfile, where: str) -> str:
         defect = text
     elif cause == "param" and detail:
         names = [name.strip() for name in detail.split(",")]
-        unknown = [name for name in names if name not in profile.feature_names]
+        unknown = [name for name in names if name not in profile.field_names]
         if unknown:
             raise DatasetImportError(
                 f"{where}: defect {text!r} names field(s) not in the line profile: {', '.join(unknown)} "
-                f"(fields: {', '.join(profile.feature_names)})")
+                f"(fields: {', '.join(profile.field_names)})")
         defect = "param:" + ",".join(names)
     else:
         raise DatasetImportError(
@@ -158,15 +158,15 @@ def read_labels(path: Path, profile: LineProfile) -> list[_Row]:
     duplicates = sorted({c for c in header if header.count(c) > 1})
     if duplicates:
         raise DatasetImportError(f"{head}: duplicate column(s): {', '.join(duplicates)}")
-    unknown = [c for c in header if c not in RESERVED_COLUMNS and c not in profile.feature_names]
+    unknown = [c for c in header if c not in RESERVED_COLUMNS and c not in profile.field_names]
     if unknown:
         raise DatasetImportError(
             f"{head}: unknown column(s) {', '.join(repr(c) for c in unknown)}; expected "
-            f"{', '.join(RESERVED_COLUMNS)} and the profile's fields ({', '.join(profile.feature_names)})")
+            f"{', '.join(RESERVED_COLUMNS)} and the profile's fields ({', '.join(profile.field_names)})")
     for required in (COLUMN_IMAGE, COLUMN_LABEL):
         if required not in header:
             raise DatasetImportError(f"{head}: the header has no {required!r} column")
-    param_columns = [c for c in header if c in profile.feature_names]
+    param_columns = [c for c in header if c in profile.field_names]
 
     rows: list[_Row] = []
     first_line: dict[str, int] = {}

@@ -151,7 +151,9 @@ class LineProfile(_Strict):
             )
 
     @property
-    def feature_names(self) -> list[str]:
+    def field_names(self) -> list[str]:
+        """Every field of the panel, text ones included, in profile order. The model's numeric
+        parameter columns are `feature_names` (fusion.json, ServedModel): number fields only."""
         return [f.name for f in self.fields]
 
     def field(self, name: str) -> FieldSpec:

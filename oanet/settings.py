@@ -316,7 +316,7 @@ class Settings(BaseSettings):
         return found
 
 
-def _one_line(error: ValidationError) -> str:
+def _validation_summary(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "settings"
@@ -334,7 +334,7 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**cleaned)
     except ValidationError as exc:
-        raise ConfigError(f"invalid settings: {_one_line(exc)}") from None
+        raise ConfigError(f"invalid settings: {_validation_summary(exc)}") from None
     except SettingsError as exc:  # an environment value that does not parse (lists are JSON)
         raise ConfigError(f"invalid settings: {exc} (list values are JSON, e.g. "
                           "OANET_WORKER__REQUIRED_HEADERS='[\"frame_id\"]')") from None

@@ -58,7 +58,7 @@ COMPOSING_MODELS = (core.ENCODER_MODEL, core.FUSION_MODEL)
 FAULT_STATUSES = frozenset({"INTERNAL", "UNKNOWN"})
 
 
-def _one_line(text: str) -> str:
+def _first_line(text: str) -> str:
     first = next((line.strip() for line in str(text).splitlines() if line.strip()), "")
     return first or "no message"
 
@@ -120,7 +120,7 @@ class TritonClient:
         raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
     def _mapped(self, exc: InferenceServerException, what: str, frame_index: int | None) -> StreamError:
-        status, message, url = _status(exc), _one_line(exc.message()), self.settings.url
+        status, message, url = _status(exc), _first_line(exc.message()), self.settings.url
         if status == "INVALID_ARGUMENT":
             where = f"frame {frame_index}" if frame_index is not None else what
             return InferenceRejected(f"Triton rejected {where}: {message}", frame_index)
@@ -147,7 +147,7 @@ class TritonClient:
                 ready = await client.is_model_ready(model, client_timeout=timeout)
                 states[model] = "ready" if ready else "not ready"
             except InferenceServerException as exc:
-                states[model] = f"unreachable: {_one_line(exc.message())}"
+                states[model] = f"unreachable: {_first_line(exc.message())}"
         return states
 
     async def is_ready(self) -> bool:

@@ -149,7 +149,7 @@ def run_ablation(args: argparse.Namespace, progress: bool = True) -> dict[str, A
         a.encoder, a.seed = encoder, args.seed + repeat
         validate_args(a)
         if a.image_size not in bundles:
-            bundles[a.image_size] = data_mod.prepare(args.data, a.image_size, a.features, progress=progress)
+            bundles[a.image_size] = data_mod.load_bundle(args.data, a.image_size, a.features, progress=progress)
             data_mod.check_trainable(bundles[a.image_size], max(a.folds, a.crossfit_folds))
         bundle = bundles[a.image_size]
         started = time.perf_counter()

@@ -196,7 +196,7 @@ def check_trainable(bundle: DataBundle, n_folds: int) -> None:
         )
 
 
-def prepare(root: str | Path, image_size: int, features: str, splits: Sequence[str] = ("train", "val", "test"),
+def load_bundle(root: str | Path, image_size: int, features: str, splits: Sequence[str] = ("train", "val", "test"),
             progress: bool = True) -> DataBundle:
     dataset = open_dataset(root)
     feature_names = numeric_fields(dataset)

@@ -10,6 +10,9 @@ RUN/model/image_encoder.pt TorchScript CNN: uint8 [N, S, S, 3] BGR -> (embedding
 RUN/model/fusion/          fusion.json, fusion_weights.npz, trees/*.txt (read by the fusion core)
 RUN/model/profile.yaml     the line profile the model was trained for
 ```
+
+Over 400 lines on purpose: the training stages in the order they run, with the checkpoint that
+resumes them; what evaluate and export share (outputs, metrics) lives in outputs.py.
 """
 
 from __future__ import annotations
@@ -450,7 +453,7 @@ def main(args: argparse.Namespace) -> int:
     validate_args(args)  # before anything is written; again below, with a resumed run's own arguments
     run, resume = prepare_run(args)
     validate_args(args)
-    bundle = data_mod.prepare(args.data, args.image_size, args.features, progress=progress)
+    bundle = data_mod.load_bundle(args.data, args.image_size, args.features, progress=progress)
     data_mod.check_trainable(bundle, max(args.folds, args.crossfit_folds))
     write_json(run / "args.json", {**run_args(args), "data": str(args.data)})
     loaded = time.perf_counter()

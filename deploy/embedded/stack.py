@@ -10,6 +10,9 @@ directory:
 
 A PID file only counts as ours when the process with that pid has the recorded start time,
 so a recycled pid is never signalled.
+
+Over 400 lines on purpose: one lifecycle (start, readiness, status, stop) of two processes that
+share a state folder and its pid files; the binaries, errors and set-up check are already apart.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@
    is wrong, so on those lines no accepted read is wrong; the rest falls back to PaddleOCR.
 4. Export: `recognizer.onnx` (onnxruntime at reading time) and `recognizer.json` (charset,
    input geometry, threshold, profile digest, figures).
+
+Over 400 lines on purpose: one pipeline (labels, crops, training, calibration, export) over one
+config and one report, read top to bottom; the network and its ONNX reader live in student.py.
 """
 
 from __future__ import annotations

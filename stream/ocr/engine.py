@@ -17,6 +17,9 @@ whose read is below the student's calibrated confidence or that the parser rejec
 reading records the engine that produced it.
 
 Models load once per process and are shared by every engine (one per profile).
+
+At about 400 lines on purpose: the one class that talks to PaddleOCR; parsing (parse.py), crops
+(crops.py), records (records.py) and the student (student.py) are already apart.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from stream.ocr_models import DET_MODEL, MODEL_FILE, REC_MODEL, model_dirs
 
 log = logging.getLogger(__name__)
 
-Frame = bytes | bytearray | memoryview | np.ndarray
+FrameData = bytes | bytearray | memoryview | np.ndarray  # encoded image bytes or a decoded BGR array
 # Reasons a template read is retried with detection: the slot had ink but no usable value.
 _RETRY_REASONS = frozenset(
     {REASON_NO_LABEL, REASON_GARBLED, REASON_DECIMALS, REASON_IMPLAUSIBLE, REASON_PATTERN, REASON_AMBIGUOUS}
@@ -219,11 +222,11 @@ class OcrEngine:
 
     # -- public reading API ---------------------------------------------------------------
 
-    def prepare(self, data: Frame) -> np.ndarray:
+    def decode_fitted(self, data: FrameData) -> np.ndarray:
         """Decode and scale one frame to the profile; ImageDecodeError / FrameMismatchError."""
         return cropping.fit_to_profile(cropping.decode_image(data), self.profile)
 
-    def read(self, data: Frame, frame_id: str | None = None) -> ParameterRecord:
+    def read(self, data: FrameData, frame_id: str | None = None) -> ParameterRecord:
         """One frame -> its record. Raises OcrError subclasses for undecodable/mismatched frames."""
         result = self.read_batch([data], [frame_id])[0]
         if isinstance(result, OcrError):
@@ -231,7 +234,7 @@ class OcrEngine:
         return result
 
     def read_batch(
-        self, frames: Sequence[Frame], frame_ids: Sequence[str | None] | None = None
+        self, frames: Sequence[FrameData], frame_ids: Sequence[str | None] | None = None
     ) -> list[ParameterRecord | OcrError]:
         """Several frames at once (one recognizer batch in template mode).
 
@@ -243,7 +246,7 @@ class OcrEngine:
         prepared: list[np.ndarray | OcrError] = []
         for data in frames:
             try:
-                prepared.append(self.prepare(data))
+                prepared.append(self.decode_fitted(data))
             except OcrError as exc:
                 prepared.append(exc)
         good = [i for i, p in enumerate(prepared) if not isinstance(p, OcrError)]

@@ -131,7 +131,7 @@ class ParameterRecord:
         readings_data = data.get("readings") or {}
         params = data.get("params") or {}
         missing = set(data.get("missing") or ())
-        names = profile.feature_names if profile is not None else list(params)
+        names = profile.field_names if profile is not None else list(params)
         if profile is not None and set(params) != set(names):
             raise ValueError(f"record fields {sorted(params)} do not match profile {profile.name!r} fields {names}")
         readings = []

@@ -130,8 +130,8 @@ def _line(result, profile) -> dict[str, Any]:
         return line
     return {
         "id": result.entry.id,
-        "params": {name: None for name in profile.feature_names},
-        "missing": profile.feature_names,
+        "params": {name: None for name in profile.field_names},
+        "missing": profile.field_names,
         "error": {"code": getattr(result.error, "code", "ocr_error"), "message": str(result.error)},
     }
 

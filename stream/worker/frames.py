@@ -68,7 +68,7 @@ class Frame:
     ignored_headers: tuple[str, ...] = field(default=(), compare=False)
 
 
-def _one_line(text: str, limit: int = 120) -> str:
+def _clipped(text: str, limit: int = 120) -> str:
     text = text.replace("\n", " ").replace("\r", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -83,7 +83,7 @@ def _parse_text(name: str, raw: bytes, limit: int = MAX_ID_CHARS) -> str:
     if len(text) > limit:
         raise ValueError(f"header {name!r} is longer than {limit} characters")
     if not text.isprintable():
-        raise ValueError(f"header {name!r} has control characters: {_one_line(repr(text))}")
+        raise ValueError(f"header {name!r} has control characters: {_clipped(repr(text))}")
     return text
 
 
@@ -93,7 +93,7 @@ def parse_captured_at(raw: bytes) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"header {HEADER_CAPTURED_AT!r} is not an ISO-8601 time: {_one_line(repr(text))}") from None
+        raise ValueError(f"header {HEADER_CAPTURED_AT!r} is not an ISO-8601 time: {_clipped(repr(text))}") from None
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
 
 

@@ -26,6 +26,9 @@ never covered by a commit, whatever happens to the process.
 Backpressure: at most `window` frames are in flight; when the window is full, or the model
 server is unavailable, or the worker is stopping, every assigned partition is paused (the
 consumer keeps polling, so group membership and rebalance callbacks keep working).
+
+About 400 lines on purpose: the consume loop and its lifecycle only; the per-frame pipeline,
+offsets, gate, OCR pool and runner are the collaborators listed above.
 """
 
 from __future__ import annotations
@@ -98,10 +101,10 @@ class StreamWorker:
     def __init__(self, settings: Settings, inference: Callable[[], Inference], *,
                  profile: LineProfile | None = None, group_id: str | None = None,
                  metrics: WorkerMetrics | None = None,
-                 ocr_stage_fn: Callable[[bytes, Any], ocr_stage.Prepared] = ocr_stage.prepare):
+                 ocr_stage_fn: Callable[[bytes, Any], ocr_stage.Prepared] = ocr_stage.read_frame):
         self.settings = settings
-        self.ws = settings.worker
-        self.group_id = group_id or self.ws.group_id
+        self.worker_settings = settings.worker
+        self.group_id = group_id or self.worker_settings.group_id
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.metrics = metrics or WorkerMetrics()
         self._inference_factory = inference
@@ -167,19 +170,19 @@ class StreamWorker:
                 logging.shutdown()
                 os._exit(130)
             log.info("stopping: draining in-flight frames", extra={"signal": signal.Signals(signum).name,
-                                                                    "deadline_s": self.ws.drain_timeout_s})
+                                                                    "deadline_s": self.worker_settings.drain_timeout_s})
             self.stop()
 
         signal.signal(signal.SIGTERM, graceful)
         signal.signal(signal.SIGINT, graceful)
 
     def live(self) -> bool:
-        return time.monotonic() - self._last_turn < LIVENESS_SLACK_S + self.ws.revoke_timeout_s
+        return time.monotonic() - self._last_turn < LIVENESS_SLACK_S + self.worker_settings.revoke_timeout_s
 
     def ready(self) -> bool:
         """Consuming, the model server answering, and no frame in flight past its deadline."""
         return (self._started.is_set() and not self._inference_down.is_set() and not self._stop.is_set()
-                and self.offsets.oldest_age_s() <= self.ws.frame_deadline_s)
+                and self.offsets.oldest_age_s() <= self.worker_settings.frame_deadline_s)
 
     # ---------------------------------------------------------------- run
 
@@ -202,11 +205,12 @@ class StreamWorker:
             raise WorkerError(f"no Kafka broker answers at {s.kafka.bootstrap_servers} (is the stack up? "
                               "`oanet stack status`)")
         self._runner = AsyncRunner()
-        backend = self._runner.run(self._create_backend(), timeout=self.ws.startup_timeout_s)
-        self._gate = InferenceGate(backend, self.ws.retry_initial_s, self.ws.retry_max_s, self.metrics,
-                                   self._inference_state, self._fail, self.ws.inference_fault_attempts)
-        where = s.triton.url if self.ws.inference == "triton" else str(s.stack.model_repository)
-        self.model = self._runner.run(self._gate.start(self.ws.startup_timeout_s, where))
+        backend = self._runner.run(self._create_backend(), timeout=self.worker_settings.startup_timeout_s)
+        self._gate = InferenceGate(backend, self.worker_settings.retry_initial_s,
+                                   self.worker_settings.retry_max_s, self.metrics, self._inference_state,
+                                   self._fail, self.worker_settings.inference_fault_attempts)
+        where = s.triton.url if self.worker_settings.inference == "triton" else str(s.stack.model_repository)
+        self.model = self._runner.run(self._gate.start(self.worker_settings.startup_timeout_s, where))
         self.profile = self._profile_override or self._served_profile()
         numeric = tuple(f.name for f in self.profile.fields if f.kind == "number")
         if numeric != tuple(self.model.feature_names):
@@ -214,11 +218,11 @@ class StreamWorker:
                               f"{self.model.name} version {self.model.version} takes {list(self.model.feature_names)}")
         self.policy = FramePolicy(
             max_bytes=s.topics.max_frame_bytes,
-            max_pixels=self.ws.max_pixels,
-            color_models=frozenset(self.ws.color_models),
+            max_pixels=self.worker_settings.max_pixels,
+            color_models=frozenset(self.worker_settings.color_models),
             profiles=frozenset({self.profile.name}),
             default_profile=self.profile.name,
-            required_headers=frozenset(self.ws.required_headers),
+            required_headers=frozenset(self.worker_settings.required_headers),
         )
         self._send_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="oanet-send")
         try:
@@ -233,16 +237,17 @@ class StreamWorker:
         self._pipeline = FramePipeline(s, self.metrics, self.worker_id, self.model, self._gate, self._ocr,
                                        self._producer, self._send_executor, self.offsets, self._counts, self._fail)
         self._consumer.subscribe([s.topics.frames], listener=_Rebalance(self))
-        if self.ws.metrics_port:
-            self._server = MetricsServer(self.metrics, self.ws.metrics_host, self.ws.metrics_port, self.live,
-                                         self.ready)
+        if self.worker_settings.metrics_port:
+            self._server = MetricsServer(self.metrics, self.worker_settings.metrics_host,
+                                         self.worker_settings.metrics_port, self.live, self.ready)
         self.metrics.model.info({"name": self.model.name, "version": str(self.model.version),
                                  "profile": self.profile.name, "threshold": str(self.model.threshold)})
         self._started.set()
         log.info("worker started", extra={
             "worker": self.worker_id, "group": self.group_id, "frames_topic": s.topics.frames,
             "model": f"{self.model.name}/{self.model.version}", "profile": self.profile.name,
-            "inference": self.ws.inference, "ocr_processes": self.ws.ocr_processes, "window": self.ws.window,
+            "inference": self.worker_settings.inference, "ocr_processes": self.worker_settings.ocr_processes,
+            "window": self.worker_settings.window,
             "metrics_port": self.metrics_port})
 
     def _served_profile(self) -> LineProfile:
@@ -256,7 +261,8 @@ class StreamWorker:
     def _start_ocr(self) -> None:
         assert self.model is not None and self.profile is not None
         config = ocr_stage.StageConfig(self.profile, self.settings.ocr, self.model.image_size)
-        self._ocr = OcrPool(config, self.ws.ocr_processes, self.ws.ocr_timeout_s, self.ws.startup_timeout_s,
+        self._ocr = OcrPool(config, self.worker_settings.ocr_processes, self.worker_settings.ocr_timeout_s,
+                            self.worker_settings.startup_timeout_s,
                             on_restart=lambda why: self.metrics.ocr_restarts.inc(), stage=self._ocr_stage_fn)
         self._ocr.start()
 
@@ -270,12 +276,12 @@ class StreamWorker:
 
     def _consume(self) -> None:
         assert self._consumer is not None
-        next_commit = time.monotonic() + self.ws.commit_interval_s
-        next_status = time.monotonic() + self.ws.status_interval_s
+        next_commit = time.monotonic() + self.worker_settings.commit_interval_s
+        next_status = time.monotonic() + self.worker_settings.status_interval_s
         while not self._stop.is_set() and self._fatal is None:
             self._last_turn = time.monotonic()
             room = self._apply_pause()
-            batches = self._consumer.poll(timeout_ms=self.ws.poll_timeout_ms, max_records=max(1, room))
+            batches = self._consumer.poll(timeout_ms=self.worker_settings.poll_timeout_ms, max_records=max(1, room))
             for records in batches.values():
                 for record in records:
                     self._admit(record)
@@ -283,16 +289,16 @@ class StreamWorker:
             if now >= next_commit:
                 self.offsets.commit(self._consumer, self.offsets.to_commit(), "interval")
                 self.offsets.update_lag(self._consumer)
-                next_commit = now + self.ws.commit_interval_s
+                next_commit = now + self.worker_settings.commit_interval_s
             if now >= next_status:
                 self._status()
-                next_status = now + self.ws.status_interval_s
+                next_status = now + self.worker_settings.status_interval_s
 
     def _apply_pause(self) -> int:
         """Pause every assigned partition while the window is full, the model server is
         unavailable or the worker stops; resume otherwise. Returns the room in the window."""
         assert self._consumer is not None
-        room = self.ws.window - self.offsets.in_flight()
+        room = self.worker_settings.window - self.offsets.in_flight()
         assigned = self._consumer.assignment()
         hold = room <= 0 or self._inference_down.is_set() or self._stopping
         want = set(assigned) if hold else set()
@@ -302,7 +308,7 @@ class StreamWorker:
         if (paused - want) & assigned:
             self._consumer.resume(*((paused - want) & assigned))
         self.metrics.paused.set(len(want))
-        self.metrics.in_flight.set(self.ws.window - room)
+        self.metrics.in_flight.set(self.worker_settings.window - room)
         return room
 
     def _admit(self, record) -> None:
@@ -354,7 +360,7 @@ class StreamWorker:
     def _revoke(self, revoked: set[TopicPartition], lost: bool = False) -> dict[TopicPartition, int]:
         """Revoked partitions: their in-flight frames get `revoke_timeout_s` (none while the
         worker stops or after a fatal error), then their acknowledged positions are returned."""
-        wait_s = 0.0 if self._stopping else self.ws.revoke_timeout_s
+        wait_s = 0.0 if self._stopping else self.worker_settings.revoke_timeout_s
         return self.offsets.revoke(revoked, lost=lost, wait_s=wait_s, keep_waiting=lambda: self._fatal is None)
 
     def _status(self) -> None:
@@ -370,8 +376,9 @@ class StreamWorker:
             return
         self._stopping = True
         self._apply_pause()
-        deadline = time.monotonic() + self.ws.drain_timeout_s
-        log.info("draining", extra={"in_flight": self.offsets.in_flight(), "deadline_s": self.ws.drain_timeout_s})
+        deadline = time.monotonic() + self.worker_settings.drain_timeout_s
+        log.info("draining", extra={"in_flight": self.offsets.in_flight(),
+                                    "deadline_s": self.worker_settings.drain_timeout_s})
         while self.offsets.in_flight() and time.monotonic() < deadline and self._fatal is None:
             self._last_turn = time.monotonic()
             time.sleep(0.02)

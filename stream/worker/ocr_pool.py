@@ -38,15 +38,15 @@ class OcrPoolFailed(WorkerError):
 
 
 class OcrPool:
-    """`prepare` runs the OCR stage (`stage`, default `ocr_stage.prepare`) of one frame in the pool.
+    """`read_frame` runs the OCR stage (`stage`, default `ocr_stage.read_frame`) of one frame in the pool.
 
-    `stage` is a picklable module-level function with `ocr_stage.prepare`'s signature; tests put
+    `stage` is a picklable module-level function with `ocr_stage.read_frame`'s signature; tests put
     a faulty one here to make a process crash or hang on a marked frame.
     """
 
     def __init__(self, config: ocr_stage.StageConfig, processes: int, deadline_s: float, startup_timeout_s: float,
                  on_restart: Callable[[str], None] | None = None,
-                 stage: Callable[[bytes, ImageInfo], ocr_stage.Prepared] = ocr_stage.prepare):
+                 stage: Callable[[bytes, ImageInfo], ocr_stage.Prepared] = ocr_stage.read_frame):
         self._config = config
         self._processes = processes
         self._deadline_s = deadline_s
@@ -100,7 +100,7 @@ class OcrPool:
             await asyncio.get_running_loop().run_in_executor(None, self._replace)
 
     # ---- per frame (the worker's asyncio loop) ------------------------------------------------
-    async def prepare(self, data: bytes, info: ImageInfo, fields: dict[str, Any]) -> ocr_stage.Prepared:
+    async def read_frame(self, data: bytes, info: ImageInfo, fields: dict[str, Any]) -> ocr_stage.Prepared:
         suspect, alone = False, 0
         while True:
             async with self._solo.exclusive() if suspect else self._solo.shared(), self._slots:

@@ -124,7 +124,7 @@ def _decode_stage(data: bytes, info: ImageInfo) -> tuple[np.ndarray, np.ndarray]
     return fitted, roi
 
 
-def prepare(data: bytes, info: ImageInfo) -> Prepared:
+def read_frame(data: bytes, info: ImageInfo) -> Prepared:
     """Decode, read the panel with OCR and cut the object ROI (in a pool process)."""
     if _init_error is not None:
         raise _init_error
@@ -140,7 +140,7 @@ def prepare(data: bytes, info: ImageInfo) -> Prepared:
 
 
 def decode_only(data: bytes, info: ImageInfo) -> float:
-    """The decode part of `prepare` alone, in ms (`oanet bench e2e` measures the stage by itself)."""
+    """The decode part of `read_frame` alone, in ms (`oanet bench e2e` measures the stage by itself)."""
     started = time.perf_counter()
     _decode_stage(data, info)
     return (time.perf_counter() - started) * 1000

@@ -118,7 +118,7 @@ class FramePipeline:
     async def _prepare(self, job: Job) -> ocr_stage.Prepared:
         """The OCR stage in the pool (deadline, restarts and suspects: `OcrPool`)."""
         assert job.frame is not None
-        prepared = await self.ocr.prepare(job.frame.value, job.frame.image, job.log_fields())
+        prepared = await self.ocr.read_frame(job.frame.value, job.frame.image, job.log_fields())
         self.metrics.stage_seconds.labels(STAGE_DECODE).observe(prepared.decode_ms / 1000)
         self.metrics.stage_seconds.labels(STAGE_OCR).observe(prepared.ocr_ms / 1000)
         return prepared

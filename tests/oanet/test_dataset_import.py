@@ -175,11 +175,11 @@ def test_cli_imports_and_reports_errors_on_one_line(tmp_path, line, capsys):
 
 
 def test_training_takes_a_line_without_parameter_columns_through_ocr_only(tmp_path, line):
-    from training.data import prepare
+    from training.data import load_bundle
     from training.errors import TrainingError
 
     rows = [r.rsplit(",", 1)[0] + "," for r in _rows(line)]  # no temp values
     out = import_dataset(line, _csv(tmp_path, rows), PROFILE, tmp_path / "ds", progress=False).root
-    assert prepare(out, 32, "ocr", splits=()).feature_names == ["temp", "force", "speed"]
+    assert load_bundle(out, 32, "ocr", splits=()).feature_names == ["temp", "force", "speed"]
     with pytest.raises(TrainingError, match="--features ocr reads the printed panel"):
-        prepare(out, 32, "truth", splits=())
+        load_bundle(out, 32, "truth", splits=())

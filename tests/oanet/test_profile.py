@@ -22,7 +22,7 @@ def data() -> dict:
 def test_default_profile_loads_with_fields_in_order():
     profile = load_profile(str(DEFAULT))
     assert profile.name == "line-a"
-    assert profile.feature_names == ["lot_id", "temp", "exposure", "bond_force", "pressure", "speed",
+    assert profile.field_names == ["lot_id", "temp", "exposure", "bond_force", "pressure", "speed",
                                      "humidity", "z_offset", "tilt", "us_power"]
     assert profile.field("temp").in_spec(172.4) is True
     assert profile.field("temp").in_spec(190.0) is False
@@ -98,4 +98,4 @@ def test_profiles_are_immutable():
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "oanet" / "profiles").glob("*.yaml")))
 def test_every_shipped_profile_is_valid(path):
     profile = load_profile(path)
-    assert profile.feature_names
+    assert profile.field_names

@@ -28,7 +28,7 @@ def test_ridge_map_recovers_a_linear_map():
 
 @pytest.fixture(scope="module")
 def small_bundle(small_dataset: Path):
-    return data_mod.prepare(small_dataset, 32, "truth", splits=("train", "val"), progress=False)
+    return data_mod.load_bundle(small_dataset, 32, "truth", splits=("train", "val"), progress=False)
 
 
 def tiny_args() -> argparse.Namespace:

@@ -29,7 +29,7 @@ def _train(bundle: data_mod.DataBundle, seed: int, epochs: int, restarts: Restar
 
 
 def test_a_restart_draws_fresh_weights_and_the_best_epoch_is_kept(e2e_dataset: Path):
-    bundle = data_mod.prepare(e2e_dataset, 32, "truth", splits=("train", "val"), progress=False)
+    bundle = data_mod.load_bundle(e2e_dataset, 32, "truth", splits=("train", "val"), progress=False)
     best = BestEpoch()
     # below 1.01: no AUROC passes, so the one allowed restart happens after the first epoch
     history = _train(bundle, 0, 3, Restarts(count=1, after=1, below=1.01), best, grid_mask_p=0.0)
@@ -48,7 +48,7 @@ def test_a_restart_draws_fresh_weights_and_the_best_epoch_is_kept(e2e_dataset: P
 @pytest.mark.slow
 def test_the_cnn_learns_the_object_defects_of_a_small_dataset(learning_dataset: Path):
     """Seeded: 160 frames, 192 px (strided stem), GridMask 0.3 on, 6 epochs."""
-    bundle = data_mod.prepare(learning_dataset, 192, "truth", splits=("train", "val"), progress=False)
+    bundle = data_mod.load_bundle(learning_dataset, 192, "truth", splits=("train", "val"), progress=False)
     best = BestEpoch()
     history = _train(bundle, 0, 6, Restarts(), best)
     kept = history.pop()["kept_auroc"]

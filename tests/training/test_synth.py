@@ -45,11 +45,11 @@ def test_output_is_a_valid_dataset_folder(small_dataset, line_profile):
     assert dataset.profile == line_profile
     assert [e.id for e in dataset] == [f"f{i:06d}" for i in range(24)]
     for entry in dataset:
-        assert list(entry.params) == line_profile.feature_names
+        assert list(entry.params) == line_profile.field_names
         image = dataset.read_image(entry)
         assert image.shape == (768, 1024, 3) and image.dtype == np.uint8
         assert set(entry.nuisance_kinds) <= set(NUISANCE_KINDS)
-        assert entry.smudged_fields <= set(line_profile.feature_names)
+        assert entry.smudged_fields <= set(line_profile.field_names)
         assert ("smudge" in entry.nuisance_kinds) == bool(entry.smudged_fields)
     raw = (small_dataset / "manifest.jsonl").read_text().splitlines()[0]
     assert '"split":' in raw  # splits are written explicitly

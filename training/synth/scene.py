@@ -9,6 +9,9 @@ about 20 px or more, so it stays several pixels wide at the CNN's 96 px input; s
 stay small and faint. Drawing is plain OpenCV on a small contiguous image;
 textures come from per-process banks generated from fixed seeds and cropped at a random
 offset, which keeps a frame cheap and still deterministic.
+
+Over 400 lines on purpose: the drawing of one scene (two package styles and their defect kinds)
+shares one canvas and one random stream; panel, params and nuisances are already apart.
 """
 
 from __future__ import annotations

@@ -51,6 +51,10 @@ order (text fields such as `lot_id` are not features).
 Outputs (all float32): `defect_probability` [N], `branch_probabilities` [N, 3]
 (image, params, fused), `gate_weights` [N, 3] (same order), `kl_scores` [N, 2]
 (image, params), `present_fraction` [N].
+
+Over 400 lines on purpose: `oanet export` copies this one file into every model repository and
+the Python backend imports it alone (integrity-checked); a split would be more files to copy,
+list in the manifest and load by path. Client-side preprocessing lives in oanet/preprocess.py.
 """
 
 from __future__ import annotations

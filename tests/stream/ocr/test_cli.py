@@ -35,7 +35,7 @@ def test_ocr_writes_records_scores_and_caches(dataset: Path, tmp_path: Path, cap
     assert "ms per field line" in printed
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 12
-    assert list(lines[0]["params"]) == line_profile.feature_names
+    assert list(lines[0]["params"]) == line_profile.field_names
     assert lines[0]["id"] == "f000000" or lines[0]["id"].startswith("f")
     assert set(lines[0]) >= {"id", "params", "missing", "readings"}
 

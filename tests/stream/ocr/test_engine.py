@@ -40,7 +40,7 @@ def test_template_mode_reads_rendered_frames(template_engine: OcrEngine, make_fr
     assert _accuracy(template_engine.profile, records, [p for _, p in frames]) >= TARGETS["clean"]
     record = records[0]
     assert record.frame_id == "r0" and record.mode == "template"
-    assert record.names == template_engine.profile.feature_names
+    assert record.names == template_engine.profile.field_names
     assert all(0.0 < r.confidence <= 1.0 for r in record.readings if not r.missing)
     assert record.timings_ms["ocr"] > 0
 
@@ -127,12 +127,12 @@ def test_a_field_that_is_never_printed_is_always_missing(make_frame, line_profil
     template = OcrEngine(profile, ocr_settings, mode="template")
     full = OcrEngine(profile, ocr_settings, mode="full")
     for seed in (51, 52):
-        image, truth = make_frame(seed, profile=profile, printed=set(line_profile.feature_names))
+        image, truth = make_frame(seed, profile=profile, printed=set(line_profile.field_names))
         for engine in (template, full):
             record = engine.read(image)
             assert record.reading("vacuum").missing and record.reading("flow").missing
             assert record.reading("flow").reason in (REASON_NO_TEXT, REASON_NO_LABEL)
-            printed = [r for r in record.readings if r.name in line_profile.feature_names]
+            printed = [r for r in record.readings if r.name in line_profile.field_names]
             assert sum(values_equal(profile.field(r.name), r.value, truth[r.name]) for r in printed) >= 9
 
 

@@ -24,9 +24,9 @@ def _record(profile: LineProfile) -> ParameterRecord:
 
 def test_values_and_mask_follow_profile_order(line_profile: LineProfile) -> None:
     record = _record(line_profile)
-    assert record.names == line_profile.feature_names
-    assert record.values[line_profile.feature_names.index("temp")] is None
-    assert record.missing_mask == [name == "temp" for name in line_profile.feature_names]
+    assert record.names == line_profile.field_names
+    assert record.values[line_profile.field_names.index("temp")] is None
+    assert record.missing_mask == [name == "temp" for name in line_profile.field_names]
     assert record.missing == ["temp"]
     assert record.params["lot_id"] == "AB1234-07"
 
@@ -34,7 +34,7 @@ def test_values_and_mask_follow_profile_order(line_profile: LineProfile) -> None
 def test_json_has_params_missing_and_readings(line_profile: LineProfile) -> None:
     data = json.loads(json.dumps(_record(line_profile).to_json()))
     assert data["id"] == "f1"
-    assert list(data["params"]) == line_profile.feature_names
+    assert list(data["params"]) == line_profile.field_names
     assert data["params"]["temp"] is None
     assert data["missing"] == ["temp"]
     assert data["readings"]["temp"] == {"value": None, "raw": "TEMP: 17#.4 C", "confidence": 0.41, "reason": REASON_GARBLED}
@@ -68,7 +68,7 @@ def test_the_engine_of_each_reading_round_trips_and_old_records_still_load(line_
     record = ParameterRecord(by, frame_id="f1", mode="template")
     data = json.loads(json.dumps(record.to_json()))
     assert ParameterRecord.from_json(data, line_profile) == record
-    assert record.engines[line_profile.feature_names[1]] == ENGINE_STUDENT
+    assert record.engines[line_profile.field_names[1]] == ENGINE_STUDENT
     # A record written before engines were recorded has no "engine" key: it loads with "".
     for reading in data["readings"].values():
         del reading["engine"]

@@ -26,10 +26,10 @@ def mark(png: bytes, fault: bytes) -> bytes:
     return png[:ihdr_end] + chunk + png[ihdr_end:]
 
 
-def prepare(data: bytes, info):
+def read_frame(data: bytes, info):
     if _KEYWORD + CRASH in data:
         os.kill(os.getpid(), signal.SIGKILL)
     if _KEYWORD + HANG in data:
         while True:
             time.sleep(1)
-    return ocr_stage.prepare(data, info)
+    return ocr_stage.read_frame(data, info)

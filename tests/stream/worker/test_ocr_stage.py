@@ -27,7 +27,7 @@ def stage(line_t_profile, tmp_path_factory):
 
 
 def run(stage, data: bytes):
-    return stage.submit(ocr_stage.prepare, data, inspect_image(data)).result(timeout=120)
+    return stage.submit(ocr_stage.read_frame, data, inspect_image(data)).result(timeout=120)
 
 
 def test_a_dataset_frame_is_read_and_cropped(stage, line_t_dataset, line_t_profile):

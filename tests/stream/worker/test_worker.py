@@ -272,7 +272,7 @@ def _ocr_fault_run(worker_settings, line_t_dataset, fault: bytes, processes: int
     frames = [(good[i % 3], [(HEADER_FRAME_ID, f"good-{i}".encode())]) for i in range(6)]
     frames.insert(2, (faulty_ocr.mark(good[0], fault), [(HEADER_FRAME_ID, b"bad")]))
     group = f"ocr-fault-{uuid.uuid4().hex[:6]}"
-    with running_worker(settings, group=group, ocr_stage_fn=faulty_ocr.prepare) as worker:
+    with running_worker(settings, group=group, ocr_stage_fn=faulty_ocr.read_frame) as worker:
         produce(settings, frames)
         oldest = lambda: worker.metrics.registry.get_sample_value("oanet_worker_oldest_in_flight_seconds")  # noqa: E731
         # a frame in flight past worker.frame_deadline_s: /ready is 503 until it ends
