@@ -124,7 +124,7 @@ class StageBench:
                                  ocr_stage.decode_only)
         if name == "ocr pool":
             return self._in_pool(name, f"{processes} pool process(es): decode + OCR + ROI (the worker's stage)",
-                                 ocr_stage.prepare, keep=self.prepared)
+                                 ocr_stage.read_frame, keep=self.prepared)
         if name == "inference":
             return inference_stage(self.settings, self.prepared, self.window, self.seconds)
         if name == "produce":
