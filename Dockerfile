@@ -21,9 +21,12 @@ WORKDIR /src
 # the model through Triton: the PyTorch/CUDA stack and development tools are filtered out
 # (deploy/docker/worker-exclude.txt); `pip check` proves nothing kept needs them.
 COPY requirements.lock deploy/docker/worker-exclude.txt ./
-RUN grep -v '^#' worker-exclude.txt | grep -v '^$' | sed 's/.*/^&==/' > exclude.re \
-    && grep -v '^#' requirements.lock | grep -v -i -f exclude.re > worker.lock \
-    && pip install --no-deps --only-binary=:all: -r worker.lock \
+# The lock is hashed (`make lock`): a requirement is its `name==version \` line plus the indented
+# `--hash` lines under it, so whole blocks are dropped, and pip checks every hash it installs.
+RUN awk 'NR == FNR { if ($0 !~ /^#/ && NF) { n = tolower($1); gsub(/_/, "-", n); skip[n] = 1 }; next } \
+         /^[A-Za-z0-9]/ { n = tolower($1); sub(/[=\[].*/, "", n); gsub(/_/, "-", n); drop = (n in skip) } \
+         /^#/ { next } !drop' worker-exclude.txt requirements.lock > worker.lock \
+    && pip install --no-deps --only-binary=:all: --require-hashes -r worker.lock \
     && pip check
 COPY pyproject.toml README.md ./
 COPY oanet oanet

@@ -20,9 +20,10 @@ TRITON = ROOT / "deploy/triton/Dockerfile"
 def lock() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "requirements.lock").read_text().splitlines():
-        if line and not line.startswith("#"):
+        # `name[extras]==version \` heads a requirement; its indented `--hash` and `# via` lines follow
+        if line and line[0].isalnum():
             name, _, version = line.partition("==")
-            pins[canonicalize_name(name)] = version
+            pins[canonicalize_name(name.partition("[")[0])] = version.split()[0]
     return pins
 
 
