@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsers
     replay.register(subparsers)
     verdicts.register(subparsers)
     _register_bench_e2e(bench)
+    from bench import chaos as bench_chaos
+
+    bench_chaos.register(bench)
 
 
 def _register_bench_e2e(bench: argparse._SubParsersAction) -> None:
