@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import psutil
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
@@ -312,7 +313,9 @@ class ChaosRun:
 
     def _restart_triton(self) -> None:
         began = time.monotonic()
-        self.stack.stop_service(TRITON)
+        pid = next(status.pid for status in self.stack.status() if status.name == TRITON)
+        if not self.stack.stop_service(TRITON) or psutil.pid_exists(pid):
+            raise RuntimeError(f"Triton (pid {pid}) was not stopped: {'; '.join(self.stack.notices) or 'no notice'}")
         self._say(f"Triton stopped with {self._done()} frames output")
         self.stack.start_service(TRITON)
         self.result.triton_down_s = time.monotonic() - began
