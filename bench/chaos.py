@@ -35,6 +35,12 @@ class ChaosBenchError(OanetError):
     exit_code = 2
 
 
+class ChaosRunError(OanetError):
+    """The run could not be carried out (a worker died on its own, Triton did not stop...): no figures."""
+
+    exit_code = 1
+
+
 def register(bench: argparse._SubParsersAction) -> None:
     p = bench.add_parser(
         "chaos",
@@ -145,7 +151,10 @@ def run(data: Path, repo: Path, plan, *, window: int, commit_interval_s: float, 
                 lambda: WorkerProcess(settings, logs / f"worker-{next(count)}.log", extra=["--group", group]),
                 kinds_for(good), bad_kinds(dataset.profile, good[0], key, settings.topics.max_message_bytes),
                 poison_kind(dataset.profile, good[0], key), progress)
-            result = chaos.run()
+            try:
+                result = chaos.run()
+            except (RuntimeError, TimeoutError) as exc:
+                raise ChaosRunError(f"the chaos run stopped: {exc}") from None
         finally:
             stack.down()
     report = audit(result.produced, result.outputs, result.commits, window=window,
