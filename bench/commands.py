@@ -14,6 +14,7 @@ BENCHMARKS = (
     "bench.ocr",  # oanet bench ocr: OCR modes or the distilled recogniser on the same frames
     "bench.e2e",  # oanet bench e2e: the stream worker's stages alone and end to end
     "bench.triton",  # oanet bench triton: the served ensemble per concurrency, batching on/off
+    "bench.chaos",  # oanet bench chaos: delivery while workers are killed and Triton restarts
 )
 
 

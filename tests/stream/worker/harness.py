@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer
-from kafka.structs import TopicPartition
 
+from bench.chaos_frames import send_record
 from oanet.dataset import Dataset
 from oanet.settings import Settings
 from stream.kafka_clients import producer_config
@@ -31,23 +31,13 @@ def produce(settings: Settings, frames: Sequence[tuple], key: bytes | None = b"l
         for frame in frames:
             value, headers, frame_key = frame[0], list(frame[1]), frame[2] if len(frame) > 2 else key
             if value is None and frame_key is None:
-                futures.append(_send_null(producer, settings.topics.frames, headers))
+                futures.append(send_record(producer, settings.topics.frames, 0, None, None, headers))
             else:
                 futures.append(producer.send(settings.topics.frames, value, key=frame_key, headers=headers))
         for future in futures:
             future.get(timeout=60)
     finally:
         producer.close()
-
-
-def _send_null(producer: KafkaProducer, topic: str, headers: list[tuple[str, bytes]]):
-    """A record with neither key nor value, as librdkafka or the Java client send it (kafka-python's
-    `send` refuses one): appended to the producer's batch for partition 0 directly."""
-    producer._wait_on_metadata(topic, 60_000)
-    future, *_ = producer._accumulator.append(TopicPartition(topic, 0), int(time.time() * 1000), None, None,
-                                              headers)
-    producer._sender.wakeup()
-    return future
 
 
 def replay(settings: Settings, dataset: Dataset, count: int, prefix: str = "", lines: int = 1,

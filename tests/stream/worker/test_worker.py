@@ -20,8 +20,8 @@ import uuid
 import numpy as np
 import psutil
 import pytest
-from kafka.record.default_records import DefaultRecordBatchBuilder
 
+from bench.chaos_frames import record_size
 from oanet.contracts import (
     HEADER_CAPTURED_AT,
     HEADER_ERROR_CODE,
@@ -50,11 +50,6 @@ from tests.stream.worker.harness import committed_offsets, produce, read_outputs
 from tests.stream.worker.images import cmyk_jpeg, noise, png, png_bomb, png_with_corrupt_data
 
 pytestmark = pytest.mark.slow
-
-
-def record_size(key, value, headers) -> int:
-    """Bytes of a record as the producer counts them against max.message.bytes."""
-    return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [tuple(h) for h in headers])
 
 
 def _now() -> bytes:
