@@ -34,7 +34,7 @@ import numpy as np
 from training import data as data_mod
 from training.errors import TrainingError
 from training.evaluate import corrupt
-from training.fusion import threshold_for_recall
+from training.fusion import operating_threshold
 from training.metrics import binary_metrics
 from triton_models.oanet_fusion import core
 
@@ -181,7 +181,8 @@ def run_ablation(args: argparse.Namespace, progress: bool = True) -> dict[str, A
                     val_out = fc.predict(stage.val_embedding, stage.val_logit, np.where(val.missing, np.nan, val.values),
                                          val.missing)
                     late = fit_late_fusion(val_out, val.labels)
-                    late_threshold = threshold_for_recall(val.labels, _scores(val_out, LATE, late), a.target_recall)
+                    late_threshold = operating_threshold(val.labels, _scores(val_out, LATE, late), a.target_recall,
+                                                         a.min_precision)
                 threshold = _operating_threshold(fc, name, late_threshold)
                 for cond, frames in corrupted.items():
                     emb, logit = cnn_out[cond]

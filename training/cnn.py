@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.augment import grid_mask
+from training.augment import add_synthetic_anomalies, grid_mask
 from training.data import Frames
 from training.encoders import ImageEncoder
 
@@ -105,6 +105,14 @@ def balanced_pos_weight(targets: np.ndarray) -> float:
     positives = float(np.sum(targets))
     negatives = float(len(targets)) - positives
     return negatives / positives if positives > 0 and negatives > 0 else 1.0
+
+
+def expected_targets(targets: np.ndarray, synthetic_anomalies: float) -> np.ndarray:
+    """The targets' expected class mix once a share of the good images carries a synthetic
+    anomaly (target 1): what the balanced loss weight is computed from."""
+    negatives = float(np.sum(targets == 0))
+    moved = int(round(negatives * synthetic_anomalies))
+    return np.concatenate([np.ones(int(np.sum(targets == 1)) + moved), np.zeros(int(negatives) - moved)])
 
 
 def image_targets(frames: Frames, target: str) -> np.ndarray:
@@ -195,6 +203,7 @@ def train_cnn(
     restarts: Restarts | None = None,
     attempt: int = 0,
     best: BestEpoch | None = None,
+    synthetic_anomalies: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Train for epochs [start_epoch, epochs) of attempt `attempt`; calls on_epoch(epoch, record)
     after each (epoch 0-based within the attempt; record["attempt"] says which).
@@ -214,7 +223,9 @@ def train_cnn(
     history = []
     best = best if best is not None else BestEpoch()
     labels = image_targets(train, target)
-    weight = torch.tensor(balanced_pos_weight(labels) if pos_weight is None else float(pos_weight), device=device)
+    if pos_weight is None:
+        pos_weight = balanced_pos_weight(expected_targets(labels, synthetic_anomalies))
+    weight = torch.tensor(float(pos_weight), device=device)
     n = len(train)
     epoch = start_epoch
     while epoch < epochs:
@@ -232,9 +243,10 @@ def train_cnn(
             if len(idx) < 2:  # batch norm needs two samples
                 continue
             images, _ = grid_mask(train.rois[idx], epoch_grid_mask, rng)
+            images, targets = add_synthetic_anomalies(images, labels[idx], synthetic_anomalies, rng)
             images = symmetries(images, augment, rng)
             x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-            y = torch.from_numpy(labels[idx]).to(device)
+            y = torch.from_numpy(targets).to(device)
             _, logit = model(x)
             loss = F.binary_cross_entropy_with_logits(logit[:, 0], y, pos_weight=weight)
             optimizer.zero_grad(set_to_none=True)

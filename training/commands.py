@@ -165,6 +165,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-copies", type=int, default=3, metavar="K",
                         help="augmented copies per frame for the bag and fusion stage (default 3)")
     parser.add_argument("--target-recall", type=float, default=0.95, help="operating-point recall on val (default 0.95)")
+    parser.add_argument("--min-precision", type=float, default=0.9, metavar="P",
+                        help="precision floor of the operating point on val: where the target recall costs more "
+                        "false alarms, the threshold with the most recall at precision >= P (default 0.9; 0 = "
+                        "recall only)")
+    parser.add_argument("--synthetic-anomalies", type=float, default=0.0, metavar="P",
+                        help="share of the good training images that get a synthetic local anomaly (blob, stroke, "
+                        "moved patch) and count as defects for the CNN: more defect examples for a line with few "
+                        "(default 0: off)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds of the LightGBM bag (default 5)")
     parser.add_argument("--tree-kinds", default=",".join(TREE_KINDS), metavar="K,...",
                         help=f"LightGBM kinds of the bag (default {','.join(TREE_KINDS)})")
@@ -192,7 +200,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         help="train the OANet model (CNN, LightGBM bag, alignment, refinement, gate) on a dataset",
         description="Train the image encoder on the profile's object ROI, the LightGBM intra-bag on the numeric "
         "OCR fields (5-fold CV), the alignment / PCA refinement / fused classifier and the KL gate, then pick the "
-        "operating threshold on validation frames for the target recall. Resumable with --resume.",
+        "operating threshold on validation frames for the target recall at the precision floor. Resumable with --resume.",
     )
     p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset folder (profile.yaml, manifest.jsonl)")
     p.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder to write")

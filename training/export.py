@@ -268,6 +268,7 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
             "threshold": cfg["threshold"],
             "branch_thresholds": cfg["branch_thresholds"],
             "target_recall": cfg["target_recall"],
+            "min_precision": cfg.get("min_precision", 0.0),
             "gate": cfg["gate"],
             "metrics": {"val": metrics.get("val"), **evaluations},
             "training_args": args,

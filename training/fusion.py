@@ -192,6 +192,35 @@ def threshold_for_recall(labels: np.ndarray, scores: np.ndarray, target: float) 
     return float(pos[k])
 
 
+def operating_threshold(labels: np.ndarray, scores: np.ndarray, target_recall: float,
+                        min_precision: float = 0.0) -> float:
+    """The verdict threshold on validation frames: the highest t whose recall (score >= t) reaches
+    `target_recall`, provided its precision is at least `min_precision`. When no threshold reaches
+    the recall at that precision (a branch that cannot find every defect without flagging good
+    frames), the threshold with the highest recall among those whose precision is at least
+    `min_precision`; when none has that precision either, the recall threshold.
+
+    Recall alone let the hardest one or two validation defects set the threshold: the demo's line
+    then flagged about half of its good frames (precision 0.47-0.51, docs/benchmarks.md). An alarm
+    a sorter cannot trust gets switched off, so the precision floor bounds the false alarms."""
+    recall_threshold = threshold_for_recall(labels, scores, target_recall)
+    labels = np.asarray(labels).astype(int)
+    if min_precision <= 0.0 or len(set(labels.tolist())) < 2:
+        return recall_threshold
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(labels, np.asarray(scores, dtype=np.float64))
+    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+    trusted = precision >= min_precision
+    reaching = trusted & (recall >= target_recall)
+    if reaching.any():
+        return float(thresholds[reaching].max())
+    if not trusted.any():
+        return recall_threshold
+    best_recall = recall[trusted].max()
+    return float(thresholds[trusted & (recall == best_recall)].max())
+
+
 def fit_calibration(p: np.ndarray, labels: np.ndarray) -> dict[str, float] | None:
     """Platt constants for `core.calibrate` from validation probabilities and labels (None when a
     class is absent or the fit would reverse the ranking)."""

@@ -43,7 +43,7 @@ from training.fusion import (
     fit_calibration,
     fit_fusion,
     reference_stats,
-    threshold_for_recall,
+    operating_threshold,
 )
 from training.outputs import ENCODER_FILE, FUSION_DIR, MODEL_DIR, model_metrics, predict, write_json
 from triton_models.oanet_fusion import core
@@ -54,9 +54,9 @@ CHECKPOINT = "checkpoint.pt"
 RUN_ARGS = (
     "encoder", "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "embedding_dim", "seed",
     "align", "align_loss", "align_weight", "refine_rounds", "pca_components", "gate", "gate_margin",
-    "gate_weights", "ocr_mask_rate", "grid_mask", "mask_copies", "target_recall", "folds", "tree_kinds",
+    "gate_weights", "ocr_mask_rate", "grid_mask", "mask_copies", "target_recall", "min_precision", "folds", "tree_kinds",
     "tree_rounds", "features", "fusion_epochs", "image_target", "image_pos_weight", "augment", "grid_mask_warmup",
-    "spec_features", "crossfit_folds", "cnn_restarts",
+    "spec_features", "crossfit_folds", "cnn_restarts", "synthetic_anomalies",
 )
 
 
@@ -87,6 +87,8 @@ def validate_args(args: argparse.Namespace) -> None:
         (0.0 <= args.grid_mask_warmup <= 1.0, "--grid-mask-warmup must be in [0, 1]"),
         (args.mask_copies >= 0, "--mask-copies must be >= 0"),
         (0.0 < args.target_recall <= 1.0, "--target-recall must be in (0, 1]"),
+        (0.0 <= args.min_precision <= 1.0, "--min-precision must be in [0, 1]"),
+        (0.0 <= args.synthetic_anomalies <= 1.0, "--synthetic-anomalies must be in [0, 1]"),
         (args.folds >= 2, "--folds must be at least 2"),
         (args.crossfit_folds == 0 or args.crossfit_folds >= 2, "--crossfit-folds must be 0 (off) or at least 2"),
         (args.tree_rounds >= 1, "--tree-rounds must be at least 1"),
@@ -208,7 +210,7 @@ def cnn_options(args: argparse.Namespace) -> dict[str, Any]:
     return dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, grid_mask_p=args.grid_mask,
                 seed=args.seed, device=args.device, target=args.image_target, pos_weight=image_pos_weight(args),
                 augment=args.augment, grid_mask_warmup=args.grid_mask_warmup,
-                restarts=Restarts(count=args.cnn_restarts))
+                restarts=Restarts(count=args.cnn_restarts), synthetic_anomalies=args.synthetic_anomalies)
 
 
 def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Path | None = None,
@@ -291,6 +293,7 @@ def fusion_config(bundle: DataBundle, args: argparse.Namespace, opts: FusionOpti
         "threshold": 0.5,
         "branch_thresholds": {b: 0.5 for b in core.BRANCHES},
         "target_recall": float(args.target_recall),
+        "min_precision": float(args.min_precision),
         "options": opts.to_json(),
     }
 
@@ -330,7 +333,8 @@ def choose_base_weights(labels: np.ndarray, out: dict[str, np.ndarray], gate_par
 
 
 def calibrate(fusion_dir: Path, val: Frames, val_embedding: np.ndarray, val_logit: np.ndarray) -> core.FusionCore:
-    """Gate constants from validation KL scores, then operating thresholds for the target recall."""
+    """Gate constants from validation KL scores, then operating thresholds for the target recall
+    at the precision floor (`operating_threshold`)."""
     fc = core.FusionCore.load(fusion_dir)
     values = np.where(val.missing, np.nan, val.values)
     kl = fc.kl_scores(val_embedding.astype(np.float64), values.astype(np.float64), val.missing)
@@ -351,10 +355,10 @@ def calibrate(fusion_dir: Path, val: Frames, val_embedding: np.ndarray, val_logi
     write_json(fusion_dir / core.CONFIG_FILE, config)
     fc = core.FusionCore.load(fusion_dir)
     out = fc.predict(val_embedding, val_logit, values, val.missing)
-    target = config["target_recall"]
-    config["threshold"] = threshold_for_recall(val.labels, out["defect_probability"], target)
+    target, floor = config["target_recall"], config.get("min_precision", 0.0)
+    config["threshold"] = operating_threshold(val.labels, out["defect_probability"], target, floor)
     config["branch_thresholds"] = {
-        b: threshold_for_recall(val.labels, out["branch_probabilities"][:, i], target)
+        b: operating_threshold(val.labels, out["branch_probabilities"][:, i], target, floor)
         for i, b in enumerate(core.BRANCHES)
     }
     write_json(fusion_dir / core.CONFIG_FILE, config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from deploy.embedded.demo import DemoOptions  # light: the demo imports its heavy steps inside them
 from oanet.flags import add_setting_flag, add_settings_flags, settings_from_args
 
 
@@ -56,7 +57,8 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--run", type=Path, metavar="RUN", help="use this training run instead of training")
     demo.add_argument("--repo", type=Path, metavar="REPO",
                       help="serve this model repository (its latest version) instead of training and exporting")
-    demo.add_argument("--frames", type=int, default=400, metavar="N", help="frames of the synthetic dataset (default 400)")
+    demo.add_argument("--frames", type=int, default=DemoOptions.frames, metavar="N",
+                      help=f"frames of the synthetic dataset (default {DemoOptions.frames})")
     demo.add_argument("--workers", type=int, default=2, metavar="N", help="stream worker processes (default 2)")
     demo.add_argument("--ocr-processes", type=int, default=1, metavar="N", help="OCR processes per worker (default 1)")
     demo.add_argument("--lines", type=int, default=0, metavar="N",
@@ -76,7 +78,7 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from deploy.embedded.demo import DemoOptions, run_demo
+    from deploy.embedded.demo import run_demo
 
     options = DemoOptions(work_dir=args.work_dir, data=args.data, run=args.run, repo=args.repo, frames=args.frames,
                           workers=args.workers, ocr_processes=args.ocr_processes, lines=args.lines,

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from training import commands as options
-from training.augment import grid_mask, grid_mask_one, ocr_dropout
+from training.augment import add_synthetic_anomalies, grid_mask, grid_mask_one, ocr_dropout, synthetic_anomaly
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
-from training.cnn import AUGMENTS, BestEpoch, balanced_pos_weight, grid_mask_probability, symmetries
+from training.cnn import AUGMENTS, BestEpoch, balanced_pos_weight, expected_targets, grid_mask_probability, symmetries
 from training.data import FEATURE_SOURCES
 from training.encoders import (
     ENCODERS,
@@ -23,7 +23,15 @@ from training.encoders import (
     infonce_alignment_loss,
 )
 from training.errors import TrainingError
-from training.fusion import FusionOptions, FusionRows, alignment_weights, fit_fusion, reference_stats, threshold_for_recall
+from training.fusion import (
+    FusionOptions,
+    FusionRows,
+    alignment_weights,
+    fit_fusion,
+    operating_threshold,
+    reference_stats,
+    threshold_for_recall,
+)
 from training.metrics import binary_metrics
 from training.train import export_torchscript, image_branch_note
 from triton_models.oanet_fusion import core
@@ -104,6 +112,32 @@ def test_grid_mask_hides_about_a_quarter_with_the_mean_colour_and_is_seeded():
     assert (one == 90).sum() > (grey == 90).sum()
     with pytest.raises(ValueError):
         grid_mask(images, 1.5, np.random.default_rng(0))
+
+
+def test_synthetic_anomalies_mark_only_good_images_and_change_them_locally():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:96]
+    # A regular grid of bright dots on a mid-grey board, like a package of balls.
+    board = np.where(((yy % 12) - 6) ** 2 + ((xx % 12) - 6) ** 2 < 9, 200, 90).astype(np.uint8)
+    images = np.repeat(np.stack([board] * 3, axis=-1)[None], 40, axis=0)
+    targets = np.array([0.0] * 30 + [1.0] * 10, np.float32)
+    out, new_targets = add_synthetic_anomalies(images, targets, 0.5, rng)
+    changed = np.flatnonzero(new_targets != targets)
+    assert 5 <= len(changed) <= 25 and set(targets[changed].tolist()) == {0.0}  # only good images, about half
+    assert np.array_equal(out[30:], images[30:])  # defects are left as they are
+    for i in changed:
+        diff = np.abs(out[i].astype(int) - images[i].astype(int)).max(axis=-1) > 3
+        assert 0 < diff.mean() < 0.25  # a local change, not a new image
+    unchanged = np.setdiff1d(np.arange(30), changed)
+    assert np.array_equal(out[unchanged], images[unchanged])
+    same, same_targets = add_synthetic_anomalies(images, targets, 0.0, rng)
+    assert same is images and same_targets is targets
+    again = synthetic_anomaly(images[0], np.random.default_rng(3))
+    assert np.array_equal(again, synthetic_anomaly(images[0], np.random.default_rng(3)))  # seeded
+    # The balanced loss weight follows the class mix the anomalies make.
+    assert expected_targets(targets, 0.5).sum() == 10 + 15
+    with pytest.raises(ValueError, match="synthetic-anomaly probability"):
+        add_synthetic_anomalies(images, targets, 1.5, rng)
 
 
 def test_ocr_dropout_rate_and_mask_consistency():
@@ -244,6 +278,29 @@ def test_threshold_for_recall_and_metrics():
     assert m["precision"] == 1.0 and m["accuracy"] == pytest.approx(5 / 6)
     assert threshold_for_recall(labels, scores, 1.0) == pytest.approx(0.2)
     assert binary_metrics(np.zeros(3), np.zeros(3), 0.5)["auroc"] is None
+
+
+def test_operating_threshold_keeps_the_recall_target_when_precision_allows_it():
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8])
+    assert operating_threshold(labels, scores, 0.75, 0.9) == pytest.approx(threshold_for_recall(labels, scores, 0.75))
+    assert operating_threshold(labels, scores, 0.75, 0.9) == pytest.approx(0.6)
+
+
+def test_operating_threshold_backs_off_the_recall_target_at_the_precision_floor():
+    # One defect scores among the good frames: recall 1.0 would flag two good frames of five.
+    labels = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    scores = np.array([0.10, 0.20, 0.30, 0.40, 0.45, 0.15, 0.60, 0.70, 0.80, 0.90])
+    assert threshold_for_recall(labels, scores, 1.0) == pytest.approx(0.15)
+    t = operating_threshold(labels, scores, 1.0, 0.9)
+    assert t == pytest.approx(0.6)  # the most recall (0.8) at precision >= 0.9
+    m = binary_metrics(labels, scores, t)
+    assert m["precision"] >= 0.9 and m["recall"] == pytest.approx(0.8)
+    # No floor: recall alone, as before.
+    assert operating_threshold(labels, scores, 1.0, 0.0) == pytest.approx(0.15)
+    # A floor no threshold reaches: the recall threshold, not a threshold that flags nothing.
+    hopeless = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1, 0.2, 0.3, 0.4, 0.45])
+    assert operating_threshold(labels, hopeless, 0.8, 0.9) == pytest.approx(threshold_for_recall(labels, hopeless, 0.8))
 
 
 def test_encoder_forward_argument_is_named_like_the_triton_input():
