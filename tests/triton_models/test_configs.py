@@ -12,7 +12,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from training import export, options
+from training import commands as training_commands
+from training import export
 from training.errors import ExportError
 from triton_models.oanet_fusion import core, serving
 
@@ -77,7 +78,7 @@ def test_options_without_batching_and_bad_options():
 
 def test_export_option_defaults_mirror_the_export_module():
     parser = argparse.ArgumentParser()
-    options.add_export_parser(parser.add_subparsers())
+    training_commands._register_export(parser.add_subparsers())  # noqa: SLF001 - the parser under test
     args = parser.parse_args(["export", "--repo", "r"])
     defaults = export.ServingOptions()
     assert args.preferred_batch_sizes is None  # export.default_batch_sizes(--max-batch)
