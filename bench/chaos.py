@@ -9,6 +9,9 @@ once (bench/chaos_driver.py). Then the audit (bench/chaos_audit.py) prints its f
 lost, premature commits, duplicates against their bound, frames that ended otherwise than
 designed, produce-to-output ages against the frame deadline.
 
+Without --data/--repo, bench/chaos_model.py builds (once, under .cache/) a tiny model of a small
+line cut from the built-in one and frames of that line.
+
 Exit status: 0 when every check holds, 1 when any fails (a lost frame above all), 2 for bad
 options. docs/benchmarks.md records runs; docs/operations.md says how to run it.
 """
