@@ -9,6 +9,9 @@ once (bench/chaos_driver.py). Then the audit (bench/chaos_audit.py) prints its f
 lost, premature commits, duplicates against their bound, frames that ended otherwise than
 designed, produce-to-output ages against the frame deadline.
 
+Without --data/--repo, bench/chaos_model.py builds (once, under .cache/) a tiny model of a small
+line cut from the built-in one and frames of that line.
+
 Exit status: 0 when every check holds, 1 when any fails (a lost frame above all), 2 for bad
 options. docs/benchmarks.md records runs; docs/operations.md says how to run it.
 """
@@ -51,9 +54,12 @@ def register(bench: argparse._SubParsersAction) -> None:
         "duplicates against window + commit interval x rate per disruption, frames that ended otherwise than designed, "
         "produce-to-output ages against the frame deadline. Exit 0 when all hold, 1 otherwise.",
     )
-    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset folder of the model's line")
-    p.add_argument("--repo", type=Path, required=True, metavar="REPO",
-                   help="model repository (`oanet export`, unsigned, default --cnn-backend); a poisoned copy is served")
+    p.add_argument("--data", type=Path, metavar="DIR",
+                   help="dataset folder of the model's line (default: with no --repo either, small synthetic frames of "
+                   "the built-in line and a tiny model trained on them, built once into .cache/bench-chaos/)")
+    p.add_argument("--repo", type=Path, metavar="REPO",
+                   help="model repository (`oanet export`, unsigned, default --cnn-backend); a poisoned copy is served "
+                   "(default: see --data)")
     p.add_argument("--frames", type=int, default=DEFAULTS["frames"], metavar="N",
                    help=f"frames the camera sends (default {DEFAULTS['frames']})")
     p.add_argument("--rate", type=float, default=DEFAULTS["rate"], metavar="FPS",
@@ -82,16 +88,25 @@ def _command(args: argparse.Namespace) -> int:
     problems = plan.problems() + [m for ok, m in (
         (args.window >= 1, "--window must be at least 1"), (args.commit_interval > 0, "--commit-interval must be positive"),
         (args.deadline > 0, "--deadline must be positive"), (args.ocr_processes >= 1, "--ocr-processes must be at least 1"),
-        (args.data.is_dir(), f"--data {args.data} is not a folder"),
-        (args.repo.is_dir(), f"--repo {args.repo} is not a folder")) if not ok]
+        ((args.data is None) == (args.repo is None), "give --data and --repo together, or neither"),
+        (args.data is None or args.data.is_dir(), f"--data {args.data} is not a folder"),
+        (args.repo is None or args.repo.is_dir(), f"--repo {args.repo} is not a folder")) if not ok]
     if problems:
         raise ChaosBenchError("; ".join(problems))
+    if args.data is None:
+        from bench.chaos_model import default_model
+
+        args.data, args.repo = default_model(progress)
     lines, passed = run(args.data, args.repo, plan, window=args.window, commit_interval_s=args.commit_interval,
                         deadline_s=args.deadline, ocr_processes=args.ocr_processes,
-                        progress=lambda line: print(f"[chaos] {line}", file=sys.stderr, flush=True))
+                        progress=progress)
     for line in lines:
         print(line, flush=True)
     return 0 if passed else 1
+
+
+def progress(line: str) -> None:
+    print(f"[chaos] {line}", file=sys.stderr, flush=True)
 
 
 def machine() -> str:

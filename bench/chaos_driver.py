@@ -27,7 +27,7 @@ from kafka.structs import TopicPartition
 
 from bench.chaos_audit import CommitSample, Output, Produced
 from bench.chaos_frames import GOOD, REQUIRED_HEADERS, VERDICT, Kind, frame_headers, send_record
-from deploy.embedded.stack import TRITON, EmbeddedStack
+from deploy.embedded.stack import SERVICES, TRITON, EmbeddedStack
 from oanet.contracts import HEADER_ERROR_CODE, HEADER_ERROR_STAGE, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, MIB
 from oanet.settings import Settings
 from stream.kafka_clients import consumer_config, producer_config
@@ -238,6 +238,7 @@ class ChaosRun:
         self.reader = _OutputReader(settings)
         self.sampler = _CommitSampler(settings, group)
         self._began = self._began_frames = time.monotonic()
+        self._next_stack_check = 0.0
         self.result = Result([], [], [], {}, 0, [])
 
     # ---------------------------------------------------------------- helpers
@@ -260,6 +261,12 @@ class ChaosRun:
         for recorder in (self.camera, self.reader, self.sampler):
             if recorder.error is not None:
                 raise RuntimeError(f"the chaos {recorder.name} failed: {recorder.error}")
+        if time.monotonic() >= self._next_stack_check:  # once a second: a PID file read and a /proc look-up
+            self._next_stack_check = time.monotonic() + 1.0
+            for name in SERVICES:
+                if not self.stack.is_running(name):
+                    raise RuntimeError(f"{name} exited on its own (log: {self.stack.log_file(name)}): "
+                                       f"{self.stack.failure_summary(name)}")
         dead = [w for w in self.workers if not w.alive()]
         if dead:
             raise RuntimeError(f"worker {dead[0].pid} exited with code {dead[0].process.returncode} on its own: "

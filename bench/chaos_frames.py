@@ -33,6 +33,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.structs import TopicPartition
 
 from oanet.contracts import HEADER_CAPTURED_AT, HEADER_FRAME_ID, HEADER_PROFILE, DeadLetterCode
+from oanet.preprocess import scale_roi
 from oanet.profile import LineProfile
 
 VERDICT = "verdict"  # the expected outcome of a frame a worker must verdict
@@ -119,10 +120,10 @@ def frame_headers(frame_id: str) -> Headers:
 def bad_kinds(profile: LineProfile, good: bytes, key: bytes, max_message_bytes: int) -> list[Kind]:
     """The bad frames, built once from one good encoded frame of `profile` (cheap to send often)."""
     image = cv2.imdecode(np.frombuffer(good, np.uint8), cv2.IMREAD_COLOR)
-    w, h = profile.frame.width, profile.frame.height
+    h, w = image.shape[:2]  # the dataset's frame size: the profile's or another of its aspect ratio
     whole_png, whole_jpeg = png(noise(w, h, seed=1)), jpeg(image)
     unreadable = image.copy()
-    px, py, pw, ph = profile.panel_roi
+    px, py, pw, ph = scale_roi(profile.panel_roi, (profile.frame.width, profile.frame.height), image.shape)
     unreadable[py:py + ph, px:px + pw] = noise(pw, ph, seed=2)
     blank = np.full((h, w, 3), 255, np.uint8)
 
@@ -159,7 +160,7 @@ def bad_kinds(profile: LineProfile, good: bytes, key: bytes, max_message_bytes: 
 def poison_kind(profile: LineProfile, good: bytes, key: bytes) -> Kind:
     """A good frame whose object area is flat POISON_GRAY: the poisoned encoder raises on it."""
     image = cv2.imdecode(np.frombuffer(good, np.uint8), cv2.IMREAD_COLOR)
-    x, y, w, h = profile.object_roi
+    x, y, w, h = scale_roi(profile.object_roi, (profile.frame.width, profile.frame.height), image.shape)
     image[y:y + h, x:x + w] = POISON_GRAY
     value = png(image)
     return Kind(POISON, DeadLetterCode.INFERENCE_FAILED, lambda headers: (key, value, headers))

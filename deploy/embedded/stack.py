@@ -9,7 +9,13 @@ directory:
     STATE/runtime/backends/     Triton backend folder with the Python-backend stub in place
 
 A PID file only counts as ours when the process with that pid has the recorded start time,
-so a recycled pid is never signalled.
+so a recycled pid is never signalled. The start time compared is the kernel's, in clock ticks
+since boot (`start_ticks`), which never changes: the wall-clock start time psutil reports is
+those ticks plus /proc/stat's `btime`, an integer that moves a whole second whenever the clock
+is slewed across a second boundary, so a live server looked stale to a 1 s tolerance and was
+left running while its PID file was removed. Stopping a service also stops what its session
+left behind (Triton's Python stubs outlive a crashed server) and, when the record is in doubt,
+the process listening on the service's port with the recorded command line.
 
 Over 400 lines on purpose: one lifecycle (start, readiness, status, stop) of two processes that
 share a state folder and its pid files; the binaries, errors and set-up check are already apart.
@@ -56,6 +62,7 @@ class ServiceRecord:
     endpoints: dict[str, str]
     log: str
     extra: dict[str, str] = field(default_factory=dict)
+    start_ticks: int | None = None  # /proc/<pid>/stat starttime; None on records of older versions
 
 
 @dataclass(frozen=True)
@@ -146,13 +153,21 @@ class EmbeddedStack:
 
     def stop_service(self, name: str) -> bool:
         """Stop one of our services and leave the other running (a Triton restart, a broker
-        outage); False when it was not running."""
+        outage); False when it was not running. What a dead one left behind (its session's
+        processes, a listener on its port with its command line) is stopped all the same."""
         if name not in SERVICES:
             raise StackError(f"unknown service {name!r} (one of {', '.join(SERVICES)})")
-        if self._live_record(name) is None:
+        record = self._read_record(name)
+        if record is None:
             return False
+        running = self._process_of(record) is not None
         self._stop(name)
-        return True
+        return running
+
+    def is_running(self, name: str) -> bool:
+        """Whether the service's recorded process is alive (no health check, no side effect)."""
+        record = self._read_record(name)
+        return record is not None and self._process_of(record) is not None
 
     def start_service(self, name: str, model_repository: Path | None = None) -> None:
         """Start one stopped service on its configured ports, as `up` would."""
@@ -209,16 +224,53 @@ class EmbeddedStack:
         record = self._read_record(name)
         if record is None:
             return None
-        try:
-            process = psutil.Process(record.pid)
-            alive = process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-            ours = alive and abs(process.create_time() - record.create_time) < 1.0
-        except psutil.Error:
-            ours = False
-        if not ours:
+        if self._process_of(record) is None:
+            if self._leftovers(name, record):
+                self._stop(name)  # a dead server's stubs or a listener of ours: never leave them running
             self._remove_stale(name, f"pid {record.pid} is no longer running")
             return None
         return record
+
+    def _process_of(self, record: ServiceRecord) -> psutil.Process | None:
+        """The record's process when it is alive and the one we started."""
+        try:
+            process = psutil.Process(record.pid)
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            ticks = start_ticks(record.pid)
+            if record.start_ticks is not None and ticks is not None:
+                ours = ticks == record.start_ticks
+            else:  # a record of an older version, or no /proc: wall clock, whose btime may have moved 1 s
+                ours = abs(process.create_time() - record.create_time) <= 2.0 or process.cmdline() == record.argv
+        except psutil.Error:
+            return None
+        return process if ours else None
+
+    def _leftovers(self, name: str, record: ServiceRecord) -> list[psutil.Process]:
+        """Live processes of a service whose leader is gone or not provably ours: members of the
+        session it led (started_new_session: session id = its pid) started after it, and the
+        process listening on one of its ports with the recorded command line."""
+        found: dict[int, psutil.Process] = {}
+        leader_ticks = record.start_ticks
+        # A live process on the pid that is not ours recycled it: its session is somebody else's.
+        recycled = self._process_of(record) is None and _alive(record.pid)
+        for process in [] if recycled else psutil.process_iter():
+            try:
+                if process.pid == os.getpid() or process.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                if os.getsid(process.pid) == record.pid and (
+                        leader_ticks is None or (start_ticks(process.pid) or 0) >= leader_ticks):
+                    found[process.pid] = process
+            except (psutil.Error, OSError):
+                continue
+        for pid in _listeners(self.settings.host, list(self._ports(name).values())):
+            try:
+                process = psutil.Process(pid)
+                if process.cmdline() == record.argv:
+                    found[pid] = process
+            except psutil.Error:
+                continue
+        return list(found.values())
 
     def _remove_stale(self, name: str, why: str) -> None:
         self.pid_file(name).unlink(missing_ok=True)
@@ -263,7 +315,8 @@ class EmbeddedStack:
             log.flush()
             popen = psutil.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                  start_new_session=True, close_fds=True)
-        record = ServiceRecord(name, popen.pid, popen.create_time(), argv, endpoints, str(log_path), extra or {})
+        record = ServiceRecord(name, popen.pid, popen.create_time(), argv, endpoints, str(log_path), extra or {},
+                               start_ticks(popen.pid))
         self.pid_file(name).write_text(json.dumps(asdict(record), indent=2))
         return popen
 
@@ -327,7 +380,7 @@ class EmbeddedStack:
                 self.pid_file(name).unlink(missing_ok=True)
                 raise StackError(
                     f"{name} exited with code {process.returncode} during start-up: "
-                    f"{self._failure_summary(name)} (log: {self.log_file(name)})"
+                    f"{self.failure_summary(name)} (log: {self.log_file(name)})"
                 )
             if ready():
                 return
@@ -335,10 +388,10 @@ class EmbeddedStack:
         self._stop(name)
         raise StackError(
             f"{name} was not ready within {self.settings.startup_timeout_s:.0f} s: "
-            f"{self._failure_summary(name)} (log: {self.log_file(name)})"
+            f"{self.failure_summary(name)} (log: {self.log_file(name)})"
         )
 
-    def _failure_summary(self, name: str) -> str:
+    def failure_summary(self, name: str) -> str:
         """The most telling lines at the end of a service's log, as one line."""
         lines = tail_lines(self.log_file(name), 200)
         lines = lines[_last_start_marker(lines):]
@@ -378,18 +431,16 @@ class EmbeddedStack:
         record = self._read_record(name)
         if record is None:
             return
-        try:
-            process = psutil.Process(record.pid)
-            if abs(process.create_time() - record.create_time) >= 1.0:
-                raise psutil.NoSuchProcess(record.pid)
-            group = _session_members(process)
-            _signal_all(group, signal.SIGTERM)
-            _, alive = psutil.wait_procs(group, timeout=self.settings.stop_timeout_s)
-            if alive:
-                _signal_all(alive, signal.SIGKILL)
-                psutil.wait_procs(alive, timeout=5)
-        except psutil.Error:
-            pass
+        process = self._process_of(record)
+        group = _session_members(process) if process is not None else []
+        group += [p for p in self._leftovers(name, record) if p.pid not in {g.pid for g in group}]
+        _signal_all(group, signal.SIGTERM)
+        _, alive = psutil.wait_procs(group, timeout=self.settings.stop_timeout_s)
+        if alive:
+            _signal_all(alive, signal.SIGKILL)
+            psutil.wait_procs(alive, timeout=5)
+        if process is None:
+            _reap(record.pid)
         self.pid_file(name).unlink(missing_ok=True)
 
 
@@ -405,6 +456,41 @@ def _session_members(leader: psutil.Process) -> list[psutil.Process]:
     except psutil.Error:
         pass
     return members
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat); None
+    without /proc or when the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2:].split()[19])  # the name in parentheses may hold spaces
+
+
+def _listeners(host: str, ports: list[int]) -> set[int]:
+    """Pids listening on TCP `ports` (empty when the OS will not tell)."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return set()
+    return {c.pid for c in connections if c.pid and c.status == psutil.CONN_LISTEN and c.laddr
+            and c.laddr.port in ports and c.laddr.ip in (host, "0.0.0.0", "::")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _reap(pid: int) -> None:
+    """Collect a dead child of ours (a server that crashed), so it lingers as no zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
 
 
 def _signal_all(processes: list[psutil.Process], sig: int) -> None:

@@ -310,7 +310,7 @@ def respond(
     try:
         results = run_batched(arrays, compute)
     except Exception as exc:  # noqa: BLE001 - a model fault: every request still gets its answer
-        internal = pb_utils.TritonError(f"inference failed: {type(exc).__name__}: {exc}")
+        internal = f"inference failed: {type(exc).__name__}: {exc}"
         results = [r if isinstance(r, RequestRejected) else internal for r in arrays]
     responses = []
     for result in results:
@@ -322,7 +322,10 @@ def respond(
                        for name, array in result.items()]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         else:
-            responses.append(pb_utils.InferenceResponse(error=result))
+            # A TritonError of its own per response: the stub keeps each response's error in
+            # shared memory, and one error object shared by a batch's responses was followed by
+            # tritonserver dying of std::bad_alloc (a poison frame in a batch, `oanet bench chaos`).
+            responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(result)))
     return responses
 
 
