@@ -181,8 +181,8 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--minutes", type=float, default=8.0, metavar="M",
                          help="training time budget in minutes (default 8; labelling and export come on top)")
     distill.add_argument("--epochs", type=int, default=30, metavar="N", help="at most this many epochs (default 30)")
-    distill.add_argument("--batch", type=int, default=64, metavar="N",
-                         help="lines per training step (default 64; smaller makes more steps of a short budget)")
+    distill.add_argument("--batch", type=int, default=32, metavar="N",
+                         help="lines per training step (default 32; smaller makes more steps of a short budget)")
     distill.add_argument("--teacher-only", action="store_true",
                          help="ignore the manifest's values: label with PaddleOCR only, as for an unlabelled line")
     distill.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

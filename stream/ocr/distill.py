@@ -51,6 +51,7 @@ from stream.ocr.student import (
     encode_text,
     teacher_settings,
     line_input,
+    line_steps,
     profile_charset,
     profile_sha256,
     target_text,
@@ -70,7 +71,7 @@ class DistillConfig:
     # Training stops at whichever comes first: this many minutes, or max_epochs.
     minutes: float = 8.0
     max_epochs: int = 30
-    batch: int = 64
+    batch: int = 32
     lr: float = 3e-3
     # A teacher read becomes a label only at or above this confidence (and parsed).
     teacher_min_confidence: float = 0.90
@@ -199,9 +200,11 @@ def augment(slot: np.ndarray, rng: np.random.Generator, strong: bool) -> np.ndar
     return out
 
 
-def _view(line: Line, rng: np.random.Generator, strong: bool, height: int, width: int) -> np.ndarray:
+def _view(line: Line, rng: np.random.Generator, strong: bool, height: int, width: int) -> tuple[np.ndarray, int]:
+    """An augmented input of a line and its time steps (`line_steps`)."""
     trimmed = cropping.trim_to_ink(augment(line.slot, rng, strong))
-    return line_input(trimmed if trimmed is not None else line.trimmed, height, width)
+    trimmed = trimmed if trimmed is not None else line.trimmed
+    return line_input(trimmed, height, width), line_steps(trimmed, height, width)
 
 
 # -- the network -------------------------------------------------------------------------
@@ -212,7 +215,7 @@ def build_network(classes: int, height: int):
     import torch
     from torch import nn
 
-    def block(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    def block(cin: int, cout: int, stride: int | tuple[int, int] = 1) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
     if height % 8:
@@ -221,17 +224,19 @@ def build_network(classes: int, height: int):
     class LineNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
+            # Strided convolutions, not pooling: a quarter of the cost of full-resolution
+            # layers, and a wider horizontal view per step (a label's first letter is told
+            # from a value's by its neighbours).
             self.body = nn.Sequential(
                 *block(1, 16, stride=2),  # H/2, W/2
-                *block(16, 32),
-                nn.MaxPool2d(2),  # H/4, W/4 = TIME_STRIDE
-                *block(32, 64),
-                nn.MaxPool2d((2, 1)),  # H/8
-                *block(64, 96),
-                nn.Conv2d(96, 128, (height // 8, 1)),  # one column per time step
+                *block(16, 32, stride=2),  # H/4, W/4 = TIME_STRIDE
+                *block(32, 48, stride=(2, 1)),  # H/8
+                *block(48, 64),
+                nn.Conv2d(64, 96, (height // 8, 1), bias=False),  # one column per time step
+                nn.BatchNorm2d(96),
                 nn.ReLU(inplace=True),
             )
-            self.head = nn.Sequential(nn.Conv1d(128, 128, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv1d(128, classes, 1))
+            self.head = nn.Sequential(nn.Conv1d(96, 96, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv1d(96, classes, 1))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, 1, H, W] -> [N, T, C]
             return self.head(self.body(x).squeeze(2)).transpose(1, 2)
@@ -259,6 +264,27 @@ def _split_frames(lines: Sequence[Line], share: float, rng: np.random.Generator)
     return [x for x in lines if x.frame_id not in held], [x for x in lines if x.frame_id in held]
 
 
+# Consistency starts after this share of training: before CTC has left its all-blank phase
+# the weak view's guide is "blank everywhere", and agreeing with it only holds that phase.
+CONSISTENCY_FROM = 0.35
+# Learning rate: a short warm-up, then constant, then a cosine decay over the last share.
+WARMUP_STEPS = 20
+DECAY_SHARE = 0.4
+
+
+def learning_rate_factor(step: int, share: float) -> float:
+    """Factor on the base rate at `step`, `share` of the way through the budget.
+
+    CTC from scratch spends its first few hundred steps emitting blanks; a rate that decays
+    from the start (as a plain cosine does) makes that phase last the whole of a short budget.
+    """
+    warm = min(1.0, (step + 1) / WARMUP_STEPS)
+    decay_start = 1.0 - DECAY_SHARE
+    if share <= decay_start:
+        return warm
+    return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, (share - decay_start) / DECAY_SHARE)))
+
+
 def train(
     lines: Sequence[Line],
     profile,
@@ -280,7 +306,7 @@ def train(
     targets = []
     for line in lines:
         ids = encode_text(target_text(fields[line.field], line.value), charset) if line.value is not None else None
-        targets.append(ids if ids and len(ids) <= width // TIME_STRIDE // 2 else None)
+        targets.append(ids if ids and 2 * len(ids) <= line_steps(line.trimmed, height, width) else None)
     net = build_network(len(charset) + 1, height)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     steps_per_epoch = max(1, math.ceil(len(lines) / config.batch))
@@ -296,14 +322,15 @@ def train(
             elapsed = time.perf_counter() - started
             if elapsed >= budget:
                 break
-            # Cosine decay over whichever budget runs out first (steps or time).
-            progress_share = max(step / total_steps, elapsed / budget)
+            share = max(step / total_steps, elapsed / budget)  # of whichever budget runs out first
             for group in optimizer.param_groups:
-                group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_share)))
+                group["lr"] = config.lr * learning_rate_factor(step, share)
             chosen = order[start : start + config.batch]
-            # The weak view only guides (no gradient, a third of the cost); the strong view
-            # learns the label (CTC) and to agree with the weak one (consistency).
-            strong = torch.from_numpy(np.stack([_view(lines[k], rng, True, height, width) for k in chosen])[:, None])
+            # The strong view learns the label (CTC) and, once the student reads, to agree
+            # with the weak view (consistency); the weak view only guides (no gradient).
+            views = [_view(lines[k], rng, True, height, width) for k in chosen]
+            strong = torch.from_numpy(np.stack([v for v, _ in views])[:, None])
+            steps = torch.tensor([n for _, n in views], dtype=torch.long)
             log_probs = F.log_softmax(net(strong), dim=2)  # [B, T, C]
             labelled = [j for j, k in enumerate(chosen) if targets[k] is not None]
             loss = torch.zeros(())
@@ -311,14 +338,17 @@ def train(
                 seqs = [targets[chosen[j]] for j in labelled]
                 flat = torch.tensor([c for s in seqs for c in s], dtype=torch.long)
                 lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-                frames = torch.full((len(labelled),), log_probs.shape[1], dtype=torch.long)
-                loss = loss + ctc(log_probs[labelled].transpose(0, 1), flat, frames, lengths)
-            if config.consistency_weight and epoch > 0:
-                weak = np.stack([_view(lines[k], rng, False, height, width) for k in chosen])[:, None]
+                # Each line's own time steps: the padding on its right is not part of it.
+                loss = loss + ctc(log_probs[labelled].transpose(0, 1), flat, steps[labelled], lengths)
+            if config.consistency_weight and share >= CONSISTENCY_FROM:
+                weak_views = [_view(lines[k], rng, False, height, width) for k in chosen]
+                weak = torch.from_numpy(np.stack([v for v, _ in weak_views])[:, None])
                 with torch.no_grad():
-                    guide = F.log_softmax(net(torch.from_numpy(weak)), dim=2)
-                kl = (guide.exp() * (guide - log_probs)).sum(dim=2).mean()
-                loss = loss + config.consistency_weight * kl
+                    guide = F.log_softmax(net(weak), dim=2)
+                shared = torch.minimum(steps, torch.tensor([n for _, n in weak_views]))
+                mask = (torch.arange(log_probs.shape[1])[None, :] < shared[:, None]).float()
+                kl = (guide.exp() * (guide - log_probs)).sum(dim=2)
+                loss = loss + config.consistency_weight * (kl * mask).sum() / mask.sum()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -337,11 +367,14 @@ def _logits(net, batch: np.ndarray) -> np.ndarray:
         return net(torch.from_numpy(batch)).numpy()
 
 
-def read_lines(net, views: Sequence[np.ndarray], charset: str, chunk: int = 256) -> list[tuple[str, float]]:
+def read_lines(
+    net, views: Sequence[tuple[np.ndarray, int]], charset: str, chunk: int = 256
+) -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
     for start in range(0, len(views), chunk):
-        batch = np.stack(views[start : start + chunk])[:, None]
-        out.extend(ctc_decode(_logits(net, batch), charset))
+        part = views[start : start + chunk]
+        batch = np.stack([v for v, _ in part])[:, None]
+        out.extend(ctc_decode(_logits(net, batch), charset, [n for _, n in part]))
     return out
 
 
@@ -353,7 +386,7 @@ def calibrate(
     labelled = [line for line in lines if line.value is not None]
     views, owners, kinds = [], [], []
     for line in labelled:
-        views.append(line_input(line.trimmed, height, width))
+        views.append((line_input(line.trimmed, height, width), line_steps(line.trimmed, height, width)))
         owners.append(line)
         kinds.append("as printed")
         for _ in range(2):

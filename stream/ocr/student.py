@@ -151,25 +151,34 @@ def encode_text(text: str, charset: str) -> list[int] | None:
         return None
 
 
-def ctc_decode(logits: np.ndarray, charset: str) -> list[tuple[str, float]]:
+def ctc_decode(
+    logits: np.ndarray, charset: str, steps: Sequence[int] | np.ndarray | None = None
+) -> list[tuple[str, float]]:
     """Greedy CTC over [N, T, C] logits -> (text, confidence) per line.
 
-    Confidence: the smallest winning probability over all time steps, blanks included.
+    Only the first `steps[i]` time steps of line i are its line (`line_steps`); the rest saw
+    the black right padding of a batch. CTC never constrains those steps (blank and a repeat
+    of the last character are equally right there), so they are ambiguous: decoded, they add
+    phantom characters; counted, they make every line look unsure.
+
+    Confidence: the smallest winning probability over the line's time steps, blanks included.
     """
     shifted = logits - logits.max(axis=2, keepdims=True)
     probs = np.exp(shifted)
     probs /= probs.sum(axis=2, keepdims=True)
     best = probs.argmax(axis=2)
-    confidence = probs.max(axis=2).min(axis=1)
+    winning = probs.max(axis=2)
+    total = logits.shape[1]
     out = []
-    for row, conf in zip(best, confidence, strict=True):
+    for i, row in enumerate(best):
+        n = total if steps is None else max(1, min(total, int(steps[i])))
         chars = []
         previous = 0
-        for k in row.tolist():
+        for k in row[:n].tolist():
             if k != previous and k != 0:
                 chars.append(charset[k - 1])
             previous = k
-        out.append(("".join(chars), float(conf)))
+        out.append(("".join(chars), float(winning[i, :n].min())))
     return out
 
 
@@ -180,20 +189,31 @@ def to_gray(crop: np.ndarray) -> np.ndarray:
     return crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
 
 
+def scaled_width(crop: np.ndarray, height: int, width: int) -> int:
+    """Columns a crop fills in the student's input: scaled to `height`, squeezed past `width`."""
+    h, w = crop.shape[:2]
+    return int(max(1, min(width, round(w * height / max(h, 1)))))
+
+
+def line_steps(crop: np.ndarray, height: int, width: int) -> int:
+    """CTC time steps that cover a crop's columns (the rest of the input is padding)."""
+    return min(width // TIME_STRIDE, -(-scaled_width(crop, height, width) // TIME_STRIDE))
+
+
 def line_input(crop: np.ndarray, height: int, width: int) -> np.ndarray:
     """A trimmed line crop -> the student's float32 [height, width] input.
 
     Either polarity of print becomes bright ink on black, stretched above the background, so
     exposure and panel colour schemes matter less; scaled to `height` keeping the aspect ratio
-    (squeezed only when wider than `width`) and left-aligned.
+    (squeezed only when wider than `width`) and left-aligned, black on the right.
     """
     gray = to_gray(crop).astype(np.float32)
     background = float(np.median(gray))
     if background > 127.0:
         gray = 255.0 - gray
         background = 255.0 - background
-    h, w = gray.shape
-    new_w = int(max(1, min(width, round(w * height / max(h, 1)))))
+    h = gray.shape[0]
+    new_w = scaled_width(gray, height, width)
     interpolation = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
     scaled = cv2.resize(gray, (new_w, height), interpolation=interpolation)
     peak = float(np.percentile(scaled, 99.5))
@@ -203,12 +223,13 @@ def line_input(crop: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
-def input_batch(crops: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
-    """[N, 1, height, width] float32 for one network call."""
+def input_batch(crops: Sequence[np.ndarray], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """[N, 1, height, width] float32 for one network call, and each line's time steps."""
     batch = np.zeros((len(crops), 1, height, width), np.float32)
     for i, crop in enumerate(crops):
         batch[i, 0] = line_input(crop, height, width)
-    return batch
+    steps = np.array([line_steps(crop, height, width) for crop in crops], np.int64)
+    return batch, steps
 
 
 # -- the saved student -------------------------------------------------------------------
@@ -309,6 +330,6 @@ class Student:
         """Trimmed line crops -> (text, confidence), one network call for all of them."""
         if not crops:
             return []
-        batch = input_batch(crops, self.meta.height, self.meta.width)
+        batch, steps = input_batch(crops, self.meta.height, self.meta.width)
         (logits,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
-        return ctc_decode(np.asarray(logits), self.meta.charset)
+        return ctc_decode(np.asarray(logits), self.meta.charset, steps)

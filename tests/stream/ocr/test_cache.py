@@ -103,4 +103,4 @@ def test_read_records_for_training_keeps_entry_order(tmp_path: Path, line_profil
     entries = list(reversed(dataset.entries))
     records = reader.read_records(dataset, entries, settings=settings, progress=False)
     assert [r.frame_id for r in records] == ["f2", "f1", "f0"]
-    assert records[0].names == line_profile.feature_names and not any(records[0].missing_mask)
+    assert records[0].names == line_profile.field_names and not any(records[0].missing_mask)

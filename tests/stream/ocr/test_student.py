@@ -8,9 +8,12 @@ import pytest
 from oanet.profile import LineProfile, load_profile
 from stream.ocr.parse import parse_field
 from stream.ocr.student import (
+    TIME_STRIDE,
     ctc_decode,
     encode_text,
+    input_batch,
     line_input,
+    line_steps,
     profile_charset,
     target_text,
     well_formed_read,
@@ -68,6 +71,31 @@ def test_ctc_decode_collapses_repeats_and_reports_the_least_sure_step(line_profi
     assert ctc_decode(doubled, charset)[0][0] == "TEMP"
 
 
+def test_the_right_padding_is_not_read(line_profile: LineProfile) -> None:
+    """Steps past a line's own columns saw only the batch's black padding: CTC never taught
+    them anything (blank and a repeat of the last character are both right there), so they
+    must neither add characters nor set the line's confidence (the "TEMP17ms" bug)."""
+    charset = profile_charset(line_profile)
+    logits = _logits_for("TEMP172.4C", charset, steps=40)
+    line = 2 * len("TEMP172.4C")
+    logits[0, line:, :] = 0.0
+    logits[0, line:, 0] = 1.0  # the padding: blank barely ahead ...
+    logits[0, line + 3 :: 4, charset.index("m") + 1] = 2.0  # ... or a phantom unit
+    logits[0, line + 5 :: 8, charset.index("s") + 1] = 2.0
+    [(padded_text, padded_conf)] = ctc_decode(logits, charset)
+    assert padded_text != "TEMP172.4C" and padded_conf < 0.5  # what reading every step gave
+    [(text, conf)] = ctc_decode(logits, charset, [line])
+    assert text == "TEMP172.4C" and conf > 0.99
+
+
+def test_line_steps_cover_the_scaled_crop_and_no_more() -> None:
+    narrow, wide = np.zeros((30, 90), np.uint8), np.zeros((30, 2000), np.uint8)
+    assert line_steps(narrow, 32, 256) == -(-96 // TIME_STRIDE)  # 90 px at 30 high -> 96 at 32
+    assert line_steps(wide, 32, 256) == 256 // TIME_STRIDE  # squeezed into the whole input
+    batch, steps = input_batch([narrow, wide], 32, 256)
+    assert batch.shape == (2, 1, 32, 256) and steps.tolist() == [24, 64]
+
+
 def test_only_exact_well_formed_lines_pass(line_profile: LineProfile) -> None:
     temp, lot = line_profile.field("temp"), line_profile.field("lot_id")
     assert well_formed_read("TEMP172.4C", 0.9, temp).value == pytest.approx(172.4)
@@ -111,3 +139,14 @@ def test_line_input_is_polarity_free_and_left_aligned() -> None:
     assert a.shape == (32, 128) and a.dtype == np.float32
     assert np.allclose(a, b, atol=1e-3)
     assert a.max() == pytest.approx(1.0) and a[:, 81:].max() == 0.0  # 60 px at 24 high -> 80 at 32
+
+
+def test_the_learning_rate_holds_through_ctcs_blank_phase() -> None:
+    """A short budget must not spend its high rate before CTC has left the all-blank phase."""
+    from stream.ocr.distill import DECAY_SHARE, WARMUP_STEPS, learning_rate_factor
+
+    assert learning_rate_factor(0, 0.0) == pytest.approx(1 / WARMUP_STEPS)
+    assert learning_rate_factor(WARMUP_STEPS, 0.3) == 1.0
+    assert learning_rate_factor(500, 1.0 - DECAY_SHARE) == 1.0
+    assert learning_rate_factor(900, 0.8) == pytest.approx(0.5)
+    assert learning_rate_factor(1000, 1.0) == pytest.approx(0.0)
