@@ -370,7 +370,7 @@ def _print_summary(report: dict[str, Any], steps: dict[str, float], total_s: flo
         # A first-time user reads the scores above as the product's: say what model made them.
         epochs = DEMO_TRAIN_ARGS[DEMO_TRAIN_ARGS.index("--epochs") + 1]
         print(f"  model               the demo's short training ({epochs} CNN epochs, {steps['training']:.0f} s); "
-              "`oanet train` with its defaults scores far higher (docs/benchmarks.md)")
+              "the faintest object defects escape it (docs/benchmarks.md, issue 11 training)")
     print(f"  throughput          {rate:.1f} frames/s (first frame played to last verdict, {report['seconds']:.1f} s)")
     print(f"  latency             capture-to-verdict p50 {lat['end_to_end_p50']} ms, p99 {lat['end_to_end_p99']} ms; "
           f"in the worker p50 {lat['worker_p50']} ms, p99 {lat['worker_p99']} ms")
