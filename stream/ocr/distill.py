@@ -47,6 +47,7 @@ from stream.ocr.student import (
     STUDENT_MODEL_FILE,
     TIME_STRIDE,
     StudentMeta,
+    StudentRead,
     ctc_decode,
     encode_text,
     teacher_settings,
@@ -369,8 +370,8 @@ def _logits(net, batch: np.ndarray) -> np.ndarray:
 
 def read_lines(
     net, views: Sequence[tuple[np.ndarray, int]], charset: str, chunk: int = 256
-) -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
+) -> list[StudentRead]:
+    out: list[StudentRead] = []
     for start in range(0, len(views), chunk):
         part = views[start : start + chunk]
         batch = np.stack([v for v, _ in part])[:, None]
@@ -396,16 +397,16 @@ def calibrate(
     reads = read_lines(net, views, charset)
     wrong_conf: list[float] = []
     outcomes = []  # (kind, confidence or None when not well formed, correct)
-    for line, kind, (text, conf) in zip(owners, kinds, reads, strict=True):
+    for line, kind, read in zip(owners, kinds, reads, strict=True):
         spec = profile.fields[line.field]
-        reading = well_formed_read(text, conf, spec)
+        reading = well_formed_read(read, spec)
         if reading is None:
             outcomes.append((kind, None, False))
             continue
         correct = values_equal(spec, reading.value, line.value)
         if not correct:
-            wrong_conf.append(conf)
-        outcomes.append((kind, conf, correct))
+            wrong_conf.append(reading.confidence)
+        outcomes.append((kind, reading.confidence, correct))
     threshold = max(config.min_threshold, float(np.nextafter(max(wrong_conf), 1.0)) if wrong_conf else 0.0)
     stats: dict[str, Any] = {"lines": len(labelled), "wrong_but_well_formed": len(wrong_conf)}
     for kind in ("as printed", "nuisance"):

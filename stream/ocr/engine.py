@@ -304,10 +304,10 @@ class OcrEngine:
         started = time.perf_counter()
         reads = self.student.recognize(slots)
         self._student_ms += (time.perf_counter() - started) * 1000
-        for job, slot, (text, score) in zip(jobs, slots, reads, strict=True):
+        for job, slot, read in zip(jobs, slots, reads, strict=True):
             f_index, i = job
-            reading = well_formed_read(text, score, fields[i])
-            if reading is not None and score >= self.student.threshold:
+            reading = well_formed_read(read, fields[i])
+            if reading is not None and reading.confidence >= self.student.threshold:
                 readings[f_index][i] = reading.by(ENGINE_STUDENT)
             else:
                 left_jobs.append(job)

@@ -6,10 +6,11 @@ digits, sign, point and the characters its text fields' patterns allow. It reads
 prints with spaces, separators and an explicit plus sign left out ("TEMP172.4C"), which the
 field parser accepts as it accepts PaddleOCR's dropped spaces.
 
-Every read carries a confidence: the least certain time step of the greedy CTC path (blanks
-included, so a character the network half-saw and dropped lowers it too). `oanet ocr distill`
-calibrates a threshold on held-out lines; a read below it, or one the parser rejects, is not
-used (the engine gives that line to PaddleOCR).
+Every read carries a confidence over the value part of the line only: for each character,
+how sure the network is that it is there, and that nothing else is in its span (`ctc_decode`). The field is known from its ROI, so the label letters are a sanity check,
+not something to be sure of: the student's one systematic error is at the line's left edge.
+`oanet ocr distill` calibrates a threshold on held-out lines; a read below it, or one the
+parser rejects, is not used (the engine gives that line to PaddleOCR).
 
 Pure functions (charset, input geometry, CTC decoding) plus `Student`, which runs the exported
 ONNX graph with onnxruntime (no torch at reading time).
@@ -22,7 +23,7 @@ import json
 import re
 import string
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,17 +130,91 @@ def target_text(spec: FieldSpec, value: float | int | str) -> str:
     return "".join(text.split())
 
 
-def well_formed_read(text: str, confidence: float, spec: FieldSpec) -> FieldReading | None:
+_NUMBER = r"-?\d+(?:\.\d+)?"
+
+
+def label_part_ok(prefix: str, label: str) -> bool:
+    """Whether a read's label part stands for `label` (spaces left out).
+
+    Only the known defect is forgiven: the label's first letter missing, or one character
+    before it (a "B" from the crop's left border on every line). An error at the label's
+    end could move a character across the boundary with the value, so it is refused.
+    """
+    return prefix == label or prefix == label[1:] or (len(prefix) == len(label) + 1 and prefix[1:] == label)
+
+
+@dataclass(frozen=True)
+class StudentRead:
+    """One line as the student read it, and how sure it was of each character.
+
+    `char_confidence[j]`: the least sure time step from the step after character j - 1 up to
+    character j's last step; the blanks before a character count, so a character half seen
+    and dropped there lowers it. `tail_confidence`: the least sure step after the last one.
+    """
+
+    text: str
+    char_confidence: tuple[float, ...]
+    tail_confidence: float
+
+    @property
+    def confidence(self) -> float:
+        """The whole line's: its least sure time step."""
+        return min((*self.char_confidence, self.tail_confidence))
+
+    def confidence_from(self, start: int) -> float:
+        """The least sure time step from character `start` (its blanks before it) to the end."""
+        return min((*self.char_confidence[start:], self.tail_confidence))
+
+    @classmethod
+    def uniform(cls, text: str, confidence: float) -> StudentRead:
+        return cls(text, (confidence,) * len(text), confidence)
+
+
+def split_value(text: str, spec: FieldSpec) -> tuple[str, str] | None:
+    """A read -> (label part, value part with its unit), or None when no value ends it.
+
+    Numbers: the label exactly, else everything before the longest number that ends the
+    read (a digit is never left in the label part). Text: the only suffix the field's
+    pattern matches (an ambiguous split is refused), or what follows the exact label.
+    """
+    unit = "".join((spec.unit or "").split())
+    if not text.endswith(unit):
+        return None
+    body = text[: len(text) - len(unit)]
+    label = "".join(spec.label.split())
+    if spec.kind == "number":
+        if body.startswith(label) and re.fullmatch(_NUMBER, body[len(label) :]):
+            return label, body[len(label) :] + unit
+        match = re.fullmatch(f"(.*?)({_NUMBER})", body)
+        return (match.group(1), match.group(2) + unit) if match else None
+    if not spec.pattern:
+        return (label, body[len(label) :] + unit) if body.startswith(label) and len(body) > len(label) else None
+    splits = [i for i in range(1, len(body)) if re.fullmatch(spec.pattern, body[i:])]
+    return (body[: splits[0]], body[splits[0] :] + unit) if len(splits) == 1 else None
+
+
+def well_formed_read(read: StudentRead, spec: FieldSpec) -> FieldReading | None:
     """The student's read of a line as a reading, or None when it is not exactly a line.
 
-    The parser must accept it, and the text must be exactly what the student was taught to
-    read for that value (label, value at its decimals, unit): whatever the parser would have
-    to forgive or correct is refused, so a confident but half-right read cannot pass.
+    The value part must be exactly what the student was taught to read for that value (value
+    at its decimals, unit) and the parser must accept it; whatever the parser would have to
+    forgive or correct is refused, so a confident but half-right read cannot pass. The label
+    part must be the label or show only the left-edge defect (`label_part_ok`). The
+    reading's confidence is the value part's (`StudentRead.confidence_from`): the field is
+    known from its ROI, and the label's letters say nothing about the value.
     """
-    reading = parse_field(text, spec, confidence)
+    split = split_value(read.text, spec)
+    if split is None:
+        return None
+    prefix, value_text = split
+    label = "".join(spec.label.split())
+    if not label_part_ok(prefix, label):
+        return None
+    text = label + value_text
+    reading = parse_field(text, spec, read.confidence_from(len(prefix)))
     if reading.missing or reading.value is None or text != target_text(spec, reading.value):
         return None
-    return reading
+    return replace(reading, raw_text=read.text)
 
 
 def encode_text(text: str, charset: str) -> list[int] | None:
@@ -151,34 +226,79 @@ def encode_text(text: str, charset: str) -> list[int] | None:
         return None
 
 
+def _emits(path: Sequence[int], t: int, k: int) -> list[int]:
+    """What steps t and t + 1 emit when step t holds class k (CTC collapse, locally)."""
+    before = path[t - 1] if t > 0 else 0
+    out = [k] if k != 0 and k != before else []
+    if t + 1 < len(path) and path[t + 1] != 0 and path[t + 1] != k:
+        out.append(path[t + 1])
+    return out
+
+
+def step_confidence(probs: np.ndarray, path: Sequence[int]) -> np.ndarray:
+    """Per time step: the probability of every class that would leave the decoded text as it is.
+
+    A step on the border of a character is often blank or that character at about 0.5 each:
+    where CTC places a character, not what it reads. Those classes (blank, the previous and
+    the next step's class) count for the step when putting one of them there changes nothing
+    after collapsing; any other class would add, drop or change a character.
+    """
+    out = np.empty(len(path), np.float64)
+    for t, k in enumerate(path):
+        same = _emits(path, t, k)
+        mass = float(probs[t, k])
+        for other in {0, path[t - 1] if t > 0 else 0, path[t + 1] if t + 1 < len(path) else 0} - {k}:
+            if _emits(path, t, other) == same:
+                mass += float(probs[t, other])
+        out[t] = mass
+    return out
+
+
 def ctc_decode(
     logits: np.ndarray, charset: str, steps: Sequence[int] | np.ndarray | None = None
-) -> list[tuple[str, float]]:
-    """Greedy CTC over [N, T, C] logits -> (text, confidence) per line.
+) -> list[StudentRead]:
+    """Greedy CTC over [N, T, C] logits -> one read per line.
 
     Only the first `steps[i]` time steps of line i are its line (`line_steps`); the rest saw
     the black right padding of a batch. CTC never constrains those steps (blank and a repeat
     of the last character are equally right there), so they are ambiguous: decoded, they add
     phantom characters; counted, they make every line look unsure.
 
-    Confidence: the smallest winning probability over the line's time steps, blanks included.
+    Confidence of a character: the least of its best step's probability (is it there at all)
+    and `step_confidence` over its span, the blanks before it included (is anything else
+    there). Not the winning probability of each step: on the border of every character blank
+    and the character are near 0.5 each, which made right reads score 0.45-0.6.
     """
     shifted = logits - logits.max(axis=2, keepdims=True)
     probs = np.exp(shifted)
     probs /= probs.sum(axis=2, keepdims=True)
     best = probs.argmax(axis=2)
-    winning = probs.max(axis=2)
     total = logits.shape[1]
     out = []
     for i, row in enumerate(best):
         n = total if steps is None else max(1, min(total, int(steps[i])))
-        chars = []
+        path = row[:n].tolist()
+        sure = step_confidence(probs[i], path)
+        chars: list[str] = []
+        confidences: list[float] = []
+        peak: list[float] = []  # each character's best step
+        span = 1.0  # least sure step since the previous character ended
         previous = 0
-        for k in row[:n].tolist():
-            if k != previous and k != 0:
+        for t, k in enumerate(path):
+            p = float(sure[t])
+            if k != 0 and k == previous:  # the same character held: still its span
+                confidences[-1] = min(confidences[-1], p)
+                peak[-1] = max(peak[-1], float(probs[i, t, k]))
+            elif k != 0:
                 chars.append(charset[k - 1])
+                confidences.append(min(span, p))
+                peak.append(float(probs[i, t, k]))
+                span = 1.0
+            else:
+                span = min(span, p)
             previous = k
-        out.append(("".join(chars), float(winning[i, :n].min())))
+        char_confidence = tuple(min(c, q) for c, q in zip(confidences, peak, strict=True))
+        out.append(StudentRead("".join(chars), char_confidence, span))
     return out
 
 
@@ -326,8 +446,8 @@ class Student:
     def threshold(self) -> float:
         return self.meta.threshold
 
-    def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
-        """Trimmed line crops -> (text, confidence), one network call for all of them."""
+    def recognize(self, crops: Sequence[np.ndarray]) -> list[StudentRead]:
+        """Trimmed line crops -> one read each, one network call for all of them."""
         if not crops:
             return []
         batch, steps = input_batch(crops, self.meta.height, self.meta.width)

@@ -142,10 +142,12 @@ class _ScriptedStudent:
     threshold = 0.9
 
     def __init__(self, reads: list[tuple[str, float]]):
-        self.reads = reads
+        from stream.ocr.student import StudentRead
+
+        self.reads = [StudentRead.uniform(text, conf) for text, conf in reads]
         self.calls: list[int] = []
 
-    def recognize(self, crops: list) -> list[tuple[str, float]]:
+    def recognize(self, crops: list) -> list:
         self.calls.append(len(crops))
         return self.reads[: len(crops)]
 
