@@ -355,7 +355,7 @@ def calibrate(fusion_dir: Path, val: Frames, val_embedding: np.ndarray, val_logi
     write_json(fusion_dir / core.CONFIG_FILE, config)
     fc = core.FusionCore.load(fusion_dir)
     out = fc.predict(val_embedding, val_logit, values, val.missing)
-    target, floor = config["target_recall"], config.get("min_precision", 0.0)
+    target, floor = config["target_recall"], config["min_precision"]
     config["threshold"] = operating_threshold(val.labels, out["defect_probability"], target, floor)
     config["branch_thresholds"] = {
         b: operating_threshold(val.labels, out["branch_probabilities"][:, i], target, floor)
