@@ -55,7 +55,8 @@ RUN_ARGS = (
     "encoder", "image_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "embedding_dim", "seed",
     "align", "align_loss", "align_weight", "refine_rounds", "pca_components", "gate", "gate_margin",
     "gate_weights", "ocr_mask_rate", "grid_mask", "mask_copies", "target_recall", "min_precision", "folds", "tree_kinds",
-    "tree_rounds", "features", "fusion_epochs", "image_target", "image_pos_weight", "augment", "grid_mask_warmup",
+    "tree_rounds", "features", "fusion_epochs", "image_target", "image_pos_weight", "augment", "cnn_grid_mask",
+    "grid_mask_warmup",
     "spec_features", "crossfit_folds", "cnn_restarts", "synthetic_anomalies",
 )
 
@@ -84,6 +85,7 @@ def validate_args(args: argparse.Namespace) -> None:
         (args.pca_components >= 1, "--pca-components must be >= 1"),
         (0.0 <= args.ocr_mask_rate <= 1.0, "--ocr-mask-rate must be in [0, 1]"),
         (0.0 <= args.grid_mask <= 1.0, "--grid-mask must be in [0, 1]"),
+        (0.0 <= args.cnn_grid_mask <= 1.0, "--cnn-grid-mask must be in [0, 1]"),
         (0.0 <= args.grid_mask_warmup <= 1.0, "--grid-mask-warmup must be in [0, 1]"),
         (args.mask_copies >= 0, "--mask-copies must be >= 0"),
         (0.0 < args.target_recall <= 1.0, "--target-recall must be in (0, 1]"),
@@ -207,7 +209,7 @@ def fresh_cnn(train: Frames, args: argparse.Namespace) -> tuple[ImageEncoder, to
 
 def cnn_options(args: argparse.Namespace) -> dict[str, Any]:
     """The `train_cnn` keyword options of a run: the served CNN and the cross-fitting CNNs share them."""
-    return dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, grid_mask_p=args.grid_mask,
+    return dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, grid_mask_p=args.cnn_grid_mask,
                 seed=args.seed, device=args.device, target=args.image_target, pos_weight=image_pos_weight(args),
                 augment=args.augment, grid_mask_warmup=args.grid_mask_warmup,
                 restarts=Restarts(count=args.cnn_restarts), synthetic_anomalies=args.synthetic_anomalies)
@@ -439,6 +441,8 @@ def prepare_run(args: argparse.Namespace) -> tuple[Path, dict | None]:
         state = load_checkpoint(ckpt)
         for key, value in state["args"].items():  # the run's own arguments win
             setattr(args, key, value)
+        if "cnn_grid_mask" not in state["args"]:  # a run from before the split: its CNN used --grid-mask
+            args.cnn_grid_mask = state["args"]["grid_mask"]
         if state["stage"] == "done":
             return run, {**state, "epoch": args.epochs}
         return run, state

@@ -84,3 +84,15 @@ def test_image_stage_builds_the_fusion_table_from_out_of_fold_embeddings(small_b
     plain = image_stage(small_bundle, args, progress=False)
     assert plain.crossfit is None
     np.testing.assert_allclose(plain.rows.embedding[: len(train)], extract(plain.model, train.rois)[0], atol=1e-6)
+
+
+def test_the_cnn_and_the_mask_learning_copies_take_their_own_grid_mask():
+    # GridMask on the CNN's own images is off by default (it hid the faint defects); the copies
+    # the fusion stage and gate learn from keep it.
+    from training.train import cnn_options
+
+    args = tiny_args()
+    assert (args.cnn_grid_mask, args.grid_mask) == (0.0, 0.3)
+    assert cnn_options(args)["grid_mask_p"] == 0.0
+    args.cnn_grid_mask = 0.2
+    assert cnn_options(args)["grid_mask_p"] == 0.2

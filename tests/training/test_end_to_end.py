@@ -164,6 +164,7 @@ def test_resume_finishes_an_interrupted_run(trained_run: Path, e2e_dataset: Path
     shutil.copytree(trained_run, run)
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     state["stage"], state["epoch"] = "cnn", 0  # as if stopped before the first epoch ended
+    del state["args"]["cnn_grid_mask"]  # a run from before --cnn-grid-mask: its CNN used --grid-mask
     torch.save(state, run / "checkpoint.pt")
     shutil.rmtree(run / "model")
     with pytest.raises(SystemExit):
@@ -171,7 +172,9 @@ def test_resume_finishes_an_interrupted_run(trained_run: Path, e2e_dataset: Path
     assert main(["train", "--data", str(e2e_dataset), "--out", str(run), *TINY]) == 2  # exists, no --resume
     assert main(["train", "--data", str(e2e_dataset), "--out", str(run), "--resume", "--quiet"]) == 0
     assert (run / "model" / "fusion" / "fusion.json").is_file()
-    assert torch.load(run / "checkpoint.pt", weights_only=True)["stage"] == "done"
+    resumed = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert resumed["stage"] == "done"
+    assert resumed["args"]["cnn_grid_mask"] == state["args"]["grid_mask"]
 
 
 def test_resume_refuses_a_checkpoint_of_an_older_encoder(trained_run: Path, e2e_dataset: Path, tmp_path: Path, capsys):
