@@ -5,7 +5,7 @@ The binary cross-entropy on one logit is the two-class cross-entropy of the pape
 momentum 0.9; both optimisers follow a cosine learning-rate decay over the epochs (stateless per epoch, so a
 resumed run follows the same schedule). Augmentation: random flips (and transposes, with
 `augment="dihedral"`: the 8 symmetries of the square ROI) and GridMask with
-probability `grid_mask_p` (paper 4.3; `oanet train --cnn-grid-mask`, off by default). Batches are drawn from a generator seeded
+probability `grid_mask_p` (paper 4.3; `oanet train --cnn-grid-mask`). Batches are drawn from a generator seeded
 by (seed, epoch): a resumed run sees the same batches as an uninterrupted one.
 """
 
