@@ -8,6 +8,8 @@ never as a value the parser would reject or a confident guess the calibration di
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -25,6 +27,7 @@ from tests.stream.frames import DEFAULT_PROFILE
 
 pytestmark = pytest.mark.slow
 FRAMES = 36
+STEPS = 6
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +35,11 @@ def student_dir(line_t_dataset: Dataset, tmp_path_factory: pytest.TempPathFactor
     out = tmp_path_factory.mktemp("student") / "s"
     cache = tmp_path_factory.mktemp("distill-cache")
     args = ["ocr", "distill", "--data", str(line_t_dataset.root), "--out", str(out), "--limit", str(FRAMES),
-            "--epochs", "2", "--minutes", "5", "--cache-dir", str(cache), "--threads", "1"]
-    assert main(args) == 0
+            "--steps", str(STEPS), "--eval-every", "3", "--cache-dir", str(cache), "--threads", "1"]
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        assert main(args) == 0
+    (out.parent / "stderr.txt").write_text(printed.getvalue())
     return out
 
 
@@ -52,7 +58,14 @@ def test_distill_writes_a_student_for_the_profile(student_dir: Path, line_t_prof
     assert meta.profile == "line-t" and meta.charset == profile_charset(line_t_profile)
     assert meta.height == 32 and meta.width % 16 == 0
     assert 0.5 <= meta.threshold <= 1.0
-    assert meta.stats["epochs"] == 2 and meta.stats["frames"] == FRAMES
+    assert meta.stats["steps"] == STEPS and meta.stats["frames"] == FRAMES
+    training = meta.stats["training"]
+    assert training["steps_planned"] == STEPS and not training["capped_by_wall_time"]
+    assert [c["step"] for c in training["checks"]] == [3, 6] and training["kept_step"] in (3, 6)
+    # Three parts of whole frames: training, selection (the checkpoint), calibration (the threshold).
+    assert sum(meta.stats["split"].values()) == FRAMES and min(meta.stats["split"].values()) >= 1
+    # A line per check on stderr, on a terminal or not.
+    assert (student_dir.parent / "stderr.txt").read_text().count("held-out fallback") == 2
     assert meta.stats["labelled"]["manifest"] > 0.9 * FRAMES * len(line_t_profile.fields)
 
 
