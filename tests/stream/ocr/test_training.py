@@ -140,3 +140,37 @@ def test_a_bad_budget_is_refused() -> None:
     assert DistillConfig(steps=0, batch=1).problems() == ["--steps must be at least 1, got 0",
                                                            "--batch must be at least 2, got 1"]
     assert DistillConfig(steps=3000).every == 300 and DistillConfig(steps=5).every == 1
+
+
+def test_character_cuts_fall_halfway_between_characters() -> None:
+    from stream.ocr.distill import character_cuts
+    from stream.ocr.student import TIME_STRIDE
+
+    # "AB C" as steps: A at 1-2, B at 4, C at 6-7 (0 = blank); the crop is as wide as the input.
+    path = [0, 1, 1, 0, 2, 0, 3, 3, 0]
+    assert character_cuts(path, 9 * TIME_STRIDE, 9 * TIME_STRIDE) == (3.5 * TIME_STRIDE, 5.5 * TIME_STRIDE)
+    # A crop twice as wide as its input: columns scale with it. A repeated class split by a blank
+    # is two characters.
+    assert character_cuts([1, 1, 0, 1], 8, 16) == (5,)  # halfway: step 2.5, column 10 of 16, 5 of 8
+
+
+def test_a_splice_joins_two_lines_of_a_field_at_their_cuts() -> None:
+    from stream.ocr.distill import Aligned, splice, spliced_view
+
+    a = np.full((20, 60), 200, np.uint8)
+    b = np.full((10, 40), 50, np.uint8)
+    joined = splice(a, 25, b, 10)
+    assert joined.shape == (20, 25 + 60) and (joined[:, :25] == 200).all() and (joined[:, 25:] == 50).all()
+    lines = [Line("f0", 0, a, a, "AB12", "manifest"), Line("f1", 0, b, b, "CD34", "manifest")]
+    first = Aligned(0, "LOTAB12", (10, 20, 30, 35, 40, 50), False)
+    second = Aligned(1, "LOTCD34", (5, 10, 15, 20, 25, 30), False)
+    rng = np.random.default_rng(3)
+    texts = set()
+    for _ in range(40):
+        crop, text = spliced_view(first, second, lines, 3, rng)
+        texts.add(text)
+        assert text.startswith("LOTA") and text[-1] == "4" and len(text) >= 5
+        assert crop.shape[0] == 20
+    assert len(texts) > 5  # new sequences: "LOTAD34", "LOTAB34", "LOTA4"...
+    # Light-on-dark is never joined to dark-on-light.
+    assert spliced_view(first, Aligned(1, "LOTCD34", second.cuts, True), lines, 3, rng) is None
