@@ -497,6 +497,9 @@ class Checkpoint:
     step: int
     printed: float  # fallback rate on the selection lines as printed
     nuisance: float  # ... and on their nuisance views
+    threshold: float = 0.0  # what calibration on these lines would set
+    wrong: int = 0  # well-formed but wrong reads among them (the threshold clears them all)
+    malformed: int = 0  # reads that are not exactly a line (a fallback whatever the threshold)
 
     @property
     def key(self) -> tuple[float, float]:
@@ -589,10 +592,12 @@ def train(
         if selection is None or not selection.views:
             return None
         net.eval()
-        _, stats = threshold_and_fallback(selection.outcomes(net, profile, charset), config.min_threshold)
+        outcomes = selection.outcomes(net, profile, charset)
+        threshold, stats = threshold_and_fallback(outcomes, config.min_threshold)
         net.train()
         point = Checkpoint(step, stats[KIND_PRINTED]["fallback_rate"] or 0.0,
-                           stats[KIND_NUISANCE]["fallback_rate"] or 0.0)
+                           stats[KIND_NUISANCE]["fallback_rate"] or 0.0, round(threshold, 4),
+                           stats["wrong_but_well_formed"], sum(1 for _, c, _ in outcomes if c is None))
         result.checks.append(point)
         if result.best is None or point.key <= result.best.key:  # a tie goes to the later, more trained one
             result.best = point

@@ -40,7 +40,8 @@ def distill_command(args: argparse.Namespace) -> int:
             c, best = p.checkpoint, p.best
             bars["steps"].write(
                 f"step {p.step}/{p.steps} ({p.elapsed_s:.0f} s): loss {p.loss:.3f}; held-out fallback "
-                f"{100 * c.printed:.1f}% as printed, {100 * c.nuisance:.1f}% with nuisances; "
+                f"{100 * c.printed:.1f}% as printed, {100 * c.nuisance:.1f}% with nuisances (threshold "
+                f"{c.threshold:.3f} above {c.wrong} wrong reads; {c.malformed} malformed); "
                 f"best so far: step {best.step} ({100 * best.printed:.1f}%)", file=sys.stderr)
 
     try:
