@@ -193,10 +193,6 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
                          f"{DEFAULT_MAX_MINUTES:g}); the student is still written, but the run warns that it is under-trained "
                          "and exits with status 1")
     distill.add_argument("--batch", type=int, default=32, metavar="N", help="lines per training step (default 32)")
-    distill.add_argument("--splice", type=float, default=0.5, metavar="P",
-                         help="once the student reads, replace this share of the text-field lines of each batch by "
-                         "two such lines cut between characters and joined, so new lot ids are read too "
-                         "(default 0.5; 0: off)")
     distill.add_argument("--teacher-only", action="store_true",
                          help="ignore the manifest's values: label with PaddleOCR only, as for an unlabelled line")
     distill.add_argument("--seed", type=int, default=0,

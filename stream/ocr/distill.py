@@ -15,9 +15,9 @@
    cuts training short. Every `eval_every` steps the network reads the *selection* frames'
    lines and the checkpoint with the lowest fallback there is kept.
 3. Calibration. On the *calibration* frames' lines (as printed and under strong nuisances),
-   which neither training nor the checkpoint choice saw, the threshold is set just above the
-   most confident read that the parser would accept but that is wrong, so on those lines no
-   accepted read is wrong; the rest falls back to PaddleOCR.
+   which neither training nor the checkpoint choice saw, each field's threshold is set just
+   above the most confident read of that field that the parser would accept but that is wrong,
+   so on those lines no accepted read is wrong; the rest falls back to PaddleOCR.
 4. Export: `recognizer.onnx` (onnxruntime at reading time) and `recognizer.json` (charset,
    input geometry, threshold, profile digest, figures).
 
@@ -62,7 +62,6 @@ from stream.ocr.student import (
     line_steps,
     profile_charset,
     profile_sha256,
-    scaled_width,
     target_text,
     to_gray,
     well_formed_read,
@@ -72,8 +71,6 @@ log = logging.getLogger(__name__)
 
 SOURCE_MANIFEST = "manifest"
 SOURCE_TEACHER = "teacher"
-# Share of a batch's text-field lines replaced by a splice, once alignments exist (splicing).
-SPLICE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -96,9 +93,6 @@ class DistillConfig:
     calibration_share: float = 0.15
     selection_share: float = 0.10
     consistency_weight: float = 1.0
-    # Share of a batch's text-field lines replaced by splices of two aligned lines (see
-    # "splicing"), from the step the student reads (CONSISTENCY_FROM); 0: never.
-    splice_share: float = SPLICE_SHARE
     # The threshold is never below this, whatever the calibration lines allow.
     min_threshold: float = 0.5
     seed: int = 0
@@ -117,8 +111,6 @@ class DistillConfig:
             found.append(f"--max-minutes must be positive, got {self.max_minutes}")
         if self.batch < 2:
             found.append(f"--batch must be at least 2, got {self.batch}")
-        if not 0.0 <= self.splice_share <= 1.0:
-            found.append(f"--splice must lie in 0..1, got {self.splice_share}")
         return found
 
     @property
@@ -147,7 +139,8 @@ class DistillReport:
     unlabelled: int
     training: TrainResult
     seconds: dict[str, float] = field(default_factory=dict)
-    threshold: float = 0.0
+    threshold: float = 0.0  # the highest field threshold
+    field_thresholds: dict[str, float] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
 
 
@@ -243,15 +236,9 @@ def augment(slot: np.ndarray, rng: np.random.Generator, strong: bool) -> np.ndar
 
 def _view(line: Line, rng: np.random.Generator, strong: bool, height: int, width: int) -> tuple[np.ndarray, int]:
     """An augmented input of a line and its time steps (`line_steps`)."""
-    return _image_view(line.slot, line.trimmed, rng, strong, height, width)
-
-
-def _image_view(image: np.ndarray, trimmed: np.ndarray, rng: np.random.Generator, strong: bool, height: int,
-                width: int) -> tuple[np.ndarray, int]:
-    """`image` augmented and trimmed again (`trimmed` if nothing is left of it): input and time steps."""
-    again = cropping.trim_to_ink(augment(image, rng, strong))
-    again = again if again is not None else trimmed
-    return line_input(again, height, width), line_steps(again, height, width)
+    trimmed = cropping.trim_to_ink(augment(line.slot, rng, strong))
+    trimmed = trimmed if trimmed is not None else line.trimmed
+    return line_input(trimmed, height, width), line_steps(trimmed, height, width)
 
 
 # -- the network -------------------------------------------------------------------------
@@ -300,85 +287,6 @@ def input_width(lines: Sequence[Line], height: int) -> int:
     widths = [line.trimmed.shape[1] * height / line.trimmed.shape[0] for line in lines]
     wide = float(np.percentile(widths, 95)) if widths else 256.0
     return int(min(512, max(64, 16 * math.ceil(wide * 1.05 / 16))))
-
-
-# -- splicing: new character sequences from the line's own crops ------------------------
-#
-# A line's text fields take few values (a lot id holds for hours), so a student taught on them
-# learns those values' letter pairs and drops a letter of a new lot ("IL3961-89" read as
-# "L3961-89"). Once the student reads, its own alignment says where each character of a
-# training line is: two lines of the same field cut between characters and joined make a crop
-# whose text is known and whose letter sequence no frame showed.
-
-@dataclass(frozen=True)
-class Aligned:
-    """A training line the student reads exactly, and where its characters meet."""
-
-    index: int  # into the training lines
-    text: str  # its target text
-    cuts: tuple[int, ...]  # cuts[j - 1]: column of the trimmed crop between characters j - 1 and j
-    bright_ink: bool  # polarity (a splice never joins light-on-dark with dark-on-light)
-
-
-def character_cuts(path: Sequence[int], columns: int, scaled: int) -> tuple[int, ...]:
-    """Columns of a crop `columns` wide (`scaled` wide at the network's input) between the
-    characters a greedy CTC `path` emits: halfway between one character's last step and the
-    next one's first."""
-    spans: list[list[int]] = []
-    previous = 0
-    for t, k in enumerate(path):
-        if k != 0 and k == previous:
-            spans[-1][1] = t
-        elif k != 0:
-            spans.append([t, t])
-        previous = k
-    return tuple(
-        int(round((spans[j - 1][1] + 1 + spans[j][0]) / 2 * TIME_STRIDE * columns / max(1, scaled)))
-        for j in range(1, len(spans))
-    )
-
-
-def splice(a: np.ndarray, cut_a: int, b: np.ndarray, cut_b: int) -> np.ndarray:
-    """Crop `a` up to column `cut_a`, then crop `b` from column `cut_b`, at `a`'s height."""
-    right = b[:, cut_b:]
-    if right.shape[0] != a.shape[0]:
-        new_w = max(1, round(right.shape[1] * a.shape[0] / right.shape[0]))
-        right = cv2.resize(right, (new_w, a.shape[0]), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(np.hstack([a[:, :cut_a], right]))
-
-
-def align(net, lines: Sequence[Line], indices: Sequence[int], profile, charset: str, height: int,
-          width: int) -> dict[int, list[Aligned]]:
-    """Training lines of text fields that the network reads exactly, by field, with their cuts."""
-    views = [(line_input(lines[k].trimmed, height, width), line_steps(lines[k].trimmed, height, width))
-             for k in indices]
-    out: dict[int, list[Aligned]] = {}
-    for start in range(0, len(views), 256):
-        part = views[start : start + 256]
-        logits = _logits(net, np.stack([v for v, _ in part])[:, None])
-        for k, row, (_, steps) in zip(indices[start : start + 256], logits, part, strict=True):
-            line = lines[k]
-            text = target_text(profile.fields[line.field], line.value)
-            path = row[:steps].argmax(axis=1).tolist()
-            if ctc_decode(row[None, :steps], charset)[0].text != text:
-                continue
-            trimmed = to_gray(line.trimmed)
-            cuts = character_cuts(path, trimmed.shape[1], scaled_width(trimmed, height, width))
-            if len(cuts) == len(text) - 1:
-                out.setdefault(line.field, []).append(
-                    Aligned(k, text, cuts, float(np.median(trimmed)) < 128.0))
-    return out
-
-
-def spliced_view(a: Aligned, b: Aligned, lines: Sequence[Line], label: int, rng: np.random.Generator,
-                 ) -> tuple[np.ndarray, str] | None:
-    """A splice of two aligned lines of one field, cut inside their values: (crop, text)."""
-    if a.bright_ink != b.bright_ink or len(a.text) - label < 2 or len(b.text) - label < 2:
-        return None
-    i = int(rng.integers(label + 1, len(a.text)))  # a keeps its label and a character of its value
-    j = int(rng.integers(label + 1, len(b.text)))
-    crop = splice(to_gray(lines[a.index].trimmed), a.cuts[i - 1], to_gray(lines[b.index].trimmed), b.cuts[j - 1])
-    return crop, a.text[:i] + b.text[j:]
 
 
 # -- training ----------------------------------------------------------------------------
@@ -456,38 +364,75 @@ class HeldOutViews:
                 kinds.append(KIND_NUISANCE)
         return cls(tuple(owners), tuple(kinds), tuple(views))
 
-    def outcomes(self, net, profile, charset: str) -> list[tuple[str, float | None, bool]]:
-        """(kind, confidence or None when not well formed, correct) per view."""
+    def outcomes(self, net, profile, charset: str) -> list[Outcome]:
+        """One per view: what the engine would make of the student's read."""
         out = []
         for line, kind, read in zip(self.lines, self.kinds, read_lines(net, self.views, charset), strict=True):
             spec = profile.fields[line.field]
             reading = well_formed_read(read, spec)
             if reading is None:
-                out.append((kind, None, False))
+                out.append(Outcome(kind, spec.name, None, False))
             else:
-                out.append((kind, reading.confidence, values_equal(spec, reading.value, line.value)))
+                out.append(Outcome(kind, spec.name, reading.confidence, values_equal(spec, reading.value, line.value)))
         return out
 
 
-def threshold_and_fallback(
-    outcomes: Sequence[tuple[str, float | None, bool]], min_threshold: float
-) -> tuple[float, dict[str, Any]]:
-    """The lowest threshold (>= `min_threshold`) above every wrong well-formed read, and what it
-    leaves to PaddleOCR, by kind of view."""
-    wrong = [c for _, c, ok in outcomes if c is not None and not ok]
-    threshold = max(min_threshold, float(np.nextafter(max(wrong), 1.0)) if wrong else 0.0)
-    stats: dict[str, Any] = {"lines": sum(1 for k, _, _ in outcomes if k == KIND_PRINTED),
-                             "wrong_but_well_formed": len(wrong)}
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # KIND_PRINTED or KIND_NUISANCE
+    field: str
+    confidence: float | None  # None: not exactly a line (the engine gives it to PaddleOCR)
+    correct: bool
+
+
+# A field gets a threshold of its own from at least this many held-out reads of it; with fewer,
+# it takes the highest of all fields'.
+MIN_FIELD_READS = 30
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Per field: the lowest confidence (>= the floor) above every wrong well-formed read of that
+    field. A wrong read of one field (a dropped repeated digit in TEMP, say) says nothing of how
+    sure the student must be of a lot id; one threshold for all made every field pay for the
+    least sure one (docs/benchmarks.md, "Per-field thresholds")."""
+
+    fields: dict[str, float]
+    overall: float  # the highest: fields without enough reads, and readers of one threshold
+
+    def of(self, field_name: str) -> float:
+        return self.fields.get(field_name, self.overall)
+
+
+def calibrate_outcomes(outcomes: Sequence[Outcome], min_threshold: float) -> tuple[Thresholds, dict[str, Any]]:
+    """The thresholds (`Thresholds`) and what they leave to PaddleOCR, by kind of view."""
+    wrong: dict[str, list[float]] = {}
+    reads: dict[str, int] = {}
+    for o in outcomes:
+        reads[o.field] = reads.get(o.field, 0) + 1
+        if o.confidence is not None and not o.correct:
+            wrong.setdefault(o.field, []).append(o.confidence)
+
+    def above(values: list[float]) -> float:
+        return max(min_threshold, float(np.nextafter(max(values), 1.0)) if values else 0.0)
+
+    overall = above([c for values in wrong.values() for c in values])
+    fields = {name: above(wrong.get(name, [])) if count >= MIN_FIELD_READS else overall
+              for name, count in sorted(reads.items())}
+    thresholds = Thresholds(fields, overall)
+    stats: dict[str, Any] = {"lines": sum(1 for o in outcomes if o.kind == KIND_PRINTED),
+                             "wrong_but_well_formed": sum(len(v) for v in wrong.values()),
+                             "wrong_by_field": {name: len(v) for name, v in sorted(wrong.items())}}
     for kind in (KIND_PRINTED, KIND_NUISANCE):
-        mine = [o for o in outcomes if o[0] == kind]
-        accepted = [o for o in mine if o[1] is not None and o[1] >= threshold]
+        mine = [o for o in outcomes if o.kind == kind]
+        accepted = [o for o in mine if o.confidence is not None and o.confidence >= thresholds.of(o.field)]
         stats[kind] = {
             "reads": len(mine),
             "accepted": len(accepted),
-            "accepted_wrong": sum(1 for o in accepted if not o[2]),
+            "accepted_wrong": sum(1 for o in accepted if not o.correct),
             "fallback_rate": round(1 - len(accepted) / len(mine), 4) if mine else None,
         }
-    return threshold, stats
+    return thresholds, stats
 
 
 @dataclass(frozen=True)
@@ -497,7 +442,7 @@ class Checkpoint:
     step: int
     printed: float  # fallback rate on the selection lines as printed
     nuisance: float  # ... and on their nuisance views
-    threshold: float = 0.0  # what calibration on these lines would set
+    threshold: float = 0.0  # the highest field threshold calibration on these lines would set
     wrong: int = 0  # well-formed but wrong reads among them (the threshold clears them all)
     malformed: int = 0  # reads that are not exactly a line (a fallback whatever the threshold)
 
@@ -528,7 +473,6 @@ class TrainResult:
     checks: list[Checkpoint] = field(default_factory=list)
     capped: bool = False
     seconds: float = 0.0
-    aligned: int = 0  # text-field training lines the student read exactly at the last alignment (splicing)
 
     @property
     def kept_step(self) -> int:
@@ -537,7 +481,6 @@ class TrainResult:
     def to_json(self) -> dict[str, Any]:
         return {"steps_planned": self.steps_planned, "steps": self.steps, "epochs": self.epochs,
                 "kept_step": self.kept_step, "capped_by_wall_time": self.capped, "seconds": round(self.seconds, 1),
-                "aligned_text_lines": self.aligned,
                 "checks": [dataclasses.asdict(c) for c in self.checks]}
 
 
@@ -569,11 +512,6 @@ def train(
     for line in lines:
         ids = encode_text(target_text(fields[line.field], line.value), charset) if line.value is not None else None
         targets.append(ids if ids and 2 * len(ids) <= line_steps(line.trimmed, height, width) else None)
-    # Splicing: the training lines of text fields with a label, aligned once the student reads.
-    text_lines = [k for k, line in enumerate(lines)
-                  if config.splice_share and targets[k] is not None and fields[line.field].kind == "text"]
-    label_lengths = [len("".join(spec.label.split())) for spec in fields]
-    aligned: dict[int, list[Aligned]] | None = None
     net = build_network(len(charset) + 1, height)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
@@ -593,11 +531,11 @@ def train(
             return None
         net.eval()
         outcomes = selection.outcomes(net, profile, charset)
-        threshold, stats = threshold_and_fallback(outcomes, config.min_threshold)
+        thresholds, stats = calibrate_outcomes(outcomes, config.min_threshold)
         net.train()
         point = Checkpoint(step, stats[KIND_PRINTED]["fallback_rate"] or 0.0,
-                           stats[KIND_NUISANCE]["fallback_rate"] or 0.0, round(threshold, 4),
-                           stats["wrong_but_well_formed"], sum(1 for _, c, _ in outcomes if c is None))
+                           stats[KIND_NUISANCE]["fallback_rate"] or 0.0, round(thresholds.overall, 4),
+                           stats["wrong_but_well_formed"], sum(1 for o in outcomes if o.confidence is None))
         result.checks.append(point)
         if result.best is None or point.key <= result.best.key:  # a tie goes to the later, more trained one
             result.best = point
@@ -618,40 +556,22 @@ def train(
         share = step / config.steps
         for group in optimizer.param_groups:
             group["lr"] = config.lr * learning_rate_factor(step, share)
-        if text_lines and share >= CONSISTENCY_FROM and (aligned is None or step % config.every == 0):
-            net.eval()  # again at every check: the student reads more lines exactly as it learns
-            aligned = align(net, lines, text_lines, profile, charset, height, width)
-            result.aligned = sum(len(group) for group in aligned.values())
-            net.train()
-        # A batch's sources: each line, or for some text-field lines a splice of two aligned ones.
-        sources: list[tuple[np.ndarray, np.ndarray, list[int] | None]] = []
-        for k in chosen:
-            line, made = lines[k], None
-            pool = aligned.get(line.field) if aligned else None
-            if pool and rng.random() < config.splice_share:
-                made = spliced_view(pool[rng.integers(len(pool))], pool[rng.integers(len(pool))], lines,
-                                    label_lengths[line.field], rng)
-            ids = encode_text(made[1], charset) if made else None
-            if made and ids and 2 * len(ids) <= line_steps(made[0], height, width):
-                sources.append((made[0], made[0], ids))
-            else:
-                sources.append((line.slot, line.trimmed, targets[k]))
         # The strong view learns the label (CTC) and, once the student reads, to agree
         # with the weak view (consistency); the weak view only guides (no gradient).
-        views = [_image_view(image, trimmed, rng, True, height, width) for image, trimmed, _ in sources]
+        views = [_view(lines[k], rng, True, height, width) for k in chosen]
         strong = torch.from_numpy(np.stack([v for v, _ in views])[:, None])
         steps = torch.tensor([n for _, n in views], dtype=torch.long)
         log_probs = F.log_softmax(net(strong), dim=2)  # [B, T, C]
-        labelled = [j for j, source in enumerate(sources) if source[2] is not None]
+        labelled = [j for j, k in enumerate(chosen) if targets[k] is not None]
         loss = torch.zeros(())
         if labelled:
-            seqs = [sources[j][2] for j in labelled]
+            seqs = [targets[chosen[j]] for j in labelled]
             flat = torch.tensor([c for s in seqs for c in s], dtype=torch.long)
             lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
             # Each line's own time steps: the padding on its right is not part of it.
             loss = loss + ctc(log_probs[labelled].transpose(0, 1), flat, steps[labelled], lengths)
         if config.consistency_weight and share >= CONSISTENCY_FROM:
-            weak_views = [_image_view(image, trimmed, rng, False, height, width) for image, trimmed, _ in sources]
+            weak_views = [_view(lines[k], rng, False, height, width) for k in chosen]
             weak = torch.from_numpy(np.stack([v for v, _ in weak_views])[:, None])
             with torch.no_grad():
                 guide = F.log_softmax(net(weak), dim=2)
@@ -702,10 +622,10 @@ def read_lines(
 
 def calibrate(
     net, lines: Sequence[Line], profile, charset: str, height: int, width: int, config: DistillConfig
-) -> tuple[float, dict[str, Any]]:
-    """The threshold above which no held-out read the engine would accept is wrong."""
+) -> tuple[Thresholds, dict[str, Any]]:
+    """Per field, the threshold above which no held-out read the engine would accept is wrong."""
     views = HeldOutViews.of(lines, 2, config.seed + 1, height, width)
-    return threshold_and_fallback(views.outcomes(net, profile, charset), config.min_threshold)
+    return calibrate_outcomes(views.outcomes(net, profile, charset), config.min_threshold)
 
 
 def export(net, out: Path, meta: StudentMeta) -> None:
@@ -768,7 +688,7 @@ def distill(
     net, training = train(train_lines, profile, charset, config.height, width, config, selection, on_step)
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
-    threshold, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width, config)
+    thresholds, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width, config)
     seconds["calibrate"] = time.perf_counter() - started
     counts = {
         SOURCE_MANIFEST: sum(1 for x in lines if x.source == SOURCE_MANIFEST),
@@ -782,11 +702,11 @@ def distill(
         charset=charset,
         height=config.height,
         width=width,
-        threshold=threshold,
+        threshold=thresholds.overall,
+        field_thresholds=thresholds.fields,
         teacher=engine_version(teacher_settings(settings)),
         stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts,
                "split": frames, "seed": config.seed, "batch": config.batch, "threads": config.threads,
-               "splice_share": config.splice_share,
                "epochs": training.epochs, "steps": training.steps, "training": training.to_json(),
                "calibration": calibration},
     )
@@ -794,5 +714,5 @@ def distill(
     return DistillReport(
         out=Path(out), frames=len(entries), teacher_frames=teacher_frames, lines=len(lines), labelled=counts,
         unlabelled=len(lines) - len(labelled), training=training, seconds=seconds,
-        threshold=threshold, calibration=calibration,
+        threshold=thresholds.overall, field_thresholds=thresholds.fields, calibration=calibration,
     )

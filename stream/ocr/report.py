@@ -21,8 +21,7 @@ def distill_command(args: argparse.Namespace) -> int:
 
     settings = ocr_settings(args)
     config = DistillConfig(steps=args.steps, eval_every=args.eval_every, max_minutes=args.max_minutes,
-                           batch=args.batch, seed=args.seed, threads=settings.threads or 1,
-                           splice_share=args.splice)
+                           batch=args.batch, seed=args.seed, threads=settings.threads or 1)
     if config.problems():
         raise OanetError("; ".join(config.problems()))
     dataset, entries = select_frames(args)
@@ -60,9 +59,9 @@ def distill_command(args: argparse.Namespace) -> int:
     kept = (f"kept step {training.best.step} (held-out selection fallback {100 * training.best.printed:.1f}% "
             f"as printed, {100 * training.best.nuisance:.1f}% with nuisances)" if training.best
             else "kept the last step (no selection frames)")
-    spliced = (f"; {training.aligned} text-field lines aligned for splicing" if config.splice_share else "")
-    print(f"trained {training.steps} of {training.steps_planned} steps ({training.epochs} epoch(s)){spliced}; {kept}; "
-          f"confidence threshold {report.threshold:.4f}")
+    print(f"trained {training.steps} of {training.steps_planned} steps ({training.epochs} epoch(s)); {kept}; "
+          f"confidence thresholds {min(report.field_thresholds.values(), default=report.threshold):.4f}-"
+          f"{report.threshold:.4f} by field")
     for kind in ("as printed", "nuisance"):
         c = report.calibration.get(kind) or {}
         if c.get("reads"):

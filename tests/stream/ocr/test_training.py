@@ -25,7 +25,9 @@ from stream.ocr.distill import (
     collect_lines,
     input_width,
     split_frames,
-    threshold_and_fallback,
+    MIN_FIELD_READS,
+    Outcome,
+    calibrate_outcomes,
     train,
 )
 from stream.ocr.student import profile_charset
@@ -99,7 +101,7 @@ class _Scripted(HeldOutViews):
 
     def outcomes(self, net, profile, charset):
         rate = (0.5, 0.1, 0.3)[next(self._calls)]
-        return [(KIND_PRINTED, 0.9 if i >= 100 * rate else None, True) for i in range(100)]
+        return [Outcome(KIND_PRINTED, "temp", 0.9 if i >= 100 * rate else None, True) for i in range(100)]
 
 
 def test_the_checkpoint_the_selection_lines_like_best_is_kept(lines: list[Line], line_t_profile) -> None:
@@ -126,14 +128,22 @@ def test_the_wall_time_cap_stops_training_and_says_so(lines: list[Line], line_t_
     assert result.to_json()["steps_planned"] == 50
 
 
-def test_the_threshold_clears_every_wrong_read_and_counts_what_falls_back() -> None:
-    outcomes = [(KIND_PRINTED, 0.9, True), (KIND_PRINTED, 0.6, False), (KIND_PRINTED, None, False),
-                (KIND_NUISANCE, 0.55, True), (KIND_NUISANCE, 0.7, True)]
-    threshold, stats = threshold_and_fallback(outcomes, 0.5)
-    assert 0.6 < threshold < 0.6001
-    assert stats[KIND_PRINTED] == {"reads": 3, "accepted": 1, "accepted_wrong": 0, "fallback_rate": 0.6667}
-    assert stats[KIND_NUISANCE]["fallback_rate"] == 0.5
-    assert threshold_and_fallback([(KIND_PRINTED, 0.4, True)], 0.5)[0] == 0.5
+def test_each_field_threshold_clears_that_fields_wrong_reads() -> None:
+    many = MIN_FIELD_READS
+    outcomes = ([Outcome(KIND_PRINTED, "temp", 0.9, True)] * (many - 2)
+                + [Outcome(KIND_PRINTED, "temp", 0.6, False), Outcome(KIND_PRINTED, "temp", None, False)]
+                + [Outcome(KIND_NUISANCE, "lot", 0.55, True)] * (many - 1) + [Outcome(KIND_NUISANCE, "lot", 0.7, True)]
+                + [Outcome(KIND_PRINTED, "rare", 0.58, True), Outcome(KIND_PRINTED, "rare", 0.45, False)])
+    thresholds, stats = calibrate_outcomes(outcomes, 0.5)
+    # temp's wrong read at 0.6 sets temp's threshold, not the lot id's; "rare" has too few reads
+    # of its own and takes the highest.
+    assert 0.6 < thresholds.fields["temp"] < 0.6001 and thresholds.fields["lot"] == 0.5
+    assert thresholds.overall == thresholds.fields["rare"] == thresholds.fields["temp"] == thresholds.of("unseen")
+    assert stats["wrong_by_field"] == {"rare": 1, "temp": 1} and stats["wrong_but_well_formed"] == 2
+    assert stats[KIND_PRINTED] == {"reads": many + 2, "accepted": many - 2, "accepted_wrong": 0,
+                                   "fallback_rate": round(4 / (many + 2), 4)}
+    assert stats[KIND_NUISANCE]["fallback_rate"] == 0.0
+    assert calibrate_outcomes([Outcome(KIND_PRINTED, "temp", 0.4, True)], 0.5)[0].overall == 0.5
 
 
 def test_a_bad_budget_is_refused() -> None:
@@ -141,36 +151,3 @@ def test_a_bad_budget_is_refused() -> None:
                                                            "--batch must be at least 2, got 1"]
     assert DistillConfig(steps=3000).every == 300 and DistillConfig(steps=5).every == 1
 
-
-def test_character_cuts_fall_halfway_between_characters() -> None:
-    from stream.ocr.distill import character_cuts
-    from stream.ocr.student import TIME_STRIDE
-
-    # "AB C" as steps: A at 1-2, B at 4, C at 6-7 (0 = blank); the crop is as wide as the input.
-    path = [0, 1, 1, 0, 2, 0, 3, 3, 0]
-    assert character_cuts(path, 9 * TIME_STRIDE, 9 * TIME_STRIDE) == (3.5 * TIME_STRIDE, 5.5 * TIME_STRIDE)
-    # A crop twice as wide as its input: columns scale with it. A repeated class split by a blank
-    # is two characters.
-    assert character_cuts([1, 1, 0, 1], 8, 16) == (5,)  # halfway: step 2.5, column 10 of 16, 5 of 8
-
-
-def test_a_splice_joins_two_lines_of_a_field_at_their_cuts() -> None:
-    from stream.ocr.distill import Aligned, splice, spliced_view
-
-    a = np.full((20, 60), 200, np.uint8)
-    b = np.full((10, 40), 50, np.uint8)
-    joined = splice(a, 25, b, 10)
-    assert joined.shape == (20, 25 + 60) and (joined[:, :25] == 200).all() and (joined[:, 25:] == 50).all()
-    lines = [Line("f0", 0, a, a, "AB12", "manifest"), Line("f1", 0, b, b, "CD34", "manifest")]
-    first = Aligned(0, "LOTAB12", (10, 20, 30, 35, 40, 50), False)
-    second = Aligned(1, "LOTCD34", (5, 10, 15, 20, 25, 30), False)
-    rng = np.random.default_rng(3)
-    texts = set()
-    for _ in range(40):
-        crop, text = spliced_view(first, second, lines, 3, rng)
-        texts.add(text)
-        assert text.startswith("LOTA") and text[-1] == "4" and len(text) >= 5
-        assert crop.shape[0] == 20
-    assert len(texts) > 5  # new sequences: "LOTAD34", "LOTAB34", "LOTA4"...
-    # Light-on-dark is never joined to dark-on-light.
-    assert spliced_view(first, Aligned(1, "LOTCD34", second.cuts, True), lines, 3, rng) is None
