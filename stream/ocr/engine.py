@@ -307,7 +307,7 @@ class OcrEngine:
         for job, slot, read in zip(jobs, slots, reads, strict=True):
             f_index, i = job
             reading = well_formed_read(read, fields[i])
-            if reading is not None and reading.confidence >= self.student.threshold_of(fields[i].name):
+            if reading is not None and reading.confidence >= self.student.threshold:
                 readings[f_index][i] = reading.by(ENGINE_STUDENT)
             else:
                 left_jobs.append(job)

@@ -60,8 +60,7 @@ def distill_command(args: argparse.Namespace) -> int:
             f"as printed, {100 * training.best.nuisance:.1f}% with nuisances)" if training.best
             else "kept the last step (no selection frames)")
     print(f"trained {training.steps} of {training.steps_planned} steps ({training.epochs} epoch(s)); {kept}; "
-          f"confidence thresholds {min(report.field_thresholds.values(), default=report.threshold):.4f}-"
-          f"{report.threshold:.4f} by field")
+          f"confidence threshold {report.threshold:.4f}")
     for kind in ("as printed", "nuisance"):
         c = report.calibration.get(kind) or {}
         if c.get("reads"):

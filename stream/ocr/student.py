@@ -9,8 +9,8 @@ field parser accepts as it accepts PaddleOCR's dropped spaces.
 Every read carries a confidence over the value part of the line only: for each character,
 how sure the network is that it is there, and that nothing else is in its span (`ctc_decode`). The field is known from its ROI, so the label letters are a sanity check,
 not something to be sure of: the student's one systematic error is at the line's left edge.
-`oanet ocr distill` calibrates a threshold per field on held-out lines; a read below its field's,
-or one the parser rejects, is not used (the engine gives that line to PaddleOCR).
+`oanet ocr distill` calibrates a threshold on held-out lines; a read below it, or one the
+parser rejects, is not used (the engine gives that line to PaddleOCR).
 
 Pure functions (charset, input geometry, CTC decoding) plus `Student`, which runs the exported
 ONNX graph with onnxruntime (no torch at reading time).
@@ -364,16 +364,10 @@ class StudentMeta:
     charset: str
     height: int
     width: int
-    threshold: float  # the highest of the field thresholds: a field without one of its own takes it
+    threshold: float
     teacher: str = ""
     format: int = STUDENT_FORMAT
     stats: dict[str, Any] = field(default_factory=dict)
-    # Per field name: the confidence a read needs (calibrated on that field's held-out reads).
-    # Absent in students distilled before: then `threshold` holds for every field.
-    field_thresholds: dict[str, float] = field(default_factory=dict)
-
-    def threshold_of(self, field_name: str) -> float:
-        return self.field_thresholds.get(field_name, self.threshold)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -451,9 +445,6 @@ class Student:
     @property
     def threshold(self) -> float:
         return self.meta.threshold
-
-    def threshold_of(self, field_name: str) -> float:
-        return self.meta.threshold_of(field_name)
 
     def recognize(self, crops: Sequence[np.ndarray]) -> list[StudentRead]:
         """Trimmed line crops -> one read each, one network call for all of them."""

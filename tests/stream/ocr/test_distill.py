@@ -48,7 +48,6 @@ def _with_threshold(student_dir: Path, tmp_path: Path, threshold: float) -> Path
     shutil.copytree(student_dir, copy)
     meta = json.loads((copy / STUDENT_META_FILE).read_text())
     meta["threshold"] = threshold
-    meta["field_thresholds"] = {name: threshold for name in meta["field_thresholds"]}
     (copy / STUDENT_META_FILE).write_text(json.dumps(meta))
     return copy
 
@@ -59,9 +58,6 @@ def test_distill_writes_a_student_for_the_profile(student_dir: Path, line_t_prof
     assert meta.profile == "line-t" and meta.charset == profile_charset(line_t_profile)
     assert meta.height == 32 and meta.width % 16 == 0
     assert 0.5 <= meta.threshold <= 1.0
-    # A threshold per field, each at most the overall one (which fields without enough reads take).
-    assert set(meta.field_thresholds) == set(line_t_profile.field_names)
-    assert all(0.5 <= t <= meta.threshold for t in meta.field_thresholds.values())
     assert meta.stats["steps"] == STEPS and meta.stats["frames"] == FRAMES
     training = meta.stats["training"]
     assert training["steps_planned"] == STEPS and not training["capped_by_wall_time"]

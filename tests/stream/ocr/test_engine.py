@@ -141,15 +141,11 @@ class _ScriptedStudent:
 
     threshold = 0.9
 
-    def __init__(self, reads: list[tuple[str, float]], field_thresholds: dict[str, float] | None = None):
+    def __init__(self, reads: list[tuple[str, float]]):
         from stream.ocr.student import StudentRead
 
         self.reads = [StudentRead.uniform(text, conf) for text, conf in reads]
         self.calls: list[int] = []
-        self.field_thresholds = field_thresholds or {}
-
-    def threshold_of(self, field_name: str) -> float:
-        return self.field_thresholds.get(field_name, self.threshold)
 
     def recognize(self, crops: list) -> list:
         self.calls.append(len(crops))
@@ -168,13 +164,12 @@ def test_student_reads_first_and_paddleocr_takes_what_it_is_not_sure_of(
     reads[1] = (reads[1][0], 0.5)  # right but unsure: PaddleOCR reads it
     reads[2] = ("EXPOSURE1O.25ms", 0.99)  # sure but not a well-formed line: PaddleOCR reads it
     reads[3] = (target_text(fields[3], 12.5), 0.99)  # a confident wrong value passes: calibration's job
-    reads[5] = (reads[5][0], 0.95)  # above the overall threshold, below its field's own: PaddleOCR
     engine = OcrEngine(line_profile, ocr_settings)
-    engine.student = _ScriptedStudent(reads, {fields[5].name: 0.96, fields[4].name: 0.5})  # type: ignore[assignment]
+    engine.student = _ScriptedStudent(reads)  # type: ignore[assignment]
     record = engine.read(frame)
     assert engine.student.calls == [len(fields)]  # every line of the frame in one call
     engines = [r.engine for r in record.readings]
-    assert engines[1] == engines[2] == engines[5] == ENGINE_PADDLE
+    assert engines[1] == engines[2] == ENGINE_PADDLE
     assert engines[0] == engines[3] == engines[4] == ENGINE_STUDENT
     assert _accuracy(line_profile, [record], [{**params, fields[3].name: 12.5}]) == 1.0
     assert "student" in record.timings_ms
