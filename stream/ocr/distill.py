@@ -212,12 +212,14 @@ def _teacher_label(record: ParameterRecord, name: str, min_confidence: float) ->
 # -- augmentation (capture nuisances on a grey line slot) --------------------------------
 
 
-def augment(slot: np.ndarray, rng: np.random.Generator, strong: bool) -> np.ndarray:
+def augment(slot: np.ndarray, rng: np.random.Generator, strong: bool, shift: bool = True) -> np.ndarray:
+    """Capture nuisances on a grey crop; `shift`: also move it within the crop (a slot, not a
+    trimmed line: the glyphs would leave it)."""
     image = slot.astype(np.float32)
     if rng.random() < (0.8 if strong else 0.4):  # exposure / lighting
         gain = rng.uniform(0.55, 1.45) if strong else rng.uniform(0.85, 1.15)
         image = image * gain + rng.uniform(-45, 45) * (1.0 if strong else 0.3)
-    if strong and rng.random() < 0.5:  # shift within the slot
+    if shift and strong and rng.random() < 0.5:  # shift within the slot
         dx, dy = rng.uniform(-8, 8), rng.uniform(-4, 4)
         matrix = np.float32([[1, 0, dx], [0, 1, dy]])
         image = cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE)
@@ -233,8 +235,18 @@ def augment(slot: np.ndarray, rng: np.random.Generator, strong: bool) -> np.ndar
     return out
 
 
+def _training_view(line: Line, rng: np.random.Generator, strong: bool, height: int, width: int) -> np.ndarray:
+    """An input of a line with capture nuisances applied to its trimmed crop: every view of a
+    line keeps the crop's geometry, so time step t of one view sees what step t of another
+    sees, and consistency compares like with like. (Views made from the whole slot and trimmed
+    again moved the ink box by a step or two under shifts and blur; step by step, consistency
+    then pulled each character towards its neighbour's distribution.)"""
+    return line_input(augment(line.trimmed, rng, strong, shift=False), height, width)
+
+
 def _view(line: Line, rng: np.random.Generator, strong: bool, height: int, width: int) -> tuple[np.ndarray, int]:
-    """An augmented input of a line and its time steps (`line_steps`)."""
+    """An augmented input of a line from its whole slot (shifts included), trimmed again as the
+    reader trims, and its time steps (`line_steps`): the held-out nuisance views."""
     trimmed = cropping.trim_to_ink(augment(line.slot, rng, strong))
     trimmed = trimmed if trimmed is not None else line.trimmed
     return line_input(trimmed, height, width), line_steps(trimmed, height, width)
@@ -534,9 +546,8 @@ def train(
             group["lr"] = config.lr * learning_rate_factor(step, share)
         # The strong view learns the label (CTC) and, once the student reads, to agree
         # with the weak view (consistency); the weak view only guides (no gradient).
-        views = [_view(lines[k], rng, True, height, width) for k in chosen]
-        strong = torch.from_numpy(np.stack([v for v, _ in views])[:, None])
-        steps = torch.tensor([n for _, n in views], dtype=torch.long)
+        strong = torch.from_numpy(np.stack([_training_view(lines[k], rng, True, height, width) for k in chosen])[:, None])
+        steps = torch.tensor([line_steps(lines[k].trimmed, height, width) for k in chosen], dtype=torch.long)
         log_probs = F.log_softmax(net(strong), dim=2)  # [B, T, C]
         labelled = [j for j, k in enumerate(chosen) if targets[k] is not None]
         loss = torch.zeros(())
@@ -547,12 +558,11 @@ def train(
             # Each line's own time steps: the padding on its right is not part of it.
             loss = loss + ctc(log_probs[labelled].transpose(0, 1), flat, steps[labelled], lengths)
         if config.consistency_weight and share >= CONSISTENCY_FROM:
-            weak_views = [_view(lines[k], rng, False, height, width) for k in chosen]
-            weak = torch.from_numpy(np.stack([v for v, _ in weak_views])[:, None])
+            weak = torch.from_numpy(np.stack([_training_view(lines[k], rng, False, height, width)
+                                              for k in chosen])[:, None])
             with torch.no_grad():
                 guide = F.log_softmax(net(weak), dim=2)
-            shared = torch.minimum(steps, torch.tensor([n for _, n in weak_views]))
-            mask = (torch.arange(log_probs.shape[1])[None, :] < shared[:, None]).float()
+            mask = (torch.arange(log_probs.shape[1])[None, :] < steps[:, None]).float()
             kl = (guide.exp() * (guide - log_probs)).sum(dim=2)
             loss = loss + config.consistency_weight * (kl * mask).sum() / mask.sum()
         optimizer.zero_grad()
