@@ -303,20 +303,48 @@ def input_width(lines: Sequence[Line], height: int) -> int:
 # -- training ----------------------------------------------------------------------------
 
 
-def split_frames(
-    lines: Sequence[Line], shares: Sequence[float], rng: np.random.Generator
-) -> list[list[Line]]:
-    """[training lines, then one list per share]: whole frames, so a frame's lines stay together.
+def text_groups(lines: Sequence[Line], profile) -> dict[str, str]:
+    """Frame id -> the values its text fields print (a lot id, a recipe), as one key.
 
-    Each held-out part gets at least one frame while the training part keeps one.
+    Frames that print the same lot go to the same part of `split_frames`: a held-out part then
+    holds lots the student never trained on, as a new lot on the line will be. Held out frame by
+    frame, every lot of the calibration frames was also a training lot, and calibration never saw
+    the confident wrong reads a new lot gets ("LOTTY0409-10" for YI0409-10,
+    docs/benchmarks.md).
     """
-    frames = list(rng.permutation(sorted({line.frame_id for line in lines})))
+    values: dict[str, list[str]] = {}
+    for line in lines:
+        if profile.fields[line.field].kind == "text" and line.value is not None:
+            values.setdefault(line.frame_id, []).append(f"{profile.fields[line.field].name}={line.value}")
+    return {frame: ";".join(sorted(v)) for frame, v in values.items()}
+
+
+def split_frames(
+    lines: Sequence[Line], shares: Sequence[float], rng: np.random.Generator,
+    groups: dict[str, str] | None = None,
+) -> list[list[Line]]:
+    """[training lines, then one list per share]: whole frames, so a frame's lines stay together,
+    and whole groups of frames (`groups`: frame id -> key; a frame without one is its own group).
+
+    A part takes groups until it holds its share of the frames; each held-out part gets at least
+    one group while the training part keeps one.
+    """
+    groups = groups or {}
+    members: dict[str, list[str]] = {}
+    for frame in sorted({line.frame_id for line in lines}):
+        members.setdefault(groups.get(frame, f"frame:{frame}"), []).append(frame)
+    order = [members[key] for key in rng.permutation(sorted(members))]
+    total = sum(len(m) for m in order)
     owner: dict[str, int] = {}
     start = 0
     for part, share in enumerate(shares, start=1):
-        count = min(max(1, round(share * len(frames))), max(0, len(frames) - start - 1))
-        owner.update({frame: part for frame in frames[start : start + count]})
-        start += count
+        taken = 0
+        while start < len(order) - 1 and (taken == 0 or taken < share * total):
+            if taken and taken + len(order[start]) > share * total * 1.5:
+                break  # a big group would take far more than the share: leave it for training
+            owner.update({frame: part for frame in order[start]})
+            taken += len(order[start])
+            start += 1
     parts: list[list[Line]] = [[] for _ in range(len(shares) + 1)]
     for line in lines:
         parts[owner.get(line.frame_id, 0)].append(line)
@@ -344,6 +372,11 @@ def learning_rate_factor(step: int, share: float) -> float:
     return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, (share - decay_start) / DECAY_SHARE)))
 
 
+# Nuisance views of each calibration line. The threshold is the most confident wrong read among
+# them: a rare tail, which more views estimate better. With 2, a student whose calibration found
+# its most confident wrong read at 0.676 read two test values wrong at 0.77 and 0.78
+# (docs/benchmarks.md); the views cost about 2 ms each.
+CALIBRATION_NUISANCES = 6
 KIND_PRINTED = "as printed"
 KIND_NUISANCE = "nuisance"
 
@@ -610,7 +643,7 @@ def calibrate(
     net, lines: Sequence[Line], profile, charset: str, height: int, width: int, config: DistillConfig
 ) -> tuple[float, dict[str, Any]]:
     """The threshold above which no held-out read the engine would accept is wrong."""
-    views = HeldOutViews.of(lines, 2, config.seed + 1, height, width)
+    views = HeldOutViews.of(lines, CALIBRATION_NUISANCES, config.seed + 1, height, width)
     return calibrate_outcomes(views.outcomes(net, profile, charset), config.min_threshold)
 
 
@@ -666,7 +699,7 @@ def distill(
     width = input_width(lines, config.height)
     rng = np.random.default_rng(config.seed)
     train_lines, calib_lines, select_lines = split_frames(
-        lines, (config.calibration_share, config.selection_share), rng
+        lines, (config.calibration_share, config.selection_share), rng, text_groups(lines, profile)
     )
     started = time.perf_counter()
     # One nuisance view per selection line: the check runs ten times, calibration once.

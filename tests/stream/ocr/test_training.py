@@ -80,6 +80,25 @@ def test_held_out_parts_are_whole_frames_and_never_empty(lines: list[Line]) -> N
     assert [len(p) for p in split_frames(one, (0.15, 0.10), rng)] == [len(one), 0, 0]
 
 
+def test_frames_that_print_the_same_lot_stay_in_one_part() -> None:
+    from stream.ocr.distill import text_groups
+    from oanet.profile import DEFAULT_PROFILE_PATH, load_profile
+
+    profile = load_profile(DEFAULT_PROFILE_PATH)  # line-a: lot_id is a text field
+    lot = profile.field_names.index("lot_id")
+    blank = np.zeros((4, 4), np.uint8)
+    lines = []
+    for n in range(40):  # 8 lots of 5 frames, two lines each (the lot and a number)
+        lines.append(Line(f"f{n:02d}", lot, blank, blank, f"AB{n // 5:04d}-00", "manifest"))
+        lines.append(Line(f"f{n:02d}", lot + 1, blank, blank, 170.0 + n, "manifest"))
+    groups = text_groups(lines, profile)
+    assert groups["f00"] == groups["f04"] == "lot_id=AB0000-00" != groups["f05"]
+    parts = split_frames(lines, (0.15, 0.10), np.random.default_rng(0), groups)
+    lots = [{x.value for x in part if x.field == lot} for part in parts]
+    assert all(lots) and not (lots[0] & lots[1] or lots[0] & lots[2] or lots[1] & lots[2])
+    assert [len({x.frame_id for x in part}) for part in parts] == [30, 5, 5]  # whole lots: 6, 1 and 1
+
+
 def test_the_same_lines_seed_and_steps_make_the_same_student(lines: list[Line], line_t_profile) -> None:
     seen: list[TrainProgress] = []
     first, result = _train(lines, line_t_profile, progress=seen.append)
