@@ -176,6 +176,7 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
         "(CPU, torch) with consistency between nuisance-augmented views for a fixed number of steps "
         "(the same frames, --seed and --steps give the same student), keeps the checkpoint with the lowest "
         "fallback on held-out selection frames, calibrates its confidence threshold on other held-out frames "
+        "(held out by whole lots, so both see lot ids the student never trained on) "
         "and writes recognizer.onnx + recognizer.json to --out. Training runs on one torch thread unless "
         "--threads N says otherwise. Use it with `oanet ocr --recognizer DIR`, OANET_OCR__RECOGNIZER=DIR, or export it with the model "
         "(`oanet export --recognizer DIR`).",
@@ -184,7 +185,7 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the recogniser")
     distill.add_argument("--steps", type=int, default=DEFAULT_STEPS, metavar="N",
                          help=f"optimisation steps of --batch lines: the training budget (default {DEFAULT_STEPS}: "
-                         "about 8 minutes on 2 CPU cores, 11 minutes in all for 600 frames)")
+                         "about 5.5 minutes on 2 CPU cores, 6.5 minutes in all for 600 frames)")
     distill.add_argument("--eval-every", type=int, default=0, metavar="K",
                          help="read the held-out selection frames every K steps, print the fallback rate there and "
                          "keep the best checkpoint (default: a tenth of --steps)")

@@ -435,7 +435,7 @@ def calibrate_outcomes(outcomes: Sequence[Outcome], min_threshold: float) -> tup
 
     One threshold for all fields. A threshold per field (each above its own field's wrong reads
     only) was tried: on about 90 held-out lines per field it let one wrong value through on the
-    test frames ("PRESSURE90.6kPa" for 99.6 kPa; docs/benchmarks.md, "Per-field thresholds").
+    test frames ("PRESSURE90.6kPa" for 99.6 kPa; docs/benchmarks.md, "A step budget").
     """
     wrong = [o for o in outcomes if o.confidence is not None and not o.correct]
     threshold = max(min_threshold, float(np.nextafter(max(o.confidence for o in wrong), 1.0)) if wrong else 0.0)
