@@ -118,7 +118,7 @@ class StageBench:
         self.settings, self.frames, self.infos, self.exported = settings, frames, infos, exported
         self.seconds, self.processes, self.window = seconds, ocr_processes, window
         # The worker's OCR settings: with the student exported with the served version, if any.
-        self.config = ocr_stage.StageConfig(exported.profile, ocr_settings_for(settings, exported.model.version),
+        self.config = ocr_stage.StageConfig(exported.profile, ocr_settings_for(settings, exported.model),
                                             exported.model.image_size)
         self.prepared: list = []
 

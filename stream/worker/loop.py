@@ -262,7 +262,7 @@ class StreamWorker:
 
     def _start_ocr(self) -> None:
         assert self.model is not None and self.profile is not None
-        ocr = ocr_settings_for(self.settings, self.model.version)
+        ocr = ocr_settings_for(self.settings, self.model)
         self.ocr_student = str(ocr.recognizer) if ocr.recognizer is not None else None
         config = ocr_stage.StageConfig(self.profile, ocr, self.model.image_size)
         self._ocr = OcrPool(config, self.worker_settings.ocr_processes, self.worker_settings.ocr_timeout_s,

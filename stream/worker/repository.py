@@ -16,6 +16,7 @@ repository is readable from the worker (the embedded stack, `--inference local`,
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from oanet.settings import Settings
 from stream.served_model import ServedModel
 from stream.worker.errors import WorkerError
 from triton_models.oanet_fusion import core, integrity, serving
+
+log = logging.getLogger("stream.worker")
 
 
 @dataclass(frozen=True)
@@ -113,13 +116,38 @@ def exported_recognizer(repo: str | Path, version: int, signing_key: str | None 
     return student
 
 
-def ocr_settings_for(settings: Settings, version: int) -> OcrSettings:
-    """The OCR settings of the worker's pool when it serves version `version`: `ocr.recognizer`
-    when set; else, with worker.student `exported`, the student exported with that version if
-    `stack.model_repository` holds one (checked: WorkerError if it does not verify); else none."""
+def ocr_settings_for(settings: Settings, model: ServedModel) -> OcrSettings:
+    """The OCR settings of the worker's pool while it serves `model`: `ocr.recognizer` when set;
+    else, with worker.student `exported`, the student exported with that version if
+    `stack.model_repository` holds it (checked: WorkerError if it does not verify); else none.
+
+    The repository here must hold the served version itself: a version folder of the same
+    number whose manifest disagrees with what the server publishes (threshold, feature order,
+    line profile) is another repository's (a remote Triton's repository is not this one), and
+    its student is not used.
+    """
     ocr = settings.ocr
     if ocr.recognizer is not None or settings.worker.student != "exported":
         return ocr
+    repo = Path(settings.stack.model_repository)
+    manifest_path = repo / core.FUSION_MODEL / str(model.version) / core.MANIFEST_FILE
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    if isinstance(manifest, dict) and not _is_served(manifest, model):
+        log.warning("%s is not the version the model server serves (its threshold, feature order or line "
+                    "profile differ): its OCR student is not used; PaddleOCR reads every line", manifest_path)
+        return ocr
     key = settings.model.signing_key
-    found = exported_recognizer(settings.stack.model_repository, version, key.get_secret_value() if key else None)
+    found = exported_recognizer(repo, model.version, key.get_secret_value() if key else None)
     return ocr.model_copy(update={"recognizer": found}) if found is not None else ocr
+
+
+def _is_served(manifest: dict[str, Any], model: ServedModel) -> bool:
+    try:
+        same = (float(manifest["threshold"]) == model.threshold
+                and tuple(manifest["feature_names"]) == tuple(model.feature_names))
+    except (KeyError, TypeError, ValueError):
+        return False
+    return same and (model.profile is None or json.loads(model.profile) == manifest.get("profile"))

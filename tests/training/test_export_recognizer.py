@@ -7,6 +7,7 @@ and who checks it, not what it reads (tests/stream/ocr cover that)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -57,6 +58,11 @@ def student_repo(served_run: Path, student: Path, tmp_path_factory: pytest.TempP
     return repo
 
 
+def _served(repo: Path):
+    """What the model server publishes for version 1 of `repo` (as the worker sees it)."""
+    return read_exported(repo).model
+
+
 def _settings(repo: Path, **worker):
     return load_settings(stack={"model_repository": str(repo)}, worker=worker)
 
@@ -74,23 +80,27 @@ def test_the_student_is_exported_into_the_version_and_hashed(student_repo: Path,
 
 def test_the_worker_reads_with_the_student_of_the_served_version(student_repo: Path, run_profile) -> None:
     assert exported_recognizer(student_repo, 1) == student_repo / STUDENT_REL
-    ocr = ocr_settings_for(_settings(student_repo), 1)
+    ocr = ocr_settings_for(_settings(student_repo), _served(student_repo))
     assert ocr.recognizer == student_repo / STUDENT_REL
     # What each OCR process then loads: the student, for the profile the served version publishes.
     reads = Student(ocr.recognizer, read_exported(student_repo).profile, threads=1).recognize(
         [np.full((20, 80), 255, np.uint8)])
     assert len(reads) == 1
     # worker.student=off, or a folder in ocr.recognizer, and the exported one is not read.
-    assert ocr_settings_for(_settings(student_repo, student="off"), 1).recognizer is None
+    assert ocr_settings_for(_settings(student_repo, student="off"), _served(student_repo)).recognizer is None
     mine = load_settings(stack={"model_repository": str(student_repo)}, ocr={"recognizer": "/elsewhere"})
-    assert ocr_settings_for(mine, 1).recognizer == Path("/elsewhere")
+    assert ocr_settings_for(mine, _served(student_repo)).recognizer == Path("/elsewhere")
+    # A repository here whose version 1 is not the served one (another threshold): its student
+    # is not used, and the worker reads with PaddleOCR.
+    other = dataclasses.replace(_served(student_repo), threshold=0.123)
+    assert ocr_settings_for(_settings(student_repo), other).recognizer is None
 
 
 def test_a_version_without_a_student_leaves_paddleocr_alone(served_repo: Path, tmp_path: Path) -> None:
     assert exported_recognizer(served_repo, 1) is None
-    assert ocr_settings_for(_settings(served_repo), 1).recognizer is None
+    assert ocr_settings_for(_settings(served_repo), _served(served_repo)).recognizer is None
     # A repository the worker cannot see (a remote Triton's): PaddleOCR only, no error.
-    assert ocr_settings_for(_settings(tmp_path / "absent"), 1).recognizer is None
+    assert ocr_settings_for(_settings(tmp_path / "absent"), _served(served_repo)).recognizer is None
 
 
 @pytest.mark.parametrize("name", [STUDENT_MODEL_FILE, STUDENT_META_FILE])
@@ -106,13 +116,13 @@ def test_a_tampered_student_is_refused_in_one_line(student_repo: Path, tmp_path:
         with open(target, "ab") as handle:
             handle.write(b"\0")
     with pytest.raises(WorkerError) as refused:
-        ocr_settings_for(_settings(repo), 1)
+        ocr_settings_for(_settings(repo), _served(student_repo))
     message = str(refused.value)
     assert "\n" not in message and f"sha256 mismatch: {STUDENT_REL}/{name}" in message
     assert message.startswith(f"the OCR recogniser of {repo} version 1 does not verify")
     assert any(f"{STUDENT_REL}/{name}" in p for p in verify_export(repo))  # `oanet export --verify` says so too
     # Turned off, the worker does not read it (and Triton's own check is Triton's).
-    assert ocr_settings_for(_settings(repo, student="off"), 1).recognizer is None
+    assert ocr_settings_for(_settings(repo, student="off"), _served(student_repo)).recognizer is None
 
 
 def test_a_student_slipped_into_a_version_or_taken_out_is_refused(served_repo: Path, student_repo: Path,
