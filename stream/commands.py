@@ -178,8 +178,8 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
         "fallback on held-out selection frames, calibrates its confidence threshold on other held-out frames "
         "(held out by whole lots, so both see lot ids the student never trained on) "
         "and writes recognizer.onnx + recognizer.json to --out. Training runs on one torch thread unless "
-        "--threads N says otherwise. Use it with `oanet ocr --recognizer DIR`, OANET_OCR__RECOGNIZER=DIR, or export it with the model "
-        "(`oanet export --recognizer DIR`).",
+        "--threads N says otherwise. Use it with `oanet ocr --recognizer DIR`, OANET_OCR__RECOGNIZER=DIR, "
+        "or export it with the model (`oanet export --recognizer DIR`).",
     )
     add_ocr_data_flags(distill)
     distill.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the recogniser")
@@ -191,8 +191,8 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
                          "keep the best checkpoint (default: a tenth of --steps)")
     distill.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES, metavar="M",
                          help=f"safety net: stop training after M minutes whatever --steps (default "
-                         f"{DEFAULT_MAX_MINUTES:g}); the student is still written, but the run warns that it is under-trained "
-                         "and exits with status 1")
+                         f"{DEFAULT_MAX_MINUTES:g}); the student is still written, but the run warns that it is "
+                         "under-trained and exits with status 1")
     distill.add_argument("--batch", type=int, default=32, metavar="N", help="lines per training step (default 32)")
     distill.add_argument("--teacher-only", action="store_true",
                          help="ignore the manifest's values: label with PaddleOCR only, as for an unlabelled line")
