@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -130,3 +131,17 @@ def test_a_folder_without_a_student_is_one_clear_error(line_t_dataset: Dataset, 
     args = ["ocr", "--data", str(line_t_dataset.root), "--recognizer", str(tmp_path), "--no-cache", "--limit", "1"]
     assert main(args) == 2
     assert "recognizer.json is missing" in capsys.readouterr().err
+
+
+def test_a_run_the_wall_time_cap_cuts_short_warns_and_exits_1(line_t_dataset: Dataset, tmp_path: Path,
+                                                               capsys) -> None:
+    out = tmp_path / "s"
+    args = ["ocr", "distill", "--data", str(line_t_dataset.root), "--out", str(out), "--limit", "12",
+            "--steps", "50", "--max-minutes", "0.000001", "--cache-dir", str(tmp_path / "c"), "--threads", "1"]
+    assert main(args) == 1
+    printed = capsys.readouterr()
+    # A cap of 60 microseconds: training stops at once (a step takes milliseconds).
+    assert re.search(r"WARNING: the --max-minutes 1e-06 cap stopped training after [0-9] of 50 steps", printed.out)
+    assert "WARNING" in printed.err
+    meta = load_meta(out)  # still written, and it says what happened
+    assert meta.stats["training"]["capped_by_wall_time"] and meta.stats["training"]["steps_planned"] == 50
