@@ -51,7 +51,6 @@ from stream.ocr.settings import OcrSettings
 from stream.ocr.student import (
     INPUT_NAME,
     OUTPUT_NAME,
-    SEPARATORS,
     STUDENT_META_FILE,
     STUDENT_MODEL_FILE,
     TIME_STRIDE,
@@ -64,7 +63,7 @@ from stream.ocr.student import (
     line_steps,
     profile_charset,
     profile_sha256,
-    separator_targets,
+    target_text,
     to_gray,
     well_formed_read,
 )
@@ -531,16 +530,13 @@ def train(
     torch.set_num_threads(config.threads or torch.get_num_threads())
     rng = np.random.default_rng(config.seed)
     fields = profile.fields
-    # Per labelled line: its target without a separator and with each one (`separator_targets`).
-    targets: list[list[list[int]] | None] = []
+    targets = []
     for line in lines:
-        texts = separator_targets(fields[line.field], line.value) if line.value is not None else []
-        alternatives = [encode_text(text, charset) for text in texts]
-        fits = all(a and 2 * len(a) <= line_steps(line.trimmed, height, width) for a in alternatives)
-        targets.append(alternatives if alternatives and fits else None)
+        ids = encode_text(target_text(fields[line.field], line.value), charset) if line.value is not None else None
+        targets.append(ids if ids and 2 * len(ids) <= line_steps(line.trimmed, height, width) else None)
     net = build_network(len(charset) + 1, height)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
-    ctc = torch.nn.CTCLoss(blank=0, reduction="none")
+    ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     result = TrainResult(steps_planned=config.steps, steps=0, epochs=0, best=None)
     best_state: dict[str, Any] | None = None
     started = clock()
@@ -584,24 +580,17 @@ def train(
             group["lr"] = config.lr * learning_rate_factor(step, share)
         # The strong view learns the label (CTC) and, once the student reads, to agree
         # with the weak view (consistency); the weak view only guides (no gradient).
-        strong = torch.from_numpy(
-            np.stack([_training_view(lines[k], rng, True, height, width) for k in chosen])[:, None])
+        strong = torch.from_numpy(np.stack([_training_view(lines[k], rng, True, height, width) for k in chosen])[:, None])
         steps = torch.tensor([line_steps(lines[k].trimmed, height, width) for k in chosen], dtype=torch.long)
         log_probs = F.log_softmax(net(strong), dim=2)  # [B, T, C]
         labelled = [j for j, k in enumerate(chosen) if targets[k] is not None]
         loss = torch.zeros(())
         if labelled:
-            alternatives = len(SEPARATORS) + 1
-            seqs = [seq for j in labelled for seq in targets[chosen[j]]]
+            seqs = [targets[chosen[j]] for j in labelled]
             flat = torch.tensor([c for s in seqs for c in s], dtype=torch.long)
             lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-            rows = [j for j in labelled for _ in range(alternatives)]
-            # Each line's own time steps: the padding on its right is not part of it. The line
-            # prints one separator or none, which one is not known: sum over them.
-            nll = ctc(log_probs[rows].transpose(0, 1), flat, steps[rows], lengths).view(-1, alternatives)
-            # (Every alternative fits its steps twice over: see `targets`; no infinite loss.)
-            per_line = -torch.logsumexp(-nll, dim=1) / lengths.view(-1, alternatives)[:, 0]
-            loss = loss + per_line.mean()
+            # Each line's own time steps: the padding on its right is not part of it.
+            loss = loss + ctc(log_probs[labelled].transpose(0, 1), flat, steps[labelled], lengths)
         if config.consistency_weight and share >= CONSISTENCY_FROM:
             weak = torch.from_numpy(np.stack([_training_view(lines[k], rng, False, height, width)
                                               for k in chosen])[:, None])

@@ -41,12 +41,6 @@ STUDENT_META_FILE = "recognizer.json"
 STUDENT_FORMAT = 1
 INPUT_NAME = "lines"
 OUTPUT_NAME = "logits"
-# What a panel prints between a label and its value, besides spaces. The student reads them as
-# classes of their own, and a read drops them before it is parsed. Taught as blanks, a ":" that
-# touches the first digit ("US POWER:93") took that digit with it ("USPOWER3mW",
-# docs/benchmarks.md). The manifest does not say which one a frame prints: training sums the
-# CTC likelihood over each of them and none (`separator_targets`).
-SEPARATORS = ":="
 # Horizontal down-sampling of the network: one CTC time step per this many input columns.
 TIME_STRIDE = 4
 # Ink is stretched to [0, 1] above the background by at least this many grey levels, so a
@@ -108,7 +102,7 @@ _CATEGORY = {"CATEGORY_DIGIT": r"\d", "CATEGORY_WORD": r"\w", "CATEGORY_NOT_DIGI
 
 def profile_charset(profile: LineProfile) -> str:
     """The characters a student of this line can emit, sorted (CTC class i + 1 = charset[i])."""
-    chars: set[str] = set("0123456789.-") | set(SEPARATORS)
+    chars: set[str] = set("0123456789.-")
     for spec in profile.fields:
         chars.update(spec.label)
         chars.update(spec.unit or "")
@@ -134,14 +128,6 @@ def target_text(spec: FieldSpec, value: float | int | str) -> str:
     """
     text = spec.label + format_printed(spec, value).lstrip("+") + (spec.unit or "")
     return "".join(text.split())
-
-
-def separator_targets(spec: FieldSpec, value: float | int | str) -> list[str]:
-    """`target_text` without a separator and with each of SEPARATORS after the label: what the
-    line may print, for training to sum over."""
-    text = target_text(spec, value)
-    label = "".join(spec.label.split())
-    return [text, *(label + separator + text[len(label):] for separator in SEPARATORS)]
 
 
 _NUMBER = r"-?\d+(?:\.\d+)?"
@@ -178,24 +164,6 @@ class StudentRead:
     def confidence_from(self, start: int) -> float:
         """The least sure time step from character `start` (its blanks before it) to the end."""
         return min((*self.char_confidence[start:], self.tail_confidence))
-
-    def without_separators(self) -> tuple[StudentRead, tuple[int, ...]]:
-        """The read with SEPARATORS dropped, and where each one was in the text left. A dropped
-        one's doubt goes to the next character (its span may hold part of it: a ":" read where
-        a "9" touches it)."""
-        chars: list[str] = []
-        confidences: list[float] = []
-        where: list[int] = []
-        carried = 1.0
-        for char, confidence in zip(self.text, self.char_confidence, strict=True):
-            if char in SEPARATORS:
-                carried = min(carried, confidence)
-                where.append(len(chars))
-                continue
-            chars.append(char)
-            confidences.append(min(confidence, carried))
-            carried = 1.0
-        return StudentRead("".join(chars), tuple(confidences), min(self.tail_confidence, carried)), tuple(where)
 
     @classmethod
     def uniform(cls, text: str, confidence: float) -> StudentRead:
@@ -235,13 +203,10 @@ def well_formed_read(read: StudentRead, spec: FieldSpec) -> FieldReading | None:
     reading's confidence is the value part's (`StudentRead.confidence_from`): the field is
     known from its ROI, and the label's letters say nothing about the value.
     """
-    read, separators = read.without_separators()
     split = split_value(read.text, spec)
     if split is None:
         return None
     prefix, value_text = split
-    if separators and separators != (len(prefix),):
-        return None  # a separator anywhere but between label and value ("TEMP2:2.7C") is not a line
     label = "".join(spec.label.split())
     if not label_part_ok(prefix, label):
         return None

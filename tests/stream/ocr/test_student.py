@@ -15,9 +15,7 @@ from stream.ocr.student import (
     input_batch,
     line_input,
     line_steps,
-    SEPARATORS,
     profile_charset,
-    separator_targets,
     split_value,
     step_confidence,
     target_text,
@@ -41,11 +39,10 @@ def test_charset_comes_from_the_profile(line_profile: LineProfile, line_b: LineP
     # line-b prints lower-case units (l/min) and recipe ids R + digits, and no "%".
     assert set("lmin/R") <= set(b) and "%" not in b and "%" in a
     assert a != b
-    # Spaces and "+" are left to the blank; the separators are classes (dropped when a read is parsed).
-    assert " " not in a and "+" not in a and set(SEPARATORS) <= set(a)
+    assert " " not in a and ":" not in a and "+" not in a
 
 
-def test_targets_leave_spaces_and_plus_to_the_blank(line_profile: LineProfile) -> None:
+def test_targets_leave_spaces_separators_and_plus_to_the_blank(line_profile: LineProfile) -> None:
     z = line_profile.field("z_offset")
     assert target_text(z, 3.5) == "ZOFFSET3.50um"
     assert target_text(z, -12.25) == "ZOFFSET-12.25um"
@@ -53,25 +50,7 @@ def test_targets_leave_spaces_and_plus_to_the_blank(line_profile: LineProfile) -
     assert target_text(line_profile.field("us_power"), 95) == "USPOWER95mW"
     charset = profile_charset(line_profile)
     assert encode_text("ZOFFSET-12.25um", charset) is not None
-    assert encode_text("TEMP: 1", charset) is None  # " " is not a class
-    # Training sums over the separator a line may print after its label: none, ":" or "=".
-    assert separator_targets(z, 3.5) == ["ZOFFSET3.50um", "ZOFFSET:3.50um", "ZOFFSET=3.50um"]
-
-
-def test_a_read_drops_its_separator_and_the_doubt_it_held_goes_to_the_next_character(
-    line_profile: LineProfile,
-) -> None:
-    spec = line_profile.field("us_power")
-    sure = StudentRead("USPOWER:93mW", (0.99,) * 12, 0.99)
-    reading = well_formed_read(sure, spec)
-    assert reading is not None and reading.value == 93 and reading.raw_text == "USPOWER93mW"
-    # A ":" read at 0.6 where it touches the 9: the 9 is no surer than that.
-    unsure = StudentRead("USPOWER:93mW", (0.99,) * 7 + (0.6,) + (0.99,) * 4, 0.99)
-    assert well_formed_read(unsure, spec).confidence == pytest.approx(0.6)
-    assert unsure.without_separators() == (StudentRead("USPOWER93mW", (0.99,) * 7 + (0.6,) + (0.99,) * 3, 0.99), (7,))
-    # Only between label and value, and only one.
-    for text in ("USPOWER9:3mW", "US:POWER93mW", "USPOWER::93mW", "USPOWER:93m=W"):
-        assert well_formed_read(StudentRead.uniform(text, 0.99), spec) is None, text
+    assert encode_text("TEMP: 1", charset) is None  # ":" and " " are not classes
 
 
 def _logits_for(text: str, charset: str, steps: int = 40, sure: float = 12.0) -> np.ndarray:
@@ -230,9 +209,6 @@ def test_a_read_that_passes_always_parses(line_profile: LineProfile) -> None:
             for _ in range(int(rng.integers(0, 3))):  # a few random edits
                 i = int(rng.integers(0, len(text)))
                 text[i] = charset[int(rng.integers(0, len(charset)))]
-            if rng.random() < 0.3:  # a separator after the label, or elsewhere
-                at = len(label) if rng.random() < 0.5 else int(rng.integers(0, len(text)))
-                text.insert(at, SEPARATORS[int(rng.integers(0, len(SEPARATORS)))])
             if rng.random() < 0.3:  # the left-edge defect
                 text = text[1:] if rng.random() < 0.5 else ["B", *text]
             read = "".join(text)
@@ -244,8 +220,7 @@ def test_a_read_that_passes_always_parses(line_profile: LineProfile) -> None:
             again = parse_field(taught, spec)
             assert not again.missing and again.value == reading.value
             value_part = taught[len(label) :]
-            kept = _sure(read).without_separators()[0].text  # the separator between label and value
-            assert kept.endswith(value_part) and len(kept) - len(value_part) in (len(label) - 1, len(label), len(label) + 1)
+            assert read.endswith(value_part) and len(read) - len(value_part) in (len(label) - 1, len(label), len(label) + 1)
     assert passed > 100
 
 
