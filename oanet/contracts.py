@@ -71,3 +71,8 @@ class DeadLetterCode:
         PROFILE_MISMATCH, MISSING_HEADER, MALFORMED_HEADER, UNKNOWN_PROFILE, INFERENCE_REJECTED,
         INFERENCE_FAILED, INTERNAL_ERROR,
     )
+
+# The folder of an exported version that holds the line's distilled OCR recogniser
+# (`oanet export --recognizer DIR`: REPO/oanet_fusion/<v>/recognizer/), hashed in the version's
+# manifest like every other file; the worker's OCR processes read it from there.
+RECOGNIZER_FOLDER: Final = "recognizer"

@@ -192,6 +192,13 @@ class WorkerSettings(_Frozen):
     # backlog: consumption pauses while the window is full.
     window: int = Field(32, ge=1, le=4096)
     ocr_processes: int = Field(1, ge=0, le=64)  # 0: OCR on one thread of the worker process
+    # The OCR processes' distilled line recogniser (docs/operations.md, "The OCR student"):
+    # `exported` reads the one exported with the served version (`oanet export --recognizer`:
+    # stack.model_repository/oanet_fusion/<v>/recognizer/, checked against that version's
+    # manifest) when the repository is readable here and holds one; otherwise PaddleOCR reads
+    # every line. `off`: PaddleOCR only. ocr.recognizer (a folder) takes precedence over both.
+    # The student runs on CPU in the OCR processes.
+    student: Literal["exported", "off"] = "exported"
     # Decompression-bomb guard: width x height read from the PNG/JPEG header before decoding.
     max_pixels: int = Field(40_000_000, ge=1)
     # Colour models accepted; others are dead-lettered as unusable. CMYK/YCCK JPEGs (print

@@ -18,6 +18,7 @@ from typing import Any
 from oanet.contracts import SPLITS
 from oanet.flags import add_setting_flag, add_settings_flags, settings_from_args
 from oanet.ocr_settings import OCR_MODES
+from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_STEPS
 
 
 def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -172,20 +173,31 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
         description="Cuts every field line of the frames as template mode does, labels them with the "
         "manifest's values where it has them and otherwise with PaddleOCR's confident, parsed reads "
         "(through the OCR feature cache), trains a small CTC recogniser over the profile's charset "
-        "(CPU, torch) with consistency between nuisance-augmented views, calibrates its confidence "
-        "threshold on held-out frames and writes recognizer.onnx + recognizer.json to --out. "
-        "Use it with `oanet ocr --recognizer DIR` or OANET_OCR__RECOGNIZER=DIR.",
+        "(CPU, torch) with consistency between nuisance-augmented views for a fixed number of steps "
+        "(the same frames, --seed and --steps give the same student), keeps the checkpoint with the lowest "
+        "fallback on held-out selection frames, calibrates its confidence threshold on other held-out frames "
+        "(held out by whole lots, so both see lot ids the student never trained on) "
+        "and writes recognizer.onnx + recognizer.json to --out. Training runs on one torch thread unless "
+        "--threads N says otherwise. Use it with `oanet ocr --recognizer DIR`, OANET_OCR__RECOGNIZER=DIR, "
+        "or export it with the model (`oanet export --recognizer DIR`).",
     )
     add_ocr_data_flags(distill)
     distill.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the recogniser")
-    distill.add_argument("--minutes", type=float, default=8.0, metavar="M",
-                         help="training time budget in minutes (default 8; labelling and export come on top)")
-    distill.add_argument("--epochs", type=int, default=30, metavar="N", help="at most this many epochs (default 30)")
-    distill.add_argument("--batch", type=int, default=32, metavar="N",
-                         help="lines per training step (default 32; smaller makes more steps of a short budget)")
+    distill.add_argument("--steps", type=int, default=DEFAULT_STEPS, metavar="N",
+                         help=f"optimisation steps of --batch lines: the training budget (default {DEFAULT_STEPS}: "
+                         "about 5.5 minutes on 2 CPU cores, 6.5 minutes in all for 600 frames)")
+    distill.add_argument("--eval-every", type=int, default=0, metavar="K",
+                         help="read the held-out selection frames every K steps, print the fallback rate there and "
+                         "keep the best checkpoint (default: a tenth of --steps)")
+    distill.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES, metavar="M",
+                         help=f"safety net: stop training after M minutes whatever --steps (default "
+                         f"{DEFAULT_MAX_MINUTES:g}); the student is still written, but the run warns that it is "
+                         "under-trained and exits with status 1")
+    distill.add_argument("--batch", type=int, default=32, metavar="N", help="lines per training step (default 32)")
     distill.add_argument("--teacher-only", action="store_true",
                          help="ignore the manifest's values: label with PaddleOCR only, as for an unlabelled line")
-    distill.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    distill.add_argument("--seed", type=int, default=0,
+                         help="random seed of the held-out frames, the augmentations and the network (default 0)")
     add_setting_flag(distill, "--cache-dir", "ocr.cache_dir", type=Path, metavar="DIR",
                      help="OCR feature cache folder for the teacher's reads (default: .cache/ocr-features)")
     distill.set_defaults(func=_distill)

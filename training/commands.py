@@ -289,6 +289,9 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cpu-threads", type=int, default=1, metavar="N",
                    help="torch/LightGBM threads per instance; 0: the cores shared out among the instances "
                    "(default 1: scale with --instances)")
+    p.add_argument("--recognizer", type=Path, metavar="DIR",
+                   help="also export this line's distilled OCR recogniser (`oanet ocr distill --out DIR`) into the "
+                   "version, hashed in its manifest; the worker's OCR processes read it from there (worker.student)")
     p.add_argument("--verify", action="store_true", help="verify version --version (default latest) of REPO and exit")
     p.set_defaults(func=_export)
 

@@ -15,6 +15,9 @@ REPO/oanet_fusion/<v>/fusion_weights.npz       small layers, PCA, reference stat
 REPO/oanet_fusion/<v>/trees/*.txt              LightGBM text model files (kinds x folds)
 REPO/oanet_fusion/<v>/profile.yaml             the line profile
 REPO/oanet_fusion/<v>/integrity.py            the load-time check (each model.py runs it before any import)
+REPO/oanet_fusion/<v>/recognizer/             with --recognizer DIR: the line's distilled OCR recogniser
+                                               (recognizer.onnx, recognizer.json; `oanet ocr distill`), which
+                                               the worker's OCR processes read; Triton ignores it
 REPO/oanet_fusion/<v>/manifest.json            sha256 of every file above and of the config.pbtxt files (paths
                                                relative to REPO), profile, feature order, threshold, metrics,
                                                training args, tensors
@@ -41,6 +44,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from oanet.contracts import RECOGNIZER_FOLDER
 from training.errors import ExportError
 from triton_models.oanet_fusion import core, integrity, serving
 
@@ -178,13 +182,49 @@ def _versions_info() -> dict[str, str]:
     return {"torch": torch.__version__, "lightgbm": lightgbm.__version__, "numpy": numpy.__version__}
 
 
+def student_files(recognizer: Path, profile: dict | None) -> tuple[list[Path], dict]:
+    """The files of a distilled recogniser to export with a run, and its manifest entry.
+
+    Refused (ExportError) unless it is a student of this run's line profile as it is: the worker
+    would refuse it at start, and a profile changed since distillation means crops it never saw.
+    """
+    from oanet.profile import ProfileError, parse_profile
+    from stream.ocr.errors import StudentError
+    from stream.ocr.student import STUDENT_META_FILE, STUDENT_MODEL_FILE, load_meta, profile_sha256
+
+    try:
+        meta = load_meta(recognizer)
+    except StudentError as exc:
+        raise ExportError(f"--recognizer: {exc}") from None
+    if profile is None:
+        raise ExportError("--recognizer: the run has no line profile (model/profile.yaml) to check the recogniser "
+                          "against; train it again")
+    try:
+        digest = profile_sha256(parse_profile(profile, "the run's line profile"))
+    except ProfileError as exc:
+        raise ExportError(str(exc)) from None
+    if meta.profile_sha256 != digest:
+        raise ExportError(f"--recognizer {recognizer} was distilled for line profile {meta.profile!r} as it was then, "
+                          f"not for this run's {profile.get('name')!r}: distill it again on this line's frames")
+    training = meta.stats.get("training") or {}
+    entry = {"folder": RECOGNIZER_FOLDER, "profile": meta.profile, "threshold": meta.threshold,
+             "input": {"height": meta.height, "width": meta.width}, "charset": meta.charset,
+             "teacher": meta.teacher, "steps": meta.stats.get("steps"),
+             "capped_by_wall_time": bool(training.get("capped_by_wall_time")),
+             "calibration": meta.stats.get("calibration")}
+    return [recognizer / STUDENT_MODEL_FILE, recognizer / STUDENT_META_FILE], entry
+
+
 def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend: str = "python",
                device: str = "cpu", max_batch: int = 64, instances: int = 1,
-               options: ServingOptions | None = None, signing_key: str | None = None) -> tuple[int, list[str]]:
+               options: ServingOptions | None = None, signing_key: str | None = None,
+               recognizer: Path | None = None) -> tuple[int, list[str]]:
     """Write `run` as version `version` (default next free) of `repo`; returns (version, notes).
 
     `options` (when given) replaces the four serving keywords before it. With `signing_key` the
-    manifest is signed (`integrity.SIGNATURE_FILE`). The config.pbtxt files
+    manifest is signed (`integrity.SIGNATURE_FILE`). With `recognizer` (an `oanet ocr distill`
+    folder) the line's OCR student goes into oanet_fusion/<v>/recognizer/, hashed with the
+    rest. The config.pbtxt files
     are rewritten when the new version is the latest (the one Triton serves), since they carry
     its tensor shapes and the facts clients read (feature order, threshold, version).
     """
@@ -222,10 +262,14 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
     profile_path = model_dir / "profile.yaml"
     profile = yaml.safe_load(profile_path.read_text(encoding="utf-8")) if profile_path.is_file() else None
     cfg = fusion.config
+    student, student_entry = student_files(Path(recognizer), profile) if recognizer is not None else ([], None)
     io = core.io_spec(int(cfg["image_size"]), int(cfg["embedding_dim"]), len(cfg["feature_names"]))
 
     staging = {m: repo / m / f".staging-{version}-{os.getpid()}" for m in serving.MODELS}
     notes: list[str] = []
+    if student_entry and student_entry["capped_by_wall_time"]:
+        notes.append(f"the recogniser {recognizer} stopped training at its wall-time cap, short of its steps: it is "
+                     "exported as it is (its calibration still holds), but distill it again to get the planned one")
     try:
         for folder in staging.values():
             if folder.exists():
@@ -239,6 +283,10 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
                 shutil.copyfile(source, staging[model] / source.name)
         if profile_path.is_file():
             shutil.copyfile(profile_path, fus / "profile.yaml")
+        if student:
+            (fus / RECOGNIZER_FOLDER).mkdir()
+            for source in student:
+                shutil.copyfile(source, fus / RECOGNIZER_FOLDER / source.name)
         configs = pbtxt_configs(io, opts, serving.info_parameters(version, cfg, profile))
         files: dict[str, str] = {}
         for model, folder in staging.items():
@@ -270,6 +318,7 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
             "target_recall": cfg["target_recall"],
             "min_precision": cfg.get("min_precision", 0.0),
             "gate": cfg["gate"],
+            "recognizer": student_entry,
             "metrics": {"val": metrics.get("val"), **evaluations},
             "training_args": args,
             "serving": {**dataclasses.asdict(opts), "configs": configs},
@@ -342,9 +391,13 @@ def main(args: argparse.Namespace) -> int:
     opts = ServingOptions(cnn_backend=args.cnn_backend, device=args.device, max_batch=args.max_batch,
                           instances=args.instances, preferred_batch_sizes=tuple(sizes),
                           max_queue_delay_us=args.max_queue_delay_us, cpu_threads=args.cpu_threads)
-    version, notes = export_run(Path(args.run), repo, args.version, options=opts, signing_key=key)
+    version, notes = export_run(Path(args.run), repo, args.version, options=opts, signing_key=key,
+                                recognizer=args.recognizer)
     print(f"exported {args.run} as version {version} of {repo} "
           f"({', '.join(serving.MODELS)}); manifest: {repo / core.FUSION_MODEL / str(version) / core.MANIFEST_FILE}")
+    if args.recognizer is not None:
+        print(f"with the OCR recogniser {args.recognizer}: {repo / core.FUSION_MODEL / str(version) / RECOGNIZER_FOLDER} "
+              "(the worker's OCR processes use it; worker.student=off turns it off)")
     for note in notes:
         print(f"note: {note}")
     return 0

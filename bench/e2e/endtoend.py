@@ -59,36 +59,42 @@ class EndToEnd:
 
 
 class Backlog:
-    """Keeps `depth` frames standing ahead of the verdicts: the worker never waits for work."""
+    """Keeps `depth` frames standing ahead of the verdicts: the worker never waits for work.
 
-    def __init__(self, camera: Camera, answers: Answers, depth: int):
-        self.camera, self.answers, self.depth = camera, answers, depth
+    Frame ids are `<prefix>-<n>`; verdicts the reader had before it started are not its own.
+    """
+
+    def __init__(self, camera: Camera, answers: Answers, depth: int, prefix: str = "e2e"):
+        self.camera, self.answers, self.depth, self.prefix = camera, answers, depth, prefix
         self.produced = 0
+        self._before = answers.count()
 
     def waiting(self) -> int:
-        return self.produced - self.answers.count()
+        return self.produced - (self.answers.count() - self._before)
 
     def top_up(self) -> int:
         """Send frames until `depth` stand; returns how many stand now."""
         standing = self.waiting()
         while standing < self.depth:
-            self.camera.send(f"e2e-{self.produced}")
+            self.camera.send(f"{self.prefix}-{self.produced}")
             self.produced += 1
             standing += 1
         self.camera.flush()
         return standing
 
     def frame_ids(self) -> set[str]:
-        return {f"e2e-{n}" for n in range(self.produced)}
+        return {f"{self.prefix}-{n}" for n in range(self.produced)}
 
 
 def end_to_end(settings: Settings, frames: Frames, worker, answers: Answers, backlog: int, warmup_s: float,
-               duration_s: float, progress: Callable[[str], None], service_pids: list[int]) -> tuple[EndToEnd, Camera]:
+               duration_s: float, progress: Callable[[str], None], service_pids: list[int],
+               prefix: str = "e2e", camera: Camera | None = None) -> tuple[EndToEnd, Camera]:
     """Verdicts/s over `duration_s` after `warmup_s`, with the worker's RSS and the backlog sampled
-    every second; returns the figures and the camera (the latency runs reuse it)."""
-    camera = Camera(settings, frames)
+    every second; returns the figures and the camera (the latency runs reuse it; a later run may
+    pass it back, with another frame id `prefix`)."""
+    camera = camera or Camera(settings, frames)
     result = EndToEnd()
-    standing = Backlog(camera, answers, backlog)
+    standing = Backlog(camera, answers, backlog, prefix)
     standing.top_up()
     start = time.monotonic()
     measure_from = start + warmup_s

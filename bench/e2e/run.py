@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.common import BenchError, machine_line
 from bench.e2e.endtoend import EndToEnd, end_to_end, latency_alone, latency_at
-from bench.e2e.stages import STAGES, Stage, StageBench
+from bench.e2e.stages import OCR_POOL_PADDLE, STAGES, Stage, StageBench
 from bench.e2e.traffic import Answers, Frames
 from deploy.embedded.stack import EmbeddedStack, free_port_settings
 from oanet.dataset import load_dataset
@@ -133,6 +133,13 @@ def _ratio_lines(slowest: Stage, again: Stage, e2e: EndToEnd, end_to_end_line: s
     return lines
 
 
+def _student_line(student: EndToEnd, without: EndToEnd) -> str:
+    ratio = student.rate / without.rate if without.rate > 0 else float("nan")
+    return (f"frames/s per worker with the OCR student {student.rate:.1f} ({student.cpu_ms_per_frame:.0f} ms CPU per "
+            f"frame), without it {without.rate:.1f} ({without.cpu_ms_per_frame:.0f} ms CPU per frame; the same worker "
+            f"settings, right after, {without.seconds:.0f} s): {ratio:.2f}x")
+
+
 def run(options: BenchOptions, progress: Callable[[str], None] = lambda line: None) -> list[str]:
     problems = options.problems()
     if problems:
@@ -160,11 +167,17 @@ def run(options: BenchOptions, progress: Callable[[str], None] = lambda line: No
         create_topics(settings.kafka, settings.topics)
 
         bench = StageBench(settings, frames, infos, exported, options.seconds, options.ocr_processes, options.window)
+        lines.append(f"OCR student: {bench.config.ocr.recognizer} (exported with the version; the worker reads with "
+                     "it, PaddleOCR reads the lines it is not sure of)" if bench.student else
+                     "OCR student: none in this version (PaddleOCR reads every line)")
         stages: list[Stage] = []
         for name in STAGES:
             progress(f"stage alone: {name}")
             stages.append(bench.measure(name))
         slowest = min(stages, key=lambda st: st.rate)
+        if bench.student:
+            progress(f"stage alone: {OCR_POOL_PADDLE}")
+            stages.append(bench.measure(OCR_POOL_PADDLE))
         lines += _stage_lines(stages, options.seconds)
 
         answers = cleanup.enter_context(Answers(settings))
@@ -194,6 +207,18 @@ def run(options: BenchOptions, progress: Callable[[str], None] = lambda line: No
         code = worker.stop()
         if code != 0:
             report.append(f"note: the worker exited with code {code}: {worker.last_error()}")
+        if bench.student:
+            # The same worker without its student, right after, on the same frames, stack and topics.
+            paddle = WorkerProcess(settings, Path(tmp) / "worker-paddleocr.log", extra=["--repo", str(options.repo)],
+                                   env={"OANET_WORKER__STUDENT": "off"})
+            cleanup.callback(paddle.stop)
+            _wait_assigned(paddle)
+            progress(f"end to end without the OCR student: {options.warmup_s:g} s warm-up, "
+                     f"{options.duration_s:g} s measured")
+            without, _ = end_to_end(settings, frames, paddle, answers, backlog, options.warmup_s, options.duration_s,
+                                    progress, service_pids, prefix="e2e-paddleocr", camera=camera)
+            paddle.stop()
+            report.append(_student_line(e2e, without))
         progress(f"stage alone again: {slowest.name}")
         again = bench.measure(slowest.name)
         lines += _ratio_lines(slowest, again, e2e, end_to_end_line)

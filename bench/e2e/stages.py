@@ -1,10 +1,13 @@
 """Each stage of the stream worker measured alone, one after the other with nothing else running:
-consume, decode, the OCR pool, inference through the product's Triton client, produce."""
+consume, decode, the OCR pool, inference through the product's Triton client, produce. With an
+OCR student in the served version, the OCR pool reads with it, as the worker does, and once more
+without it."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import os
 import time
 import uuid
@@ -26,8 +29,11 @@ from stream.worker import ocr_stage
 from stream.worker.frames import Frame, SourceRef
 from stream.worker.messages import ModelOutputs, Verdict
 from stream.worker.ocr_stage import executor_pids
+from stream.worker.repository import ocr_settings_for
 
 STAGES = ("consume", "decode", "ocr pool", "inference", "produce")
+# With an OCR student in the served version: the OCR pool once more, PaddleOCR reading every line.
+OCR_POOL_PADDLE = "ocr pool, PaddleOCR only"
 
 
 @dataclass(frozen=True)
@@ -111,8 +117,14 @@ class StageBench:
                  ocr_processes: int, window: int):
         self.settings, self.frames, self.infos, self.exported = settings, frames, infos, exported
         self.seconds, self.processes, self.window = seconds, ocr_processes, window
-        self.config = ocr_stage.StageConfig(exported.profile, settings.ocr, exported.model.image_size)
+        # The worker's OCR settings: with the student exported with the served version, if any.
+        self.config = ocr_stage.StageConfig(exported.profile, ocr_settings_for(settings, exported.model),
+                                            exported.model.image_size)
         self.prepared: list = []
+
+    @property
+    def student(self) -> bool:
+        return self.config.ocr.recognizer is not None
 
     def measure(self, name: str) -> Stage:
         processes = self.processes
@@ -125,6 +137,9 @@ class StageBench:
         if name == "ocr pool":
             return self._in_pool(name, f"{processes} pool process(es): decode + OCR + ROI (the worker's stage)",
                                  ocr_stage.read_frame, keep=self.prepared)
+        if name == OCR_POOL_PADDLE:
+            return self._in_pool(name, f"{processes} pool process(es): the same, without the OCR student",
+                                 ocr_stage.read_frame, config=self._paddle_only())
         if name == "inference":
             return inference_stage(self.settings, self.prepared, self.window, self.seconds)
         if name == "produce":
@@ -132,8 +147,12 @@ class StageBench:
             return produce_stage(self.settings, message, self.window, self.seconds)
         raise ValueError(f"unknown stage {name!r}")
 
-    def _in_pool(self, name: str, how: str, call: Callable, keep: list | None = None) -> Stage:
-        executor = ocr_stage.make_executor(self.config, self.processes)
+    def _paddle_only(self) -> ocr_stage.StageConfig:
+        return dataclasses.replace(self.config, ocr=self.config.ocr.model_copy(update={"recognizer": None}))
+
+    def _in_pool(self, name: str, how: str, call: Callable, keep: list | None = None,
+                 config: ocr_stage.StageConfig | None = None) -> Stage:
+        executor = ocr_stage.make_executor(config or self.config, self.processes)
         try:
             for future in [executor.submit(ocr_stage.warm_up) for _ in range(self.processes)]:
                 future.result(timeout=300)

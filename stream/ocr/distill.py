@@ -9,19 +9,26 @@
 2. Training (torch, CPU). A small CNN with a CTC head over the profile's charset. Each line is
    seen as two views with capture nuisances (blur, exposure, shift, JPEG, noise): labelled
    views learn the label (CTC), and the strong view of every line learns to agree, time step
-   by time step, with the weak view's character distribution (consistency).
-3. Calibration. On held-out frames' lines (as printed and under strong nuisances) the
-   threshold is set just above the most confident read that the parser would accept but that
-   is wrong, so on those lines no accepted read is wrong; the rest falls back to PaddleOCR.
+   by time step, with the weak view's character distribution (consistency). The budget is a
+   number of optimisation steps, so the same frames, seed and steps give the same student on
+   a quiet or a busy machine; a wall-time cap is only a safety net, and says so loudly when it
+   cuts training short. Every `eval_every` steps the network reads the *selection* frames'
+   lines and the checkpoint with the lowest fallback there is kept.
+3. Calibration. On the *calibration* frames' lines (as printed and under strong nuisances),
+   which neither training nor the checkpoint choice saw, the threshold is set just above the
+   most confident read that the parser would accept but that is wrong, so on those lines no
+   accepted read is wrong; the rest falls back to PaddleOCR.
 4. Export: `recognizer.onnx` (onnxruntime at reading time) and `recognizer.json` (charset,
    input geometry, threshold, profile digest, figures).
 
-Over 400 lines on purpose: one pipeline (labels, crops, training, calibration, export) over one
-config and one report, read top to bottom; the network and its ONNX reader live in student.py.
+About 740 lines: one pipeline (labels, crops, training, calibration, export) over one config and
+one report, read top to bottom; the network's reader lives in student.py. The held-out parts,
+the checks and the calibration (from `text_groups` to `calibrate`) are the part to move out next.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -36,6 +43,7 @@ import numpy as np
 
 from oanet.dataset import Dataset, ManifestEntry
 from stream.ocr import crops as cropping
+from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_STEPS
 from stream.ocr.errors import OcrError, StudentError
 from stream.ocr.parse import values_equal
 from stream.ocr.records import ENGINE_PADDLE, ParameterRecord
@@ -69,20 +77,46 @@ SOURCE_TEACHER = "teacher"
 @dataclass(frozen=True)
 class DistillConfig:
     height: int = 32
-    # Training stops at whichever comes first: this many minutes, or max_epochs.
-    minutes: float = 8.0
-    max_epochs: int = 30
+    # Optimisation steps of `batch` lines: the budget, and what the schedule is a share of.
+    steps: int = DEFAULT_STEPS
+    # Read the selection lines every this many steps (0: a tenth of `steps`).
+    eval_every: int = 0
+    # Wall-time cap of the training loop only; reaching it is reported as a failure to train
+    # to plan (`TrainResult.capped`), not a budget.
+    max_minutes: float = DEFAULT_MAX_MINUTES
     batch: int = 32
     lr: float = 3e-3
     # A teacher read becomes a label only at or above this confidence (and parsed).
     teacher_min_confidence: float = 0.90
-    # Share of frames held out for calibrating the threshold (never trained on).
+    # Shares of frames held out: calibration sets the threshold at the end; selection picks the
+    # checkpoint. Neither is trained on, and the threshold is never set on the lines that chose
+    # the checkpoint (that choice favours checkpoints that happen to do well on them).
     calibration_share: float = 0.15
+    selection_share: float = 0.10
     consistency_weight: float = 1.0
     # The threshold is never below this, whatever the calibration lines allow.
     min_threshold: float = 0.5
     seed: int = 0
-    threads: int = 0  # torch threads; 0 = torch's default
+    # torch threads. One by default: on the 2-core box, with another job on a core, two threads
+    # made 1.9 steps/s against 6.2-6.9 with one (docs/benchmarks.md); the result is the same bit
+    # for bit only with the same thread count.
+    threads: int = 1
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.steps < 1:
+            found.append(f"--steps must be at least 1, got {self.steps}")
+        if self.eval_every < 0:
+            found.append(f"--eval-every must not be negative, got {self.eval_every}")
+        if self.max_minutes <= 0:
+            found.append(f"--max-minutes must be positive, got {self.max_minutes}")
+        if self.batch < 2:
+            found.append(f"--batch must be at least 2, got {self.batch}")
+        return found
+
+    @property
+    def every(self) -> int:
+        return self.eval_every or max(1, self.steps // 10)
 
 
 @dataclass
@@ -104,8 +138,7 @@ class DistillReport:
     lines: int
     labelled: dict[str, int]
     unlabelled: int
-    epochs: int
-    steps: int
+    training: TrainResult
     seconds: dict[str, float] = field(default_factory=dict)
     threshold: float = 0.0
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -180,12 +213,14 @@ def _teacher_label(record: ParameterRecord, name: str, min_confidence: float) ->
 # -- augmentation (capture nuisances on a grey line slot) --------------------------------
 
 
-def augment(slot: np.ndarray, rng: np.random.Generator, strong: bool) -> np.ndarray:
+def augment(slot: np.ndarray, rng: np.random.Generator, strong: bool, shift: bool = True) -> np.ndarray:
+    """Capture nuisances on a grey crop; `shift`: also move it within the crop (a slot, not a
+    trimmed line: the glyphs would leave it)."""
     image = slot.astype(np.float32)
     if rng.random() < (0.8 if strong else 0.4):  # exposure / lighting
         gain = rng.uniform(0.55, 1.45) if strong else rng.uniform(0.85, 1.15)
         image = image * gain + rng.uniform(-45, 45) * (1.0 if strong else 0.3)
-    if strong and rng.random() < 0.5:  # shift within the slot
+    if shift and strong and rng.random() < 0.5:  # shift within the slot
         dx, dy = rng.uniform(-8, 8), rng.uniform(-4, 4)
         matrix = np.float32([[1, 0, dx], [0, 1, dy]])
         image = cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE)
@@ -201,8 +236,18 @@ def augment(slot: np.ndarray, rng: np.random.Generator, strong: bool) -> np.ndar
     return out
 
 
+def _training_view(line: Line, rng: np.random.Generator, strong: bool, height: int, width: int) -> np.ndarray:
+    """An input of a line with capture nuisances applied to its trimmed crop: every view of a
+    line keeps the crop's geometry, so time step t of one view sees what step t of another
+    sees, and consistency compares like with like. (Views made from the whole slot and trimmed
+    again moved the ink box by a step or two under shifts and blur; step by step, consistency
+    then pulled each character towards its neighbour's distribution.)"""
+    return line_input(augment(line.trimmed, rng, strong, shift=False), height, width)
+
+
 def _view(line: Line, rng: np.random.Generator, strong: bool, height: int, width: int) -> tuple[np.ndarray, int]:
-    """An augmented input of a line and its time steps (`line_steps`)."""
+    """An augmented input of a line from its whole slot (shifts included), trimmed again as the
+    reader trims, and its time steps (`line_steps`): the held-out nuisance views."""
     trimmed = cropping.trim_to_ink(augment(line.slot, rng, strong))
     trimmed = trimmed if trimmed is not None else line.trimmed
     return line_input(trimmed, height, width), line_steps(trimmed, height, width)
@@ -259,10 +304,52 @@ def input_width(lines: Sequence[Line], height: int) -> int:
 # -- training ----------------------------------------------------------------------------
 
 
-def _split_frames(lines: Sequence[Line], share: float, rng: np.random.Generator) -> tuple[list[Line], list[Line]]:
-    frames = sorted({line.frame_id for line in lines})
-    held = set(rng.permutation(frames)[: max(1, round(share * len(frames)))].tolist()) if len(frames) > 1 else set()
-    return [x for x in lines if x.frame_id not in held], [x for x in lines if x.frame_id in held]
+def text_groups(lines: Sequence[Line], profile) -> dict[str, str]:
+    """Frame id -> the values its text fields print (a lot id, a recipe), as one key.
+
+    Frames that print the same lot go to the same part of `split_frames`: a held-out part then
+    holds lots the student never trained on, as a new lot on the line will be. Held out frame by
+    frame, every lot of the calibration frames was also a training lot, and calibration never saw
+    the confident wrong reads a new lot gets ("LOTTY0409-10" for YI0409-10,
+    docs/benchmarks.md).
+    """
+    values: dict[str, list[str]] = {}
+    for line in lines:
+        if profile.fields[line.field].kind == "text" and line.value is not None:
+            values.setdefault(line.frame_id, []).append(f"{profile.fields[line.field].name}={line.value}")
+    return {frame: ";".join(sorted(v)) for frame, v in values.items()}
+
+
+def split_frames(
+    lines: Sequence[Line], shares: Sequence[float], rng: np.random.Generator,
+    groups: dict[str, str] | None = None,
+) -> list[list[Line]]:
+    """[training lines, then one list per share]: whole frames, so a frame's lines stay together,
+    and whole groups of frames (`groups`: frame id -> key; a frame without one is its own group).
+
+    A part takes groups until it holds its share of the frames; each held-out part gets at least
+    one group while the training part keeps one.
+    """
+    groups = groups or {}
+    members: dict[str, list[str]] = {}
+    for frame in sorted({line.frame_id for line in lines}):
+        members.setdefault(groups.get(frame, f"frame:{frame}"), []).append(frame)
+    order = [members[key] for key in rng.permutation(sorted(members))]
+    total = sum(len(m) for m in order)
+    owner: dict[str, int] = {}
+    start = 0
+    for part, share in enumerate(shares, start=1):
+        taken = 0
+        while start < len(order) - 1 and (taken == 0 or taken < share * total):
+            if taken and taken + len(order[start]) > share * total * 1.5:
+                break  # a big group would take far more than the share: leave it for training
+            owner.update({frame: part for frame in order[start]})
+            taken += len(order[start])
+            start += 1
+    parts: list[list[Line]] = [[] for _ in range(len(shares) + 1)]
+    for line in lines:
+        parts[owner.get(line.frame_id, 0)].append(line)
+    return parts
 
 
 # Consistency starts after this share of training: before CTC has left its all-blank phase
@@ -286,6 +373,139 @@ def learning_rate_factor(step: int, share: float) -> float:
     return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, (share - decay_start) / DECAY_SHARE)))
 
 
+# Nuisance views of each calibration line. The threshold is the most confident wrong read among
+# them: a rare tail, which more views estimate better. With 2, a student whose calibration found
+# its most confident wrong read at 0.676 read two test values wrong at 0.77 and 0.78
+# (docs/benchmarks.md); the views cost about 2 ms each.
+CALIBRATION_NUISANCES = 6
+KIND_PRINTED = "as printed"
+KIND_NUISANCE = "nuisance"
+
+
+@dataclass(frozen=True)
+class HeldOutViews:
+    """Fixed inputs of held-out lines: each as printed, and `nuisances` strong views of it.
+
+    Made once, so every checkpoint reads exactly the same inputs.
+    """
+
+    lines: tuple[Line, ...]
+    kinds: tuple[str, ...]
+    views: tuple[tuple[np.ndarray, int], ...]
+
+    @classmethod
+    def of(cls, lines: Sequence[Line], nuisances: int, seed: int, height: int, width: int) -> HeldOutViews:
+        rng = np.random.default_rng(seed)
+        owners, kinds, views = [], [], []
+        for line in lines:
+            if line.value is None:
+                continue
+            views.append((line_input(line.trimmed, height, width), line_steps(line.trimmed, height, width)))
+            owners.append(line)
+            kinds.append(KIND_PRINTED)
+            for _ in range(nuisances):
+                views.append(_view(line, rng, True, height, width))
+                owners.append(line)
+                kinds.append(KIND_NUISANCE)
+        return cls(tuple(owners), tuple(kinds), tuple(views))
+
+    def outcomes(self, net, profile, charset: str) -> list[Outcome]:
+        """One per view: what the engine would make of the student's read."""
+        out = []
+        for line, kind, read in zip(self.lines, self.kinds, read_lines(net, self.views, charset), strict=True):
+            spec = profile.fields[line.field]
+            reading = well_formed_read(read, spec)
+            if reading is None:
+                out.append(Outcome(kind, spec.name, None, False))
+            else:
+                out.append(Outcome(kind, spec.name, reading.confidence, values_equal(spec, reading.value, line.value)))
+        return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # KIND_PRINTED or KIND_NUISANCE
+    field: str
+    confidence: float | None  # None: not exactly a line (the engine gives it to PaddleOCR)
+    correct: bool
+
+
+def calibrate_outcomes(outcomes: Sequence[Outcome], min_threshold: float) -> tuple[float, dict[str, Any]]:
+    """The lowest threshold (>= `min_threshold`) above every wrong well-formed read, and what it
+    leaves to PaddleOCR, by kind of view.
+
+    One threshold for all fields. A threshold per field (each above its own field's wrong reads
+    only) was tried: on about 90 held-out lines per field it let one wrong value through on the
+    test frames ("PRESSURE90.6kPa" for 99.6 kPa; docs/benchmarks.md, "A step budget").
+    """
+    wrong = [o for o in outcomes if o.confidence is not None and not o.correct]
+    threshold = max(min_threshold, float(np.nextafter(max(o.confidence for o in wrong), 1.0)) if wrong else 0.0)
+    by_field: dict[str, int] = {}
+    for o in wrong:
+        by_field[o.field] = by_field.get(o.field, 0) + 1
+    stats: dict[str, Any] = {"lines": sum(1 for o in outcomes if o.kind == KIND_PRINTED),
+                             "wrong_but_well_formed": len(wrong), "wrong_by_field": dict(sorted(by_field.items()))}
+    for kind in (KIND_PRINTED, KIND_NUISANCE):
+        mine = [o for o in outcomes if o.kind == kind]
+        accepted = [o for o in mine if o.confidence is not None and o.confidence >= threshold]
+        stats[kind] = {
+            "reads": len(mine),
+            "accepted": len(accepted),
+            "accepted_wrong": sum(1 for o in accepted if not o.correct),
+            "fallback_rate": round(1 - len(accepted) / len(mine), 4) if mine else None,
+        }
+    return threshold, stats
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The selection lines' verdict on the network after `step` steps."""
+
+    step: int
+    printed: float  # fallback rate on the selection lines as printed
+    nuisance: float  # ... and on their nuisance views
+    threshold: float = 0.0  # what calibration on these lines would set
+    wrong: int = 0  # well-formed but wrong reads among them (the threshold clears them all)
+    malformed: int = 0  # reads that are not exactly a line (a fallback whatever the threshold)
+
+    @property
+    def key(self) -> tuple[float, float]:
+        return (self.printed, self.nuisance)
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """What the training loop reports: after every step, and with `checkpoint` after each check."""
+
+    step: int
+    steps: int
+    epoch: int
+    loss: float
+    elapsed_s: float
+    checkpoint: Checkpoint | None = None
+    best: Checkpoint | None = None
+
+
+@dataclass
+class TrainResult:
+    steps_planned: int
+    steps: int  # run; fewer than planned only when the wall-time cap cut training short
+    epochs: int
+    best: Checkpoint | None  # the checkpoint kept (None: no selection lines, the last one kept)
+    checks: list[Checkpoint] = field(default_factory=list)
+    capped: bool = False
+    seconds: float = 0.0
+
+    @property
+    def kept_step(self) -> int:
+        return self.best.step if self.best is not None else self.steps
+
+    def to_json(self) -> dict[str, Any]:
+        return {"steps_planned": self.steps_planned, "steps": self.steps, "epochs": self.epochs,
+                "kept_step": self.kept_step, "capped_by_wall_time": self.capped, "seconds": round(self.seconds, 1),
+                "checks": [dataclasses.asdict(c) for c in self.checks]}
+
+
 def train(
     lines: Sequence[Line],
     profile,
@@ -293,15 +513,21 @@ def train(
     height: int,
     width: int,
     config: DistillConfig,
-    progress: Callable[[int, int, float], None] | None = None,
+    selection: HeldOutViews | None = None,
+    progress: Callable[[TrainProgress], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ):
-    """Returns (network in eval mode, epochs run, steps run)."""
+    """Returns (network in eval mode, TrainResult): `config.steps` steps, or fewer if the
+    wall-time cap is reached; the network is the checkpoint the selection lines liked best.
+
+    Deterministic for given lines, config (seed, steps, batch) and thread count: the checks
+    read fixed inputs and draw nothing from the training's random streams.
+    """
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    torch.set_num_threads(config.threads or torch.get_num_threads())
     rng = np.random.default_rng(config.seed)
     fields = profile.fields
     targets = []
@@ -310,55 +536,90 @@ def train(
         targets.append(ids if ids and 2 * len(ids) <= line_steps(line.trimmed, height, width) else None)
     net = build_network(len(charset) + 1, height)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
-    steps_per_epoch = max(1, math.ceil(len(lines) / config.batch))
-    total_steps = steps_per_epoch * config.max_epochs
-    budget = config.minutes * 60.0
-    started = time.perf_counter()
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
-    step = epoch = 0
+    result = TrainResult(steps_planned=config.steps, steps=0, epochs=0, best=None)
+    best_state: dict[str, Any] | None = None
+    started = clock()
+    cap_s = config.max_minutes * 60.0
+    step = 0
+    order: np.ndarray = np.arange(0)
+    cursor = 0
+    loss_value = float("nan")
+
+    def check() -> Checkpoint | None:
+        """Read the selection lines; keep the network if it is the best so far."""
+        nonlocal best_state
+        if selection is None or not selection.views:
+            return None
+        net.eval()
+        outcomes = selection.outcomes(net, profile, charset)
+        threshold, stats = calibrate_outcomes(outcomes, config.min_threshold)
+        net.train()
+        point = Checkpoint(step, stats[KIND_PRINTED]["fallback_rate"] or 0.0,
+                           stats[KIND_NUISANCE]["fallback_rate"] or 0.0, round(threshold, 4),
+                           stats["wrong_but_well_formed"], sum(1 for o in outcomes if o.confidence is None))
+        result.checks.append(point)
+        if result.best is None or point.key <= result.best.key:  # a tie goes to the later, more trained one
+            result.best = point
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        return point
+
     net.train()
-    while epoch < config.max_epochs and time.perf_counter() - started < budget:
-        order = rng.permutation(len(lines))
-        for start in range(0, len(order), config.batch):
-            elapsed = time.perf_counter() - started
-            if elapsed >= budget:
-                break
-            share = max(step / total_steps, elapsed / budget)  # of whichever budget runs out first
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * learning_rate_factor(step, share)
-            chosen = order[start : start + config.batch]
-            # The strong view learns the label (CTC) and, once the student reads, to agree
-            # with the weak view (consistency); the weak view only guides (no gradient).
-            views = [_view(lines[k], rng, True, height, width) for k in chosen]
-            strong = torch.from_numpy(np.stack([v for v, _ in views])[:, None])
-            steps = torch.tensor([n for _, n in views], dtype=torch.long)
-            log_probs = F.log_softmax(net(strong), dim=2)  # [B, T, C]
-            labelled = [j for j, k in enumerate(chosen) if targets[k] is not None]
-            loss = torch.zeros(())
-            if labelled:
-                seqs = [targets[chosen[j]] for j in labelled]
-                flat = torch.tensor([c for s in seqs for c in s], dtype=torch.long)
-                lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-                # Each line's own time steps: the padding on its right is not part of it.
-                loss = loss + ctc(log_probs[labelled].transpose(0, 1), flat, steps[labelled], lengths)
-            if config.consistency_weight and share >= CONSISTENCY_FROM:
-                weak_views = [_view(lines[k], rng, False, height, width) for k in chosen]
-                weak = torch.from_numpy(np.stack([v for v, _ in weak_views])[:, None])
-                with torch.no_grad():
-                    guide = F.log_softmax(net(weak), dim=2)
-                shared = torch.minimum(steps, torch.tensor([n for _, n in weak_views]))
-                mask = (torch.arange(log_probs.shape[1])[None, :] < shared[:, None]).float()
-                kl = (guide.exp() * (guide - log_probs)).sum(dim=2)
-                loss = loss + config.consistency_weight * (kl * mask).sum() / mask.sum()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if progress is not None:
-                progress(epoch, step, float(loss.detach()))
-        epoch += 1
+    while step < config.steps:
+        if clock() - started >= cap_s:
+            result.capped = True
+            break
+        if cursor >= len(order):
+            if len(order):
+                result.epochs += 1
+            order, cursor = rng.permutation(len(lines)), 0
+        chosen = order[cursor : cursor + config.batch]
+        cursor += config.batch
+        share = step / config.steps
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * learning_rate_factor(step, share)
+        # The strong view learns the label (CTC) and, once the student reads, to agree
+        # with the weak view (consistency); the weak view only guides (no gradient).
+        strong = torch.from_numpy(np.stack([_training_view(lines[k], rng, True, height, width) for k in chosen])[:, None])
+        steps = torch.tensor([line_steps(lines[k].trimmed, height, width) for k in chosen], dtype=torch.long)
+        log_probs = F.log_softmax(net(strong), dim=2)  # [B, T, C]
+        labelled = [j for j, k in enumerate(chosen) if targets[k] is not None]
+        loss = torch.zeros(())
+        if labelled:
+            seqs = [targets[chosen[j]] for j in labelled]
+            flat = torch.tensor([c for s in seqs for c in s], dtype=torch.long)
+            lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+            # Each line's own time steps: the padding on its right is not part of it.
+            loss = loss + ctc(log_probs[labelled].transpose(0, 1), flat, steps[labelled], lengths)
+        if config.consistency_weight and share >= CONSISTENCY_FROM:
+            weak = torch.from_numpy(np.stack([_training_view(lines[k], rng, False, height, width)
+                                              for k in chosen])[:, None])
+            with torch.no_grad():
+                guide = F.log_softmax(net(weak), dim=2)
+            mask = (torch.arange(log_probs.shape[1])[None, :] < steps[:, None]).float()
+            kl = (guide.exp() * (guide - log_probs)).sum(dim=2)
+            loss = loss + config.consistency_weight * (kl * mask).sum() / mask.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        result.steps = step
+        loss_value = float(loss.detach())
+        point = check() if step % config.every == 0 or step == config.steps else None
+        if progress is not None:
+            progress(TrainProgress(step, config.steps, result.epochs, loss_value, clock() - started, point,
+                                   result.best))
+    if result.capped and step and (not result.checks or result.checks[-1].step != step):
+        point = check()  # the steps the cap cut off never come; the last ones may still be the best
+        if progress is not None and point is not None:
+            progress(TrainProgress(step, config.steps, result.epochs, loss_value, clock() - started, point,
+                                   result.best))
+    result.epochs += 1 if cursor else 0
+    result.seconds = clock() - started
+    if best_state is not None:
+        net.load_state_dict(best_state)
     net.eval()
-    return net, epoch, step
+    return net, result
 
 
 def _logits(net, batch: np.ndarray) -> np.ndarray:
@@ -383,42 +644,8 @@ def calibrate(
     net, lines: Sequence[Line], profile, charset: str, height: int, width: int, config: DistillConfig
 ) -> tuple[float, dict[str, Any]]:
     """The threshold above which no held-out read the engine would accept is wrong."""
-    rng = np.random.default_rng(config.seed + 1)
-    labelled = [line for line in lines if line.value is not None]
-    views, owners, kinds = [], [], []
-    for line in labelled:
-        views.append((line_input(line.trimmed, height, width), line_steps(line.trimmed, height, width)))
-        owners.append(line)
-        kinds.append("as printed")
-        for _ in range(2):
-            views.append(_view(line, rng, True, height, width))
-            owners.append(line)
-            kinds.append("nuisance")
-    reads = read_lines(net, views, charset)
-    wrong_conf: list[float] = []
-    outcomes = []  # (kind, confidence or None when not well formed, correct)
-    for line, kind, read in zip(owners, kinds, reads, strict=True):
-        spec = profile.fields[line.field]
-        reading = well_formed_read(read, spec)
-        if reading is None:
-            outcomes.append((kind, None, False))
-            continue
-        correct = values_equal(spec, reading.value, line.value)
-        if not correct:
-            wrong_conf.append(reading.confidence)
-        outcomes.append((kind, reading.confidence, correct))
-    threshold = max(config.min_threshold, float(np.nextafter(max(wrong_conf), 1.0)) if wrong_conf else 0.0)
-    stats: dict[str, Any] = {"lines": len(labelled), "wrong_but_well_formed": len(wrong_conf)}
-    for kind in ("as printed", "nuisance"):
-        mine = [o for o in outcomes if o[0] == kind]
-        accepted = [o for o in mine if o[1] is not None and o[1] >= threshold]
-        stats[kind] = {
-            "reads": len(mine),
-            "accepted": len(accepted),
-            "accepted_wrong": sum(1 for o in accepted if not o[2]),
-            "fallback_rate": round(1 - len(accepted) / len(mine), 4) if mine else None,
-        }
-    return threshold, stats
+    views = HeldOutViews.of(lines, CALIBRATION_NUISANCES, config.seed + 1, height, width)
+    return calibrate_outcomes(views.outcomes(net, profile, charset), config.min_threshold)
 
 
 def export(net, out: Path, meta: StudentMeta) -> None:
@@ -445,11 +672,13 @@ def distill(
     config: DistillConfig | None = None,
     use_manifest: bool = True,
     on_frame: Callable[[str], None] | None = None,
-    on_step: Callable[[int, int, float], None] | None = None,
+    on_step: Callable[[TrainProgress], None] | None = None,
 ) -> DistillReport:
     from stream.ocr.engine import engine_version
 
     config = config or DistillConfig()
+    if config.problems():
+        raise StudentError("; ".join(config.problems()))
     profile = dataset.profile
     if not any(f.roi is not None for f in profile.fields):
         raise StudentError(
@@ -470,9 +699,13 @@ def distill(
     charset = profile_charset(profile)
     width = input_width(lines, config.height)
     rng = np.random.default_rng(config.seed)
-    train_lines, calib_lines = _split_frames(lines, config.calibration_share, rng)
+    train_lines, calib_lines, select_lines = split_frames(
+        lines, (config.calibration_share, config.selection_share), rng, text_groups(lines, profile)
+    )
     started = time.perf_counter()
-    net, epochs, steps = train(train_lines, profile, charset, config.height, width, config, on_step)
+    # One nuisance view per selection line: the check runs ten times, calibration once.
+    selection = HeldOutViews.of(select_lines, 1, config.seed + 2, config.height, width)
+    net, training = train(train_lines, profile, charset, config.height, width, config, selection, on_step)
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
     threshold, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width, config)
@@ -481,6 +714,8 @@ def distill(
         SOURCE_MANIFEST: sum(1 for x in lines if x.source == SOURCE_MANIFEST),
         SOURCE_TEACHER: sum(1 for x in lines if x.source == SOURCE_TEACHER),
     }
+    frames = {"training": len({x.frame_id for x in train_lines}), "selection": len({x.frame_id for x in select_lines}),
+              "calibration": len({x.frame_id for x in calib_lines})}
     meta = StudentMeta(
         profile=profile.name,
         profile_sha256=profile_sha256(profile),
@@ -490,12 +725,13 @@ def distill(
         threshold=threshold,
         teacher=engine_version(teacher_settings(settings)),
         stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts,
-               "epochs": epochs, "steps": steps,
+               "split": frames, "seed": config.seed, "batch": config.batch, "threads": config.threads,
+               "epochs": training.epochs, "steps": training.steps, "training": training.to_json(),
                "calibration": calibration},
     )
     export(net, Path(out), meta)
     return DistillReport(
         out=Path(out), frames=len(entries), teacher_frames=teacher_frames, lines=len(lines), labelled=counts,
-        unlabelled=len(lines) - len(labelled), epochs=epochs, steps=steps, seconds=seconds,
+        unlabelled=len(lines) - len(labelled), training=training, seconds=seconds,
         threshold=threshold, calibration=calibration,
     )

@@ -17,23 +17,31 @@ FALLBACK_TARGET = 0.02  # issue 13: share of clean lines the student leaves to P
 
 
 def distill_command(args: argparse.Namespace) -> int:
-    from stream.ocr.distill import DistillConfig, distill
+    from stream.ocr.distill import DistillConfig, TrainProgress, distill
 
-    if args.minutes <= 0 or args.epochs < 1 or args.batch < 2:
-        raise OanetError("--minutes must be positive, --epochs at least 1 and --batch at least 2")
     settings = ocr_settings(args)
+    config = DistillConfig(steps=args.steps, eval_every=args.eval_every, max_minutes=args.max_minutes,
+                           batch=args.batch, seed=args.seed, threads=settings.threads or 1)
+    if config.problems():
+        raise OanetError("; ".join(config.problems()))
     dataset, entries = select_frames(args)
-    config = DistillConfig(minutes=args.minutes, max_epochs=args.epochs, batch=args.batch, seed=args.seed,
-                           threads=settings.threads)
     started = time.perf_counter()
     # Teacher reads (frames the manifest does not fully label), then crops, then steps.
     bars = {"teacher": progress_bar(None, "teacher reads"), "crops": progress_bar(len(entries), "line crops"),
-            "steps": progress_bar(None, "training")}
+            "steps": progress_bar(config.steps, "training")}
     bars["steps"].unit = "step"
 
-    def on_step(epoch: int, step: int, loss: float) -> None:
-        bars["steps"].update(1)
-        bars["steps"].set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
+    def on_step(p: TrainProgress) -> None:
+        bars["steps"].update(p.step - bars["steps"].n)
+        bars["steps"].set_postfix(epoch=p.epoch + 1, loss=f"{p.loss:.3f}", refresh=False)
+        if p.checkpoint is not None and p.best is not None:
+            # A line per check, on a terminal or in a log: how far, how well, which one is kept.
+            c, best = p.checkpoint, p.best
+            bars["steps"].write(
+                f"step {p.step}/{p.steps} ({p.elapsed_s:.0f} s): loss {p.loss:.3f}; held-out fallback "
+                f"{100 * c.printed:.1f}% as printed, {100 * c.nuisance:.1f}% with nuisances (threshold "
+                f"{c.threshold:.3f} above {c.wrong} wrong reads; {c.malformed} malformed); "
+                f"best so far: step {best.step} ({100 * best.printed:.1f}%)", file=sys.stderr)
 
     try:
         report = distill(dataset, entries, args.out, settings, config, use_manifest=not args.teacher_only,
@@ -42,18 +50,32 @@ def distill_command(args: argparse.Namespace) -> int:
         for bar in bars.values():
             bar.close()
     wall = time.perf_counter() - started
+    training = report.training
     seconds = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
     print(f"oanet ocr distill: {report.frames} frames of {args.data} ({report.teacher_frames} read by PaddleOCR), "
           f"{report.lines} field lines "
           f"({report.labelled['manifest']} labelled by the manifest, {report.labelled['teacher']} by PaddleOCR, "
           f"{report.unlabelled} unlabelled) in {wall:.0f} s ({seconds})")
-    print(f"trained {report.epochs} epoch(s), {report.steps} steps; confidence threshold {report.threshold:.4f}")
+    kept = (f"kept step {training.best.step} (held-out selection fallback {100 * training.best.printed:.1f}% "
+            f"as printed, {100 * training.best.nuisance:.1f}% with nuisances)" if training.best
+            else "kept the last step (no selection frames)")
+    print(f"trained {training.steps} of {training.steps_planned} steps ({training.epochs} epoch(s)); {kept}; "
+          f"confidence threshold {report.threshold:.4f}")
     for kind in ("as printed", "nuisance"):
         c = report.calibration.get(kind) or {}
         if c.get("reads"):
-            print(f"held-out lines {kind}: {c['reads']} reads, {c['accepted']} accepted, "
+            print(f"calibration lines {kind}: {c['reads']} reads, {c['accepted']} accepted, "
                   f"{c['accepted_wrong']} of them wrong, fallback to PaddleOCR {100 * c['fallback_rate']:.1f}%")
-    print(f"recogniser: {report.out} (use --recognizer {report.out} or OANET_OCR__RECOGNIZER={report.out})")
+    print(f"recogniser: {report.out} (use --recognizer {report.out}, OANET_OCR__RECOGNIZER={report.out}, "
+          f"or `oanet export --recognizer {report.out}`)")
+    if training.capped:
+        warning = (f"WARNING: the --max-minutes {config.max_minutes:g} cap stopped training after {training.steps} of "
+                   f"{training.steps_planned} steps: this student is under-trained and not the one --steps "
+                   f"{training.steps_planned} makes elsewhere (the machine was too slow or too busy). Run again on a "
+                   "quieter machine, or with a higher --max-minutes.")
+        print(warning)
+        print(warning, file=sys.stderr)
+        return 1
     return 0
 
 

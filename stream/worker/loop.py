@@ -60,7 +60,7 @@ from stream.worker.metrics import MetricsServer, WorkerMetrics
 from stream.worker.ocr_pool import OcrPool
 from stream.worker.offsets import Job, Offsets, names
 from stream.worker.pipeline import FramePipeline, ProduceFailed
-from stream.worker.repository import served_profile
+from stream.worker.repository import ocr_settings_for, served_profile
 from stream.worker.runner import AsyncRunner
 
 log = logging.getLogger("stream.worker")
@@ -127,6 +127,7 @@ class StreamWorker:
         self._consumer: KafkaConsumer | None = None
         self._server: MetricsServer | None = None
         self.profile: LineProfile | None = None
+        self.ocr_student: str | None = None  # the OCR student folder the pool reads with (None: PaddleOCR only)
         self.policy: FramePolicy | None = None
         self.model: ServedModel | None = None
         self.metrics.oldest_in_flight.set_function(self.offsets.oldest_age_s)
@@ -247,6 +248,7 @@ class StreamWorker:
             "worker": self.worker_id, "group": self.group_id, "frames_topic": s.topics.frames,
             "model": f"{self.model.name}/{self.model.version}", "profile": self.profile.name,
             "inference": self.worker_settings.inference, "ocr_processes": self.worker_settings.ocr_processes,
+            "ocr_student": self.ocr_student or "none (PaddleOCR reads every line)",
             "window": self.worker_settings.window,
             "metrics_port": self.metrics_port})
 
@@ -260,7 +262,9 @@ class StreamWorker:
 
     def _start_ocr(self) -> None:
         assert self.model is not None and self.profile is not None
-        config = ocr_stage.StageConfig(self.profile, self.settings.ocr, self.model.image_size)
+        ocr = ocr_settings_for(self.settings, self.model)
+        self.ocr_student = str(ocr.recognizer) if ocr.recognizer is not None else None
+        config = ocr_stage.StageConfig(self.profile, ocr, self.model.image_size)
         self._ocr = OcrPool(config, self.worker_settings.ocr_processes, self.worker_settings.ocr_timeout_s,
                             self.worker_settings.startup_timeout_s,
                             on_restart=lambda why: self.metrics.ocr_restarts.inc(), stage=self._ocr_stage_fn)

@@ -7,19 +7,29 @@ export writes it into oanet_fusion's config.pbtxt `parameters` (`serving.PROFILE
 clients read through Triton's model-config call. The worker therefore needs no access to the
 repository: the frames are read with exactly the layout and fields the served version expects.
 `oanet worker --profile FILE` overrides it (checked against the served feature order).
+
+The line's OCR student (`oanet export --recognizer`) is the one exception: the OCR processes
+read it from the served version's folder of the repository (`exported_recognizer`), when the
+repository is readable from the worker (the embedded stack, `--inference local`, or a mount).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from oanet.contracts import RECOGNIZER_FOLDER
+from oanet.ocr_settings import OcrSettings
 from oanet.profile import LineProfile, ProfileError, parse_profile
+from oanet.settings import Settings
 from stream.served_model import ServedModel
 from stream.worker.errors import WorkerError
 from triton_models.oanet_fusion import core, integrity, serving
+
+log = logging.getLogger("stream.worker")
 
 
 @dataclass(frozen=True)
@@ -80,3 +90,64 @@ def read_exported(repo: str | Path, version: int | None = None, signing_key: str
         profile=json.dumps(manifest["profile"]),
     )
     return ExportedVersion(model, profile, manifest, folder)
+
+
+def exported_recognizer(repo: str | Path, version: int, signing_key: str | None = None) -> Path | None:
+    """The OCR student exported with version `version` of `repo` (`oanet_fusion/<v>/recognizer/`),
+    after the version's fusion files (the student's among them) are checked against its manifest
+    as Triton checks them at load; None when the version holds no student or is not in `repo`
+    here. WorkerError (one line) when the student is there but does not verify: a worker never
+    reads with a recogniser that is not the one exported."""
+    folder = Path(repo) / core.FUSION_MODEL / str(version)
+    student = folder / RECOGNIZER_FOLDER
+    manifest_path = folder / core.MANIFEST_FILE
+    try:
+        listed = bool(json.loads(manifest_path.read_text(encoding="utf-8")).get("recognizer"))
+    except (OSError, ValueError, AttributeError):
+        listed = False  # no readable manifest: refused below if a student is there anyway
+    if not listed and not student.exists():
+        return None
+    problems = integrity.version_problems(folder, signing_key, only_model=core.FUSION_MODEL, check_configs=False)
+    if not student.is_dir():
+        problems.insert(0, f"{student} is missing, but the manifest lists a recogniser")
+    if problems:
+        raise WorkerError(f"the OCR recogniser of {repo} version {version} does not verify: {'; '.join(problems[:3])} "
+                          "(export the version again, or set worker.student=off to read with PaddleOCR only)")
+    return student
+
+
+def ocr_settings_for(settings: Settings, model: ServedModel) -> OcrSettings:
+    """The OCR settings of the worker's pool while it serves `model`: `ocr.recognizer` when set;
+    else, with worker.student `exported`, the student exported with that version if
+    `stack.model_repository` holds it (checked: WorkerError if it does not verify); else none.
+
+    The repository here must hold the served version itself: a version folder of the same
+    number whose manifest disagrees with what the server publishes (threshold, feature order,
+    line profile) is another repository's (a remote Triton's repository is not this one), and
+    its student is not used.
+    """
+    ocr = settings.ocr
+    if ocr.recognizer is not None or settings.worker.student != "exported":
+        return ocr
+    repo = Path(settings.stack.model_repository)
+    manifest_path = repo / core.FUSION_MODEL / str(model.version) / core.MANIFEST_FILE
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    if isinstance(manifest, dict) and not _is_served(manifest, model):
+        log.warning("%s is not the version the model server serves (its threshold, feature order or line "
+                    "profile differ): its OCR student is not used; PaddleOCR reads every line", manifest_path)
+        return ocr
+    key = settings.model.signing_key
+    found = exported_recognizer(repo, model.version, key.get_secret_value() if key else None)
+    return ocr.model_copy(update={"recognizer": found}) if found is not None else ocr
+
+
+def _is_served(manifest: dict[str, Any], model: ServedModel) -> bool:
+    try:
+        same = (float(manifest["threshold"]) == model.threshold
+                and tuple(manifest["feature_names"]) == tuple(model.feature_names))
+    except (KeyError, TypeError, ValueError):
+        return False
+    return same and (model.profile is None or json.loads(model.profile) == manifest.get("profile"))

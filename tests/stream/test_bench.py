@@ -17,6 +17,8 @@ def test_bench_e2e_prints_stages_ratio_memory_and_latency(line_t_dataset, model_
                  "--duration", "4", "--warmup", "2", "--alone", "2", "--paced", "2", "--ocr-processes", "1",
                  "--window", "4"]) == 0
     out = capsys.readouterr().out
+    assert "OCR student: none in this version (PaddleOCR reads every line)" in out
+    assert "PaddleOCR only" not in out and "with the OCR student" not in out
     for stage in ("consume", "decode", "ocr pool", "inference", "produce"):
         assert re.search(rf"^  {stage} +\d+\.\d frames/s", out, re.MULTILINE), (stage, out)
     assert re.search(r"^  slowest: [a-z ]+ \d+\.\d frames/s before the end-to-end run, \d+\.\d after; mean \d+\.\d$",
@@ -29,6 +31,28 @@ def test_bench_e2e_prints_stages_ratio_memory_and_latency(line_t_dataset, model_
                      out, re.MULTILINE), out
     assert re.search(r"^latency produce-to-verdict: one frame alone \(2 frames\) median \d+ ms .* p99 \d+ ms = "
                      r"\d+\.\d\d x the median alone \(target <= 3: (met|missed)\)$", out, re.MULTILINE), out
+    assert "exited with code" not in out
+
+
+@pytest.mark.slow
+def test_bench_e2e_compares_the_worker_with_and_without_its_ocr_student(line_t_dataset, line_t_profile, model_repo,
+                                                                        tmp_path, capsys):
+    from tests.training.test_export_recognizer import make_student
+
+    # The model_repo's run again, with an (untrained) student of its line: every line falls back,
+    # which is enough to pin the comparison's report, not its speed.
+    repo = tmp_path / "repo"
+    student = make_student(line_t_profile, tmp_path / "student")
+    assert main(["export", "--run", str(model_repo.parent / "run"), "--repo", str(repo),
+                 "--recognizer", str(student)]) == 0
+    assert main(["bench", "e2e", "--data", str(line_t_dataset.root), "--repo", str(repo), "--seconds", "1",
+                 "--duration", "4", "--warmup", "2", "--alone", "2", "--paced", "2", "--ocr-processes", "1",
+                 "--window", "4"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^OCR student: .*oanet_fusion/1/recognizer \(exported with the version", out, re.MULTILINE), out
+    assert re.search(r"^  ocr pool, PaddleOCR only +\d+\.\d frames/s", out, re.MULTILINE), out
+    assert re.search(r"^frames/s per worker with the OCR student \d+\.\d \(\d+ ms CPU per frame\), without it "
+                     r"\d+\.\d .*: \d+\.\d\dx$", out, re.MULTILINE), out
     assert "exited with code" not in out
 
 

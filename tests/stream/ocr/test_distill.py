@@ -8,7 +8,10 @@ never as a value the parser would reject or a confident guess the calibration di
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from tests.stream.frames import DEFAULT_PROFILE
 
 pytestmark = pytest.mark.slow
 FRAMES = 36
+STEPS = 6
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +36,11 @@ def student_dir(line_t_dataset: Dataset, tmp_path_factory: pytest.TempPathFactor
     out = tmp_path_factory.mktemp("student") / "s"
     cache = tmp_path_factory.mktemp("distill-cache")
     args = ["ocr", "distill", "--data", str(line_t_dataset.root), "--out", str(out), "--limit", str(FRAMES),
-            "--epochs", "2", "--minutes", "5", "--cache-dir", str(cache), "--threads", "1"]
-    assert main(args) == 0
+            "--steps", str(STEPS), "--eval-every", "3", "--cache-dir", str(cache), "--threads", "1"]
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        assert main(args) == 0
+    (out.parent / "stderr.txt").write_text(printed.getvalue())
     return out
 
 
@@ -52,7 +59,14 @@ def test_distill_writes_a_student_for_the_profile(student_dir: Path, line_t_prof
     assert meta.profile == "line-t" and meta.charset == profile_charset(line_t_profile)
     assert meta.height == 32 and meta.width % 16 == 0
     assert 0.5 <= meta.threshold <= 1.0
-    assert meta.stats["epochs"] == 2 and meta.stats["frames"] == FRAMES
+    assert meta.stats["steps"] == STEPS and meta.stats["frames"] == FRAMES
+    training = meta.stats["training"]
+    assert training["steps_planned"] == STEPS and not training["capped_by_wall_time"]
+    assert [c["step"] for c in training["checks"]] == [3, 6] and training["kept_step"] in (3, 6)
+    # Three parts of whole frames: training, selection (the checkpoint), calibration (the threshold).
+    assert sum(meta.stats["split"].values()) == FRAMES and min(meta.stats["split"].values()) >= 1
+    # A line per check on stderr, on a terminal or not.
+    assert (student_dir.parent / "stderr.txt").read_text().count("held-out fallback") == 2
     assert meta.stats["labelled"]["manifest"] > 0.9 * FRAMES * len(line_t_profile.fields)
 
 
@@ -117,3 +131,17 @@ def test_a_folder_without_a_student_is_one_clear_error(line_t_dataset: Dataset, 
     args = ["ocr", "--data", str(line_t_dataset.root), "--recognizer", str(tmp_path), "--no-cache", "--limit", "1"]
     assert main(args) == 2
     assert "recognizer.json is missing" in capsys.readouterr().err
+
+
+def test_a_run_the_wall_time_cap_cuts_short_warns_and_exits_1(line_t_dataset: Dataset, tmp_path: Path,
+                                                               capsys) -> None:
+    out = tmp_path / "s"
+    args = ["ocr", "distill", "--data", str(line_t_dataset.root), "--out", str(out), "--limit", "12",
+            "--steps", "50", "--max-minutes", "0.000001", "--cache-dir", str(tmp_path / "c"), "--threads", "1"]
+    assert main(args) == 1
+    printed = capsys.readouterr()
+    # A cap of 60 microseconds: training stops at once (a step takes milliseconds).
+    assert re.search(r"WARNING: the --max-minutes 1e-06 cap stopped training after [0-9] of 50 steps", printed.out)
+    assert "WARNING" in printed.err
+    meta = load_meta(out)  # still written, and it says what happened
+    assert meta.stats["training"]["capped_by_wall_time"] and meta.stats["training"]["steps_planned"] == 50

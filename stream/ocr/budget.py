@@ -1,0 +1,16 @@
+"""`oanet ocr distill`'s default training budget, apart so the command line reads it without
+loading OpenCV or torch (stream/ocr/distill.py uses it).
+
+The budget is a number of optimisation steps, not a time: the same frames, seed and steps give
+the same student whatever the machine's load. Measured on the project's 2-core box
+(docs/benchmarks.md, "A step budget"): 3,000 steps of 32 lines took 319-329 s with one torch
+thread while other jobs ran (load 3-6), and 600 frames 6.5 minutes in all (labels, steps,
+checks, calibration, export), inside the 15 minutes of issue 13. More steps did not lower the
+fallback (5,000: 12 min 52 s, kept step 1,000).
+"""
+
+from typing import Final
+
+DEFAULT_STEPS: Final = 3000
+# The safety net of the training loop: it stops there whatever the steps, and says so loudly.
+DEFAULT_MAX_MINUTES: Final = 20.0

@@ -1,0 +1,165 @@
+"""`oanet ocr distill`'s training budget: steps, not minutes, so a student is reproducible.
+
+Real training on a few dozen lines of the small test line (labels from the manifest, so no
+PaddleOCR), a handful of steps each: what is pinned is the loop's contract, not accuracy.
+The wall-time cap is driven by a fake clock, so nothing here depends on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from oanet.dataset import Dataset, load_dataset
+from oanet.profile import LineProfile
+from stream.ocr.distill import (
+    KIND_NUISANCE,
+    KIND_PRINTED,
+    DistillConfig,
+    HeldOutViews,
+    Line,
+    TrainProgress,
+    collect_lines,
+    input_width,
+    split_frames,
+    Outcome,
+    calibrate_outcomes,
+    train,
+)
+from stream.ocr.student import profile_charset
+
+HEIGHT = 32
+
+
+@pytest.fixture(scope="module")
+def small_line(tmp_path_factory: pytest.TempPathFactory, line_t_profile: LineProfile) -> Dataset:
+    from training.synth.generate import generate
+
+    root = tmp_path_factory.mktemp("distill-steps") / "d"
+    generate(root, line_t_profile, 16, seed=4, workers=1, progress=False)
+    return load_dataset(root)
+
+
+@pytest.fixture(scope="module")
+def lines(small_line: Dataset, ocr_settings) -> list[Line]:
+    entries = [e for e in small_line.entries if not e.smudged_fields]  # the manifest labels every line
+    found, teacher_frames = collect_lines(small_line, entries, ocr_settings, 0.9)
+    assert teacher_frames == 0 and all(line.value is not None for line in found)
+    return found
+
+
+def _train(lines: list[Line], profile: LineProfile, selection=None, progress=None, clock=None, **config):
+    charset = profile_charset(profile)
+    options = {"steps": 6, "batch": 8, "eval_every": 3, **config}
+    kwargs = {"clock": clock} if clock is not None else {}
+    return train(lines, profile, charset, HEIGHT, input_width(lines, HEIGHT), DistillConfig(**options),
+                 selection, progress, **kwargs)
+
+
+def _weights(net) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+
+
+def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_held_out_parts_are_whole_frames_and_never_empty(lines: list[Line]) -> None:
+    rng = np.random.default_rng(0)
+    training, calibration, selection = split_frames(lines, (0.15, 0.10), rng)
+    frames = [{x.frame_id for x in part} for part in (training, calibration, selection)]
+    assert all(frames) and not (frames[0] & frames[1] or frames[0] & frames[2] or frames[1] & frames[2])
+    assert len(training) + len(calibration) + len(selection) == len(lines)
+    # The same seed, the same parts; a single frame stays with training.
+    again = split_frames(lines, (0.15, 0.10), np.random.default_rng(0))
+    assert [[id(x) for x in p] for p in again] == [[id(x) for x in p] for p in (training, calibration, selection)]
+    one = [x for x in lines if x.frame_id == lines[0].frame_id]
+    assert [len(p) for p in split_frames(one, (0.15, 0.10), rng)] == [len(one), 0, 0]
+
+
+def test_frames_that_print_the_same_lot_stay_in_one_part() -> None:
+    from stream.ocr.distill import text_groups
+    from oanet.profile import DEFAULT_PROFILE_PATH, load_profile
+
+    profile = load_profile(DEFAULT_PROFILE_PATH)  # line-a: lot_id is a text field
+    lot = profile.field_names.index("lot_id")
+    blank = np.zeros((4, 4), np.uint8)
+    lines = []
+    for n in range(40):  # 8 lots of 5 frames, two lines each (the lot and a number)
+        lines.append(Line(f"f{n:02d}", lot, blank, blank, f"AB{n // 5:04d}-00", "manifest"))
+        lines.append(Line(f"f{n:02d}", lot + 1, blank, blank, 170.0 + n, "manifest"))
+    groups = text_groups(lines, profile)
+    assert groups["f00"] == groups["f04"] == "lot_id=AB0000-00" != groups["f05"]
+    parts = split_frames(lines, (0.15, 0.10), np.random.default_rng(0), groups)
+    lots = [{x.value for x in part if x.field == lot} for part in parts]
+    assert all(lots) and not (lots[0] & lots[1] or lots[0] & lots[2] or lots[1] & lots[2])
+    assert [len({x.frame_id for x in part}) for part in parts] == [30, 5, 5]  # whole lots: 6, 1 and 1
+
+
+def test_the_same_lines_seed_and_steps_make_the_same_student(lines: list[Line], line_t_profile) -> None:
+    seen: list[TrainProgress] = []
+    first, result = _train(lines, line_t_profile, progress=seen.append)
+    second, _ = _train(lines, line_t_profile)
+    assert result.steps == result.steps_planned == 6 and not result.capped
+    assert [p.step for p in seen] == [1, 2, 3, 4, 5, 6]
+    assert _same(_weights(first), _weights(second))
+    other, _ = _train(lines, line_t_profile, seed=1)
+    assert not _same(_weights(first), _weights(other))
+
+
+class _Scripted(HeldOutViews):
+    """Selection lines whose verdicts are scripted: fallback 50%, then 10%, then 30%."""
+
+    def __init__(self, line: Line) -> None:
+        super().__init__((line,), (KIND_PRINTED,), ((np.zeros((HEIGHT, 16), np.float32), 1),))
+        object.__setattr__(self, "_calls", itertools.count())
+
+    def outcomes(self, net, profile, charset):
+        rate = (0.5, 0.1, 0.3)[next(self._calls)]
+        return [Outcome(KIND_PRINTED, "temp", 0.9 if i >= 100 * rate else None, True) for i in range(100)]
+
+
+def test_the_checkpoint_the_selection_lines_like_best_is_kept(lines: list[Line], line_t_profile) -> None:
+    checks: list[TrainProgress] = []
+    net, result = _train(lines, line_t_profile, _Scripted(lines[0]), checks.append, steps=9)
+    assert [c.step for c in result.checks] == [3, 6, 9]
+    assert result.best is not None and result.best.step == 6 and result.best.printed == pytest.approx(0.1)
+    # Reported as it goes: every check, with the best so far.
+    reported = [(p.step, p.checkpoint.printed, p.best.step) for p in checks if p.checkpoint is not None]
+    assert reported == [(3, 0.5, 3), (6, 0.1, 6), (9, 0.3, 6)]
+    # The network returned is the one of step 6: what 6 steps of the same schedule give. The
+    # schedule is a share of the planned steps, so that run is 9 planned steps cut at 6 by a
+    # cap; its own last check (at 6) keeps it.
+    clock = itertools.count()  # one "second" per call: the cap falls after the 6th step
+    cut, capped = _train(lines, line_t_profile, steps=9, max_minutes=6.5 / 60, clock=lambda: float(next(clock)))
+    assert capped.capped and capped.steps == 6
+    assert _same(_weights(net), _weights(cut))
+
+
+def test_the_wall_time_cap_stops_training_and_says_so(lines: list[Line], line_t_profile) -> None:
+    clock = itertools.count(step=30)  # half a minute per call of the clock
+    _, result = _train(lines, line_t_profile, steps=50, max_minutes=2, clock=lambda: float(next(clock)))
+    assert result.capped and 0 < result.steps < 50 and result.to_json()["capped_by_wall_time"]
+    assert result.to_json()["steps_planned"] == 50
+
+
+def test_the_threshold_clears_every_wrong_read_and_counts_what_falls_back() -> None:
+    outcomes = [Outcome(KIND_PRINTED, "temp", 0.9, True), Outcome(KIND_PRINTED, "temp", 0.6, False),
+                Outcome(KIND_PRINTED, "lot", None, False), Outcome(KIND_NUISANCE, "lot", 0.55, True),
+                Outcome(KIND_NUISANCE, "temp", 0.7, True)]
+    threshold, stats = calibrate_outcomes(outcomes, 0.5)
+    # One threshold for every field: temp's wrong read at 0.6 holds back the lot id at 0.55 too.
+    assert 0.6 < threshold < 0.6001
+    assert stats[KIND_PRINTED] == {"reads": 3, "accepted": 1, "accepted_wrong": 0, "fallback_rate": 0.6667}
+    assert stats[KIND_NUISANCE]["fallback_rate"] == 0.5 and stats["wrong_by_field"] == {"temp": 1}
+    assert calibrate_outcomes([Outcome(KIND_PRINTED, "temp", 0.4, True)], 0.5)[0] == 0.5
+
+
+def test_a_bad_budget_is_refused() -> None:
+    assert DistillConfig(steps=0, batch=1).problems() == ["--steps must be at least 1, got 0",
+                                                           "--batch must be at least 2, got 1"]
+    assert DistillConfig(steps=3000).every == 300 and DistillConfig(steps=5).every == 1
+
