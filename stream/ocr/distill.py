@@ -45,6 +45,7 @@ from oanet.dataset import Dataset, ManifestEntry
 from stream.ocr import crops as cropping
 from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_STEPS
 from stream.ocr.errors import OcrError, StudentError
+from stream.ocr.ink import GlyphWidths, ink_runs, learn_glyph_widths, paired_glyphs
 from stream.ocr.parse import values_equal
 from stream.ocr.records import ENGINE_PADDLE, ParameterRecord
 from stream.ocr.settings import OcrSettings
@@ -65,6 +66,8 @@ from stream.ocr.student import (
     profile_sha256,
     target_text,
     to_gray,
+    unexplained_ink,
+    value_text,
     well_formed_read,
 )
 
@@ -409,16 +412,21 @@ class HeldOutViews:
                 kinds.append(KIND_NUISANCE)
         return cls(tuple(owners), tuple(kinds), tuple(views))
 
-    def outcomes(self, net, profile, charset: str) -> list[Outcome]:
-        """One per view: what the engine would make of the student's read."""
+    def outcomes(self, net, profile, charset: str, widths: GlyphWidths | None = None) -> list[Outcome]:
+        """One per view: what the engine would make of the student's read (`widths`: the
+        student's learnt glyph widths, for the ink check)."""
         out = []
         for line, kind, read in zip(self.lines, self.kinds, read_lines(net, self.views, charset), strict=True):
             spec = profile.fields[line.field]
             reading = well_formed_read(read, spec)
             if reading is None:
                 out.append(Outcome(kind, spec.name, None, False))
+                continue
+            correct = values_equal(spec, reading.value, line.value)
+            if unexplained_ink(read, spec, widths):
+                out.append(Outcome(kind, spec.name, None, correct, ink_refused=True))
             else:
-                out.append(Outcome(kind, spec.name, reading.confidence, values_equal(spec, reading.value, line.value)))
+                out.append(Outcome(kind, spec.name, reading.confidence, correct))
         return out
 
 
@@ -426,8 +434,11 @@ class HeldOutViews:
 class Outcome:
     kind: str  # KIND_PRINTED or KIND_NUISANCE
     field: str
-    confidence: float | None  # None: not exactly a line (the engine gives it to PaddleOCR)
+    # None: the engine gives the line to PaddleOCR whatever the threshold (not exactly a line,
+    # or ink the read has no character for)
+    confidence: float | None
     correct: bool
+    ink_refused: bool = False  # well formed, but refused by the ink check (`unexplained_ink`)
 
 
 def calibrate_outcomes(outcomes: Sequence[Outcome], min_threshold: float) -> tuple[float, dict[str, Any]]:
@@ -443,8 +454,11 @@ def calibrate_outcomes(outcomes: Sequence[Outcome], min_threshold: float) -> tup
     by_field: dict[str, int] = {}
     for o in wrong:
         by_field[o.field] = by_field.get(o.field, 0) + 1
+    refused = [o for o in outcomes if o.ink_refused]
     stats: dict[str, Any] = {"lines": sum(1 for o in outcomes if o.kind == KIND_PRINTED),
-                             "wrong_but_well_formed": len(wrong), "wrong_by_field": dict(sorted(by_field.items()))}
+                             "wrong_but_well_formed": len(wrong), "wrong_by_field": dict(sorted(by_field.items())),
+                             "ink_refused": {"wrong": sum(1 for o in refused if not o.correct),
+                                             "right": sum(1 for o in refused if o.correct)}}
     for kind in (KIND_PRINTED, KIND_NUISANCE):
         mine = [o for o in outcomes if o.kind == kind]
         accepted = [o for o in mine if o.confidence is not None and o.confidence >= threshold]
@@ -467,6 +481,7 @@ class Checkpoint:
     threshold: float = 0.0  # what calibration on these lines would set
     wrong: int = 0  # well-formed but wrong reads among them (the threshold clears them all)
     malformed: int = 0  # reads that are not exactly a line (a fallback whatever the threshold)
+    ink_refused_wrong: int = 0  # wrong reads the ink check refused (no threshold needed for them)
 
     @property
     def key(self) -> tuple[float, float]:
@@ -516,6 +531,7 @@ def train(
     selection: HeldOutViews | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    widths: GlyphWidths | None = None,
 ):
     """Returns (network in eval mode, TrainResult): `config.steps` steps, or fewer if the
     wall-time cap is reached; the network is the checkpoint the selection lines liked best.
@@ -552,12 +568,13 @@ def train(
         if selection is None or not selection.views:
             return None
         net.eval()
-        outcomes = selection.outcomes(net, profile, charset)
+        outcomes = selection.outcomes(net, profile, charset, widths)
         threshold, stats = calibrate_outcomes(outcomes, config.min_threshold)
         net.train()
         point = Checkpoint(step, stats[KIND_PRINTED]["fallback_rate"] or 0.0,
                            stats[KIND_NUISANCE]["fallback_rate"] or 0.0, round(threshold, 4),
-                           stats["wrong_but_well_formed"], sum(1 for o in outcomes if o.confidence is None))
+                           stats["wrong_but_well_formed"], sum(1 for o in outcomes if o.confidence is None),
+                           stats["ink_refused"]["wrong"])
         result.checks.append(point)
         if result.best is None or point.key <= result.best.key:  # a tie goes to the later, more trained one
             result.best = point
@@ -636,16 +653,32 @@ def read_lines(
     for start in range(0, len(views), chunk):
         part = views[start : start + chunk]
         batch = np.stack([v for v, _ in part])[:, None]
-        out.extend(ctc_decode(_logits(net, batch), charset, [n for _, n in part]))
+        out.extend(ctc_decode(_logits(net, batch), charset, [n for _, n in part], batch))
     return out
 
 
 def calibrate(
-    net, lines: Sequence[Line], profile, charset: str, height: int, width: int, config: DistillConfig
+    net, lines: Sequence[Line], profile, charset: str, height: int, width: int, config: DistillConfig,
+    widths: GlyphWidths | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """The threshold above which no held-out read the engine would accept is wrong."""
     views = HeldOutViews.of(lines, CALIBRATION_NUISANCES, config.seed + 1, height, width)
-    return calibrate_outcomes(views.outcomes(net, profile, charset), config.min_threshold)
+    return calibrate_outcomes(views.outcomes(net, profile, charset, widths), config.min_threshold)
+
+
+def glyph_widths(lines: Sequence[Line], profile, height: int, width: int) -> GlyphWidths:
+    """Each character's run width range on labelled lines as printed (`stream.ocr.ink`)."""
+
+    def pairs():
+        for line in lines:
+            if line.value is None:
+                continue
+            spec = profile.fields[line.field]
+            runs = ink_runs(line_input(line.trimmed, height, width), line_steps(line.trimmed, height, width) * TIME_STRIDE)
+            yield from paired_glyphs(runs, len(spec.label.split()), value_text(spec, line.value),
+                                     "".join((spec.unit or "").split()))
+
+    return learn_glyph_widths(pairs())
 
 
 def export(net, out: Path, meta: StudentMeta) -> None:
@@ -703,12 +736,15 @@ def distill(
         lines, (config.calibration_share, config.selection_share), rng, text_groups(lines, profile)
     )
     started = time.perf_counter()
+    widths = glyph_widths(train_lines, profile, config.height, width)
     # One nuisance view per selection line: the check runs ten times, calibration once.
     selection = HeldOutViews.of(select_lines, 1, config.seed + 2, config.height, width)
-    net, training = train(train_lines, profile, charset, config.height, width, config, selection, on_step)
+    net, training = train(train_lines, profile, charset, config.height, width, config, selection, on_step,
+                          widths=widths)
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
-    threshold, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width, config)
+    threshold, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width, config,
+                                       widths)
     seconds["calibrate"] = time.perf_counter() - started
     counts = {
         SOURCE_MANIFEST: sum(1 for x in lines if x.source == SOURCE_MANIFEST),
@@ -724,6 +760,7 @@ def distill(
         width=width,
         threshold=threshold,
         teacher=engine_version(teacher_settings(settings)),
+        glyph_widths=widths,
         stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts,
                "split": frames, "seed": config.seed, "batch": config.batch, "threads": config.threads,
                "epochs": training.epochs, "steps": training.steps, "training": training.to_json(),

@@ -117,7 +117,7 @@ class _Scripted(HeldOutViews):
         super().__init__((line,), (KIND_PRINTED,), ((np.zeros((HEIGHT, 16), np.float32), 1),))
         object.__setattr__(self, "_calls", itertools.count())
 
-    def outcomes(self, net, profile, charset):
+    def outcomes(self, net, profile, charset, widths=None):
         rate = (0.5, 0.1, 0.3)[next(self._calls)]
         return [Outcome(KIND_PRINTED, "temp", 0.9 if i >= 100 * rate else None, True) for i in range(100)]
 
