@@ -25,6 +25,7 @@ from stream.ocr.student import (
     ctc_decode,
     line_input,
     line_steps,
+    plus_possible,
     unexplained_ink,
     value_text,
     well_formed_read,
@@ -228,7 +229,8 @@ def glyph_widths(lines: Sequence[Line], profile, height: int, width: int) -> Gly
                 continue
             spec = profile.fields[line.field]
             runs = ink_runs(line_input(line.trimmed, height, width), line_steps(line.trimmed, height, width) * TIME_STRIDE)
-            yield from paired_glyphs(runs, len(spec.label.split()), value_text(spec, line.value),
-                                     "".join((spec.unit or "").split()))
+            value = value_text(spec, line.value)
+            yield from paired_glyphs(runs, len(spec.label.split()), value, "".join((spec.unit or "").split()),
+                                     plus_possible(spec, value))
 
     return learn_glyph_widths(pairs())

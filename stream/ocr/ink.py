@@ -80,6 +80,12 @@ class InkCount:
         return max(0, self.runs - self.characters - self.allowed) + max(0, self.unit_runs - self.unit_characters)
 
 
+def _body(runs: Sequence[InkRun]) -> float:
+    """The line's glyph height: the median height of its runs."""
+    heights = [r.height for r in runs if not r.separator]
+    return float(np.median(heights)) if heights else 0.0
+
+
 def _bands(mask: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) of each run of True in a 1-D mask."""
     edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
@@ -136,22 +142,27 @@ def value_words(runs: Sequence[InkRun], label_words: int) -> list[list[InkRun]]:
     return words(runs)[label_words:]
 
 
+def _leading_plus(found: Sequence[Sequence[InkRun]], runs: Sequence[InkRun], plus_allowed: bool) -> bool:
+    """Whether the value's first run may be an explicit "+": allowed there, and of a "+"'s
+    height and width (`PLUS_SHARES`, `PLUS_MIN_ASPECT`)."""
+    if not plus_allowed or not found:
+        return False
+    first, body = found[0][0], _body(runs)
+    return PLUS_SHARES[0] * body <= first.height < PLUS_SHARES[1] * body and \
+        first.end - first.start >= PLUS_MIN_ASPECT * first.height
+
+
 def count_value_ink(
     runs: Sequence[InkRun], label_words: int, value_text: str, unit: str, plus_allowed: bool
 ) -> InkCount:
     """The value's runs (`value_words`) against the read's `value_text` (number and `unit`).
 
     The last word is the unit's when there is another before it and it has no more runs than
-    the unit has characters. `plus_allowed`: the panel may print a "+" before this value; it
-    is one more run when the first value run has a "+"'s height and width (`PLUS_SHARES`,
-    `PLUS_MIN_ASPECT`).
+    the unit has characters. `plus_allowed`: the panel may print a "+" before this value; its
+    first run is then one more when it looks like one (`_leading_plus`).
     """
     found = value_words(runs, label_words)
-    heights = [r.height for r in runs if not r.separator]
-    body = float(np.median(heights)) if heights else 0.0
-    first = found[0][0] if found else None
-    allowed = int(plus_allowed and first is not None and PLUS_SHARES[0] * body <= first.height < PLUS_SHARES[1] * body
-                  and first.end - first.start >= PLUS_MIN_ASPECT * first.height)
+    allowed = int(_leading_plus(found, runs, plus_allowed))
     if unit and len(found) >= 2 and len(found[-1]) <= len(unit):
         number = sum(len(w) for w in found[:-1])
         return InkCount(number, len(value_text) - len(unit), allowed, len(found[-1]), len(unit))
@@ -163,24 +174,29 @@ def count_value_ink(
 # character are made only where the counts match, so a few are mispaired: the ends are cut.
 WIDTH_PERCENTILES = (0.5, 99.5)
 WIDTH_MARGINS = (0.75, 1.3)
+# ... and by this much on both sides: about one input column of a glyph 16-20 rows high (a thin
+# "I" is one or two columns wide, so a share of its width alone is no margin).
+WIDTH_SLACK = 0.06
 # A character needs this many training runs before its width is checked.
 MIN_WIDTH_SAMPLES = 20
 
 GlyphWidths = dict[str, tuple[float, float]]
 
 
-def _body(runs: Sequence[InkRun]) -> float:
-    heights = [r.height for r in runs if not r.separator]
-    return float(np.median(heights)) if heights else 0.0
-
-
-def paired_glyphs(runs: Sequence[InkRun], label_words: int, value_text: str, unit: str) -> list[tuple[str, float]]:
+def paired_glyphs(
+    runs: Sequence[InkRun], label_words: int, value_text: str, unit: str, plus_allowed: bool = False
+) -> list[tuple[str, float]]:
     """(character, run width in glyph heights) for the value's characters, where its runs pair
-    with them one to one: the whole value, or the number apart from a unit word of its own."""
+    with them one to one: the whole value, or the number apart from a unit word of its own. A
+    leading "+" (`_leading_plus`) is left out first: paired with the first digit, it would shift
+    every pair by one."""
     found = value_words(runs, label_words)
     body = _body(runs)
     if not found or body <= 0:
         return []
+    if _leading_plus(found, runs, plus_allowed):
+        found = [word[1:] if i == 0 else word for i, word in enumerate(found)]
+        found = [word for word in found if word]
     flat = [r for word in found for r in word]
     if len(flat) == len(value_text):
         text, paired = value_text, flat
@@ -200,7 +216,8 @@ def learn_glyph_widths(pairs: Iterable[tuple[str, float]]) -> GlyphWidths:
     for char, widths in sorted(seen.items()):
         if len(widths) >= MIN_WIDTH_SAMPLES:
             low, high = np.percentile(widths, WIDTH_PERCENTILES)
-            out[char] = (round(float(low) * WIDTH_MARGINS[0], 4), round(float(high) * WIDTH_MARGINS[1], 4))
+            out[char] = (round(max(0.0, float(low) * WIDTH_MARGINS[0] - WIDTH_SLACK), 4),
+                         round(float(high) * WIDTH_MARGINS[1] + WIDTH_SLACK, 4))
     return out
 
 

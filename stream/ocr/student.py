@@ -238,11 +238,15 @@ def unexplained_ink(read: StudentRead, spec: FieldSpec, widths: GlyphWidths | No
     if read.ink is None or split is None:
         return 0
     value, unit = split[1], "".join((spec.unit or "").split())
-    label_words = len(spec.label.split())
-    plus = spec.kind == "number" and not value.startswith("-")
+    label_words, plus = len(spec.label.split()), plus_possible(spec, value)
     missing = count_value_ink(read.ink, label_words, value, unit, plus).unexplained
-    misfits = misfit_glyphs(paired_glyphs(read.ink, label_words, value, unit), widths) if widths else 0
+    misfits = misfit_glyphs(paired_glyphs(read.ink, label_words, value, unit, plus), widths) if widths else 0
     return missing + misfits
+
+
+def plus_possible(spec: FieldSpec, value: str) -> bool:
+    """Whether the panel may print an explicit "+" before this value part (taught as blank)."""
+    return spec.kind == "number" and not value.startswith("-")
 
 
 def value_text(spec: FieldSpec, value: float | int | str) -> str:

@@ -185,3 +185,14 @@ def test_a_glyph_read_as_one_of_another_width_is_refused(lot: FieldSpec) -> None
     assert unexplained_ink(swapped, lot, widths) == 1
     assert unexplained_ink(swapped, lot) == 0  # a student without learnt widths: count only
     assert misfit_glyphs([("Y", 0.1), ("Q", 5.0)], widths) == 1  # a character never learnt is not checked
+
+
+def test_a_leading_plus_is_left_out_of_the_pairs() -> None:
+    """Paired with the first digit, a "+" would shift every pair by one and refuse right reads
+    ("ZOFFSET1.59um": "1" measured as wide as a "+", "5" as narrow as a ".")."""
+    image, steps = printed("Z OFFSET: +1.59 um", thickness=1)
+    runs = ink_runs(image, steps * TIME_STRIDE)
+    pairs = paired_glyphs(runs, 2, "1.59um", "um", plus_allowed=True)
+    assert [c for c, _ in pairs] == list("1.59um")
+    widths = dict(pairs)
+    assert widths["1"] < widths["5"] and widths["."] < widths["5"]
