@@ -309,7 +309,7 @@ class OcrEngine:
             reading = well_formed_read(read, fields[i])
             # A read that leaves ink unexplained (a dropped digit) falls back however sure it is.
             if reading is not None and reading.confidence >= self.student.threshold and \
-                    not unexplained_ink(read, fields[i], self.student.meta.glyph_widths):
+                    not unexplained_ink(read, fields[i], self.student.glyph_widths):
                 readings[f_index][i] = reading.by(ENGINE_STUDENT)
             else:
                 left_jobs.append(job)

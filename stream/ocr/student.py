@@ -494,6 +494,10 @@ class Student:
     def threshold(self) -> float:
         return self.meta.threshold
 
+    @property
+    def glyph_widths(self) -> dict[str, tuple[float, float]]:
+        return self.meta.glyph_widths
+
     def recognize(self, crops: Sequence[np.ndarray]) -> list[StudentRead]:
         """Trimmed line crops -> one read each, one network call for all of them."""
         if not crops:
