@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -114,12 +114,39 @@ class FieldSpec(_Strict):
         return self.spec[0] <= float(value) <= self.spec[1]
 
 
+# Hershey faces `oanet synth` can print a panel in (training/synth/panel.py maps them to OpenCV's).
+PrintFont = Literal["simplex", "plain", "duplex", "complex", "triplex", "complex_small", "script_simplex",
+                    "script_complex"]
+PRINT_FONTS: tuple[str, ...] = get_args(PrintFont)
+_SEPARATOR = re.compile(r"^[ :=]+$")
+
+
+class PrintStyle(_Strict):
+    """How `oanet synth` prints this line's panel, where it is not the built-in mix of faces and
+    separators. Nothing reads it but the generator: the OCR stage reads any of them."""
+
+    fonts: tuple[PrintFont, ...] | None = Field(None, min_length=1)
+    italic: bool = False
+    separators: tuple[str, ...] | None = Field(None, min_length=1)
+
+    @field_validator("separators")
+    @classmethod
+    def _separator_chars(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for separator in value or ():
+            if not _SEPARATOR.match(separator):
+                raise ValueError(f"separator {separator!r} must be made of ':', '=' and spaces (docs/contracts.md)")
+        return value
+
+
 class LineProfile(_Strict):
     name: str
     frame: FrameSize
     object_roi: Roi
     panel_roi: Roi
     fields: tuple[FieldSpec, ...] = Field(min_length=1)
+    # Left out of dumps (the digests of the OCR cache and of a student, a dataset's profile.yaml):
+    # the same layout printed in another face is the same line to the reader.
+    printing: PrintStyle | None = Field(None, exclude=True)
 
     @field_validator("object_roi", "panel_roi")
     @classmethod

@@ -17,13 +17,15 @@
 3. Calibration. On the *calibration* frames' lines (as printed and under strong nuisances),
    which neither training nor the checkpoint choice saw, the threshold is set just above the
    most confident read that the parser would accept but that is wrong, so on those lines no
-   accepted read is wrong; the rest falls back to PaddleOCR.
+   accepted read is wrong; the rest falls back to PaddleOCR. Reads the ink check refuses
+   (`stream.ocr.ink`: a glyph left out, or read as one of another width; the widths are
+   learnt on the training lines) fall back whatever their confidence, so they do not set it.
 4. Export: `recognizer.onnx` (onnxruntime at reading time) and `recognizer.json` (charset,
    input geometry, threshold, profile digest, figures).
 
-About 740 lines: one pipeline (labels, crops, training, calibration, export) over one config and
-one report, read top to bottom; the network's reader lives in student.py. The held-out parts,
-the checks and the calibration (from `text_groups` to `calibrate`) are the part to move out next.
+One pipeline (labels, crops, training, calibration, export) over one config and one report, read
+top to bottom. Apart: the network's reader (student.py), the ink check (ink.py), a line and its
+nuisance views (lines.py), the held-out parts, checks and calibration (calibration.py).
 """
 
 from __future__ import annotations
@@ -38,14 +40,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from oanet.dataset import Dataset, ManifestEntry
 from stream.ocr import crops as cropping
 from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_STEPS
+from stream.ocr.calibration import (
+    KIND_NUISANCE,
+    KIND_PRINTED,
+    Checkpoint,
+    HeldOutViews,
+    calibrate,
+    calibrate_outcomes,
+    glyph_widths,
+    split_frames,
+    text_groups,
+)
 from stream.ocr.errors import OcrError, StudentError
-from stream.ocr.parse import values_equal
+from stream.ocr.ink import GlyphWidths
+from stream.ocr.lines import Line, augment
 from stream.ocr.records import ENGINE_PADDLE, ParameterRecord
 from stream.ocr.settings import OcrSettings
 from stream.ocr.student import (
@@ -53,10 +66,7 @@ from stream.ocr.student import (
     OUTPUT_NAME,
     STUDENT_META_FILE,
     STUDENT_MODEL_FILE,
-    TIME_STRIDE,
     StudentMeta,
-    StudentRead,
-    ctc_decode,
     encode_text,
     teacher_settings,
     line_input,
@@ -65,7 +75,6 @@ from stream.ocr.student import (
     profile_sha256,
     target_text,
     to_gray,
-    well_formed_read,
 )
 
 log = logging.getLogger(__name__)
@@ -117,17 +126,6 @@ class DistillConfig:
     @property
     def every(self) -> int:
         return self.eval_every or max(1, self.steps // 10)
-
-
-@dataclass
-class Line:
-    frame_id: str
-    field: int
-    slot: np.ndarray  # grey uint8 ROI crop (before trimming), for augmentation
-    trimmed: np.ndarray  # grey uint8, as the reader trims it
-    value: float | int | str | None = None  # the label's value (None: unlabelled)
-    source: str | None = None
-    nuisance: bool = False
 
 
 @dataclass
@@ -210,32 +208,6 @@ def _teacher_label(record: ParameterRecord, name: str, min_confidence: float) ->
     return reading.value, SOURCE_TEACHER
 
 
-# -- augmentation (capture nuisances on a grey line slot) --------------------------------
-
-
-def augment(slot: np.ndarray, rng: np.random.Generator, strong: bool, shift: bool = True) -> np.ndarray:
-    """Capture nuisances on a grey crop; `shift`: also move it within the crop (a slot, not a
-    trimmed line: the glyphs would leave it)."""
-    image = slot.astype(np.float32)
-    if rng.random() < (0.8 if strong else 0.4):  # exposure / lighting
-        gain = rng.uniform(0.55, 1.45) if strong else rng.uniform(0.85, 1.15)
-        image = image * gain + rng.uniform(-45, 45) * (1.0 if strong else 0.3)
-    if shift and strong and rng.random() < 0.5:  # shift within the slot
-        dx, dy = rng.uniform(-8, 8), rng.uniform(-4, 4)
-        matrix = np.float32([[1, 0, dx], [0, 1, dy]])
-        image = cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE)
-    if rng.random() < (0.5 if strong else 0.2):  # blur
-        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 1.6 if strong else 0.8))
-    if rng.random() < (0.6 if strong else 0.3):  # sensor noise
-        image = image + rng.normal(0, rng.uniform(2, 12 if strong else 5), image.shape)
-    out = np.clip(image, 0, 255).astype(np.uint8)
-    if strong and rng.random() < 0.4:  # JPEG
-        ok, buffer = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 90))])
-        if ok:
-            out = cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE)
-    return out
-
-
 def _training_view(line: Line, rng: np.random.Generator, strong: bool, height: int, width: int) -> np.ndarray:
     """An input of a line with capture nuisances applied to its trimmed crop: every view of a
     line keeps the crop's geometry, so time step t of one view sees what step t of another
@@ -243,14 +215,6 @@ def _training_view(line: Line, rng: np.random.Generator, strong: bool, height: i
     again moved the ink box by a step or two under shifts and blur; step by step, consistency
     then pulled each character towards its neighbour's distribution.)"""
     return line_input(augment(line.trimmed, rng, strong, shift=False), height, width)
-
-
-def _view(line: Line, rng: np.random.Generator, strong: bool, height: int, width: int) -> tuple[np.ndarray, int]:
-    """An augmented input of a line from its whole slot (shifts included), trimmed again as the
-    reader trims, and its time steps (`line_steps`): the held-out nuisance views."""
-    trimmed = cropping.trim_to_ink(augment(line.slot, rng, strong))
-    trimmed = trimmed if trimmed is not None else line.trimmed
-    return line_input(trimmed, height, width), line_steps(trimmed, height, width)
 
 
 # -- the network -------------------------------------------------------------------------
@@ -304,54 +268,6 @@ def input_width(lines: Sequence[Line], height: int) -> int:
 # -- training ----------------------------------------------------------------------------
 
 
-def text_groups(lines: Sequence[Line], profile) -> dict[str, str]:
-    """Frame id -> the values its text fields print (a lot id, a recipe), as one key.
-
-    Frames that print the same lot go to the same part of `split_frames`: a held-out part then
-    holds lots the student never trained on, as a new lot on the line will be. Held out frame by
-    frame, every lot of the calibration frames was also a training lot, and calibration never saw
-    the confident wrong reads a new lot gets ("LOTTY0409-10" for YI0409-10,
-    docs/benchmarks.md).
-    """
-    values: dict[str, list[str]] = {}
-    for line in lines:
-        if profile.fields[line.field].kind == "text" and line.value is not None:
-            values.setdefault(line.frame_id, []).append(f"{profile.fields[line.field].name}={line.value}")
-    return {frame: ";".join(sorted(v)) for frame, v in values.items()}
-
-
-def split_frames(
-    lines: Sequence[Line], shares: Sequence[float], rng: np.random.Generator,
-    groups: dict[str, str] | None = None,
-) -> list[list[Line]]:
-    """[training lines, then one list per share]: whole frames, so a frame's lines stay together,
-    and whole groups of frames (`groups`: frame id -> key; a frame without one is its own group).
-
-    A part takes groups until it holds its share of the frames; each held-out part gets at least
-    one group while the training part keeps one.
-    """
-    groups = groups or {}
-    members: dict[str, list[str]] = {}
-    for frame in sorted({line.frame_id for line in lines}):
-        members.setdefault(groups.get(frame, f"frame:{frame}"), []).append(frame)
-    order = [members[key] for key in rng.permutation(sorted(members))]
-    total = sum(len(m) for m in order)
-    owner: dict[str, int] = {}
-    start = 0
-    for part, share in enumerate(shares, start=1):
-        taken = 0
-        while start < len(order) - 1 and (taken == 0 or taken < share * total):
-            if taken and taken + len(order[start]) > share * total * 1.5:
-                break  # a big group would take far more than the share: leave it for training
-            owner.update({frame: part for frame in order[start]})
-            taken += len(order[start])
-            start += 1
-    parts: list[list[Line]] = [[] for _ in range(len(shares) + 1)]
-    for line in lines:
-        parts[owner.get(line.frame_id, 0)].append(line)
-    return parts
-
-
 # Consistency starts after this share of training: before CTC has left its all-blank phase
 # the weak view's guide is "blank everywhere", and agreeing with it only holds that phase.
 CONSISTENCY_FROM = 0.35
@@ -371,106 +287,6 @@ def learning_rate_factor(step: int, share: float) -> float:
     if share <= decay_start:
         return warm
     return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, (share - decay_start) / DECAY_SHARE)))
-
-
-# Nuisance views of each calibration line. The threshold is the most confident wrong read among
-# them: a rare tail, which more views estimate better. With 2, a student whose calibration found
-# its most confident wrong read at 0.676 read two test values wrong at 0.77 and 0.78
-# (docs/benchmarks.md); the views cost about 2 ms each.
-CALIBRATION_NUISANCES = 6
-KIND_PRINTED = "as printed"
-KIND_NUISANCE = "nuisance"
-
-
-@dataclass(frozen=True)
-class HeldOutViews:
-    """Fixed inputs of held-out lines: each as printed, and `nuisances` strong views of it.
-
-    Made once, so every checkpoint reads exactly the same inputs.
-    """
-
-    lines: tuple[Line, ...]
-    kinds: tuple[str, ...]
-    views: tuple[tuple[np.ndarray, int], ...]
-
-    @classmethod
-    def of(cls, lines: Sequence[Line], nuisances: int, seed: int, height: int, width: int) -> HeldOutViews:
-        rng = np.random.default_rng(seed)
-        owners, kinds, views = [], [], []
-        for line in lines:
-            if line.value is None:
-                continue
-            views.append((line_input(line.trimmed, height, width), line_steps(line.trimmed, height, width)))
-            owners.append(line)
-            kinds.append(KIND_PRINTED)
-            for _ in range(nuisances):
-                views.append(_view(line, rng, True, height, width))
-                owners.append(line)
-                kinds.append(KIND_NUISANCE)
-        return cls(tuple(owners), tuple(kinds), tuple(views))
-
-    def outcomes(self, net, profile, charset: str) -> list[Outcome]:
-        """One per view: what the engine would make of the student's read."""
-        out = []
-        for line, kind, read in zip(self.lines, self.kinds, read_lines(net, self.views, charset), strict=True):
-            spec = profile.fields[line.field]
-            reading = well_formed_read(read, spec)
-            if reading is None:
-                out.append(Outcome(kind, spec.name, None, False))
-            else:
-                out.append(Outcome(kind, spec.name, reading.confidence, values_equal(spec, reading.value, line.value)))
-        return out
-
-
-@dataclass(frozen=True)
-class Outcome:
-    kind: str  # KIND_PRINTED or KIND_NUISANCE
-    field: str
-    confidence: float | None  # None: not exactly a line (the engine gives it to PaddleOCR)
-    correct: bool
-
-
-def calibrate_outcomes(outcomes: Sequence[Outcome], min_threshold: float) -> tuple[float, dict[str, Any]]:
-    """The lowest threshold (>= `min_threshold`) above every wrong well-formed read, and what it
-    leaves to PaddleOCR, by kind of view.
-
-    One threshold for all fields. A threshold per field (each above its own field's wrong reads
-    only) was tried: on about 90 held-out lines per field it let one wrong value through on the
-    test frames ("PRESSURE90.6kPa" for 99.6 kPa; docs/benchmarks.md, "A step budget").
-    """
-    wrong = [o for o in outcomes if o.confidence is not None and not o.correct]
-    threshold = max(min_threshold, float(np.nextafter(max(o.confidence for o in wrong), 1.0)) if wrong else 0.0)
-    by_field: dict[str, int] = {}
-    for o in wrong:
-        by_field[o.field] = by_field.get(o.field, 0) + 1
-    stats: dict[str, Any] = {"lines": sum(1 for o in outcomes if o.kind == KIND_PRINTED),
-                             "wrong_but_well_formed": len(wrong), "wrong_by_field": dict(sorted(by_field.items()))}
-    for kind in (KIND_PRINTED, KIND_NUISANCE):
-        mine = [o for o in outcomes if o.kind == kind]
-        accepted = [o for o in mine if o.confidence is not None and o.confidence >= threshold]
-        stats[kind] = {
-            "reads": len(mine),
-            "accepted": len(accepted),
-            "accepted_wrong": sum(1 for o in accepted if not o.correct),
-            "fallback_rate": round(1 - len(accepted) / len(mine), 4) if mine else None,
-        }
-    return threshold, stats
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """The selection lines' verdict on the network after `step` steps."""
-
-    step: int
-    printed: float  # fallback rate on the selection lines as printed
-    nuisance: float  # ... and on their nuisance views
-    threshold: float = 0.0  # what calibration on these lines would set
-    wrong: int = 0  # well-formed but wrong reads among them (the threshold clears them all)
-    malformed: int = 0  # reads that are not exactly a line (a fallback whatever the threshold)
-
-    @property
-    def key(self) -> tuple[float, float]:
-        return (self.printed, self.nuisance)
 
 
 @dataclass(frozen=True)
@@ -516,6 +332,7 @@ def train(
     selection: HeldOutViews | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    widths: GlyphWidths | None = None,
 ):
     """Returns (network in eval mode, TrainResult): `config.steps` steps, or fewer if the
     wall-time cap is reached; the network is the checkpoint the selection lines liked best.
@@ -552,12 +369,13 @@ def train(
         if selection is None or not selection.views:
             return None
         net.eval()
-        outcomes = selection.outcomes(net, profile, charset)
+        outcomes = selection.outcomes(net, profile, charset, widths)
         threshold, stats = calibrate_outcomes(outcomes, config.min_threshold)
         net.train()
         point = Checkpoint(step, stats[KIND_PRINTED]["fallback_rate"] or 0.0,
                            stats[KIND_NUISANCE]["fallback_rate"] or 0.0, round(threshold, 4),
-                           stats["wrong_but_well_formed"], sum(1 for o in outcomes if o.confidence is None))
+                           stats["wrong_but_well_formed"], sum(1 for o in outcomes if o.confidence is None),
+                           stats["ink_refused"]["wrong"])
         result.checks.append(point)
         if result.best is None or point.key <= result.best.key:  # a tie goes to the later, more trained one
             result.best = point
@@ -622,32 +440,6 @@ def train(
     return net, result
 
 
-def _logits(net, batch: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return net(torch.from_numpy(batch)).numpy()
-
-
-def read_lines(
-    net, views: Sequence[tuple[np.ndarray, int]], charset: str, chunk: int = 256
-) -> list[StudentRead]:
-    out: list[StudentRead] = []
-    for start in range(0, len(views), chunk):
-        part = views[start : start + chunk]
-        batch = np.stack([v for v, _ in part])[:, None]
-        out.extend(ctc_decode(_logits(net, batch), charset, [n for _, n in part]))
-    return out
-
-
-def calibrate(
-    net, lines: Sequence[Line], profile, charset: str, height: int, width: int, config: DistillConfig
-) -> tuple[float, dict[str, Any]]:
-    """The threshold above which no held-out read the engine would accept is wrong."""
-    views = HeldOutViews.of(lines, CALIBRATION_NUISANCES, config.seed + 1, height, width)
-    return calibrate_outcomes(views.outcomes(net, profile, charset), config.min_threshold)
-
-
 def export(net, out: Path, meta: StudentMeta) -> None:
     import torch
 
@@ -703,12 +495,15 @@ def distill(
         lines, (config.calibration_share, config.selection_share), rng, text_groups(lines, profile)
     )
     started = time.perf_counter()
+    widths = glyph_widths(train_lines, profile, config.height, width)
     # One nuisance view per selection line: the check runs ten times, calibration once.
     selection = HeldOutViews.of(select_lines, 1, config.seed + 2, config.height, width)
-    net, training = train(train_lines, profile, charset, config.height, width, config, selection, on_step)
+    net, training = train(train_lines, profile, charset, config.height, width, config, selection, on_step,
+                          widths=widths)
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
-    threshold, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width, config)
+    threshold, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width,
+                                       config.seed + 1, config.min_threshold, widths)
     seconds["calibrate"] = time.perf_counter() - started
     counts = {
         SOURCE_MANIFEST: sum(1 for x in lines if x.source == SOURCE_MANIFEST),
@@ -724,6 +519,7 @@ def distill(
         width=width,
         threshold=threshold,
         teacher=engine_version(teacher_settings(settings)),
+        glyph_widths=widths,
         stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts,
                "split": frames, "seed": config.seed, "batch": config.batch, "threads": config.threads,
                "epochs": training.epochs, "steps": training.steps, "training": training.to_json(),

@@ -56,7 +56,7 @@ from stream.ocr.records import (
     ParameterRecord,
 )
 from stream.ocr.settings import OcrMode, OcrSettings
-from stream.ocr.student import Student, student_digest, well_formed_read
+from stream.ocr.student import Student, student_digest, unexplained_ink, well_formed_read
 from stream.ocr_models import DET_MODEL, MODEL_FILE, REC_MODEL, model_dirs
 
 log = logging.getLogger(__name__)
@@ -307,7 +307,9 @@ class OcrEngine:
         for job, slot, read in zip(jobs, slots, reads, strict=True):
             f_index, i = job
             reading = well_formed_read(read, fields[i])
-            if reading is not None and reading.confidence >= self.student.threshold:
+            # A read that leaves ink unexplained (a dropped digit) falls back however sure it is.
+            if reading is not None and reading.confidence >= self.student.threshold and \
+                    not unexplained_ink(read, fields[i], self.student.glyph_widths):
                 readings[f_index][i] = reading.by(ENGINE_STUDENT)
             else:
                 left_jobs.append(job)

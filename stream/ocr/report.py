@@ -40,7 +40,8 @@ def distill_command(args: argparse.Namespace) -> int:
             bars["steps"].write(
                 f"step {p.step}/{p.steps} ({p.elapsed_s:.0f} s): loss {p.loss:.3f}; held-out fallback "
                 f"{100 * c.printed:.1f}% as printed, {100 * c.nuisance:.1f}% with nuisances (threshold "
-                f"{c.threshold:.3f} above {c.wrong} wrong reads; {c.malformed} malformed); "
+                f"{c.threshold:.3f} above {c.wrong} wrong reads; {c.malformed} malformed, "
+                f"{c.ink_refused_wrong} wrong refused by the ink check); "
                 f"best so far: step {best.step} ({100 * best.printed:.1f}%)", file=sys.stderr)
 
     try:
@@ -61,6 +62,10 @@ def distill_command(args: argparse.Namespace) -> int:
             else "kept the last step (no selection frames)")
     print(f"trained {training.steps} of {training.steps_planned} steps ({training.epochs} epoch(s)); {kept}; "
           f"confidence threshold {report.threshold:.4f}")
+    refused = report.calibration.get("ink_refused") or {}
+    if refused:
+        print(f"ink check (reads that leave a glyph out): refused {refused['wrong']} wrong and "
+              f"{refused['right']} right reads of the calibration lines")
     for kind in ("as printed", "nuisance"):
         c = report.calibration.get(kind) or {}
         if c.get("reads"):

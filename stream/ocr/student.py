@@ -32,6 +32,7 @@ import numpy as np
 
 from oanet.profile import FieldSpec, LineProfile
 from stream.ocr.errors import StudentError
+from stream.ocr.ink import GlyphWidths, InkRun, count_value_ink, ink_runs, misfit_glyphs, paired_glyphs
 from stream.ocr.parse import parse_field
 from stream.ocr.records import FieldReading
 from stream.ocr.settings import OcrSettings
@@ -150,11 +151,15 @@ class StudentRead:
     `char_confidence[j]`: the least sure time step from the step after character j - 1 up to
     character j's last step; the blanks before a character count, so a character half seen
     and dropped there lowers it. `tail_confidence`: the least sure step after the last one.
+    `char_steps[j]`: the first and last time step that emit character j. `ink`: the ink runs
+    of the input the read came from (`stream.ocr.ink`; None: not measured).
     """
 
     text: str
     char_confidence: tuple[float, ...]
     tail_confidence: float
+    char_steps: tuple[tuple[int, int], ...] = ()
+    ink: tuple[InkRun, ...] | None = None
 
     @property
     def confidence(self) -> float:
@@ -217,6 +222,38 @@ def well_formed_read(read: StudentRead, spec: FieldSpec) -> FieldReading | None:
     return replace(reading, raw_text=read.text)
 
 
+def unexplained_ink(read: StudentRead, spec: FieldSpec, widths: GlyphWidths | None = None) -> int:
+    """Ink of the line's value that the read does not explain (`stream.ocr.ink`): runs it has no
+    character for, and, with the student's learnt `widths`, runs too wide or too narrow for the
+    character read there.
+
+    Above 0 the read left a glyph out (a dropped leading digit) or read one as another of a
+    different width (an unseen lot's "Y" as "I"), as confidently as a right read; only a
+    threshold above it kept it out before. Such a read falls back like a malformed one. 0 when
+    the read has no value part or its ink was not measured. An explicit "+" is allowed before
+    any number that is not negative: the panel may print one, and the student is taught to
+    leave it to the blank.
+    """
+    split = split_value(read.text, spec)
+    if read.ink is None or split is None:
+        return 0
+    value, unit = split[1], "".join((spec.unit or "").split())
+    label_words, plus = len(spec.label.split()), plus_possible(spec, value)
+    missing = count_value_ink(read.ink, label_words, value, unit, plus).unexplained
+    misfits = misfit_glyphs(paired_glyphs(read.ink, label_words, value, unit, plus), widths) if widths else 0
+    return missing + misfits
+
+
+def plus_possible(spec: FieldSpec, value: str) -> bool:
+    """Whether the panel may print an explicit "+" before this value part (taught as blank)."""
+    return spec.kind == "number" and not value.startswith("-")
+
+
+def value_text(spec: FieldSpec, value: float | int | str) -> str:
+    """The value part of `target_text`: what follows the label."""
+    return target_text(spec, value)[len("".join(spec.label.split())) :]
+
+
 def encode_text(text: str, charset: str) -> list[int] | None:
     """CTC class ids of `text`, or None when it holds a character outside the charset."""
     index = {c: i + 1 for i, c in enumerate(charset)}
@@ -255,9 +292,13 @@ def step_confidence(probs: np.ndarray, path: Sequence[int]) -> np.ndarray:
 
 
 def ctc_decode(
-    logits: np.ndarray, charset: str, steps: Sequence[int] | np.ndarray | None = None
+    logits: np.ndarray,
+    charset: str,
+    steps: Sequence[int] | np.ndarray | None = None,
+    inputs: np.ndarray | None = None,
 ) -> list[StudentRead]:
-    """Greedy CTC over [N, T, C] logits -> one read per line.
+    """Greedy CTC over [N, T, C] logits -> one read per line; with the network's `inputs`
+    ([N, 1, H, W]), each read also carries the ink runs of its line (`StudentRead.ink`).
 
     Only the first `steps[i]` time steps of line i are its line (`line_steps`); the rest saw
     the black right padding of a batch. CTC never constrains those steps (blank and a repeat
@@ -282,6 +323,7 @@ def ctc_decode(
         chars: list[str] = []
         confidences: list[float] = []
         peak: list[float] = []  # each character's best step
+        spans: list[tuple[int, int]] = []
         span = 1.0  # least sure step since the previous character ended
         previous = 0
         for t, k in enumerate(path):
@@ -289,16 +331,19 @@ def ctc_decode(
             if k != 0 and k == previous:  # the same character held: still its span
                 confidences[-1] = min(confidences[-1], p)
                 peak[-1] = max(peak[-1], float(probs[i, t, k]))
+                spans[-1] = (spans[-1][0], t)
             elif k != 0:
                 chars.append(charset[k - 1])
                 confidences.append(min(span, p))
                 peak.append(float(probs[i, t, k]))
+                spans.append((t, t))
                 span = 1.0
             else:
                 span = min(span, p)
             previous = k
         char_confidence = tuple(min(c, q) for c, q in zip(confidences, peak, strict=True))
-        out.append(StudentRead("".join(chars), char_confidence, span))
+        ink = None if inputs is None else tuple(ink_runs(inputs[i].reshape(inputs.shape[-2:]), n * TIME_STRIDE))
+        out.append(StudentRead("".join(chars), char_confidence, span, tuple(spans), ink))
     return out
 
 
@@ -368,6 +413,9 @@ class StudentMeta:
     teacher: str = ""
     format: int = STUDENT_FORMAT
     stats: dict[str, Any] = field(default_factory=dict)
+    # Each character's run width range on the training lines (`stream.ocr.ink`); empty: no
+    # width check (students distilled before it).
+    glyph_widths: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -446,10 +494,14 @@ class Student:
     def threshold(self) -> float:
         return self.meta.threshold
 
+    @property
+    def glyph_widths(self) -> dict[str, tuple[float, float]]:
+        return self.meta.glyph_widths
+
     def recognize(self, crops: Sequence[np.ndarray]) -> list[StudentRead]:
         """Trimmed line crops -> one read each, one network call for all of them."""
         if not crops:
             return []
         batch, steps = input_batch(crops, self.meta.height, self.meta.width)
         (logits,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
-        return ctc_decode(np.asarray(logits), self.meta.charset, steps)
+        return ctc_decode(np.asarray(logits), self.meta.charset, steps, batch)

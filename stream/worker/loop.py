@@ -127,7 +127,6 @@ class StreamWorker:
         self._consumer: KafkaConsumer | None = None
         self._server: MetricsServer | None = None
         self.profile: LineProfile | None = None
-        self.ocr_student: str | None = None  # the OCR student folder the pool reads with (None: PaddleOCR only)
         self.policy: FramePolicy | None = None
         self.model: ServedModel | None = None
         self.metrics.oldest_in_flight.set_function(self.offsets.oldest_age_s)
@@ -244,11 +243,12 @@ class StreamWorker:
         self.metrics.model.info({"name": self.model.name, "version": str(self.model.version),
                                  "profile": self.profile.name, "threshold": str(self.model.threshold)})
         self._started.set()
+        student = self._ocr.config.ocr.recognizer if self._ocr is not None else None
         log.info("worker started", extra={
             "worker": self.worker_id, "group": self.group_id, "frames_topic": s.topics.frames,
             "model": f"{self.model.name}/{self.model.version}", "profile": self.profile.name,
             "inference": self.worker_settings.inference, "ocr_processes": self.worker_settings.ocr_processes,
-            "ocr_student": self.ocr_student or "none (PaddleOCR reads every line)",
+            "ocr_student": str(student) if student is not None else "none (PaddleOCR reads every line)",
             "window": self.worker_settings.window,
             "metrics_port": self.metrics_port})
 
@@ -262,9 +262,7 @@ class StreamWorker:
 
     def _start_ocr(self) -> None:
         assert self.model is not None and self.profile is not None
-        ocr = ocr_settings_for(self.settings, self.model)
-        self.ocr_student = str(ocr.recognizer) if ocr.recognizer is not None else None
-        config = ocr_stage.StageConfig(self.profile, ocr, self.model.image_size)
+        config = ocr_stage.StageConfig(self.profile, ocr_settings_for(self.settings, self.model), self.model.image_size)
         self._ocr = OcrPool(config, self.worker_settings.ocr_processes, self.worker_settings.ocr_timeout_s,
                             self.worker_settings.startup_timeout_s,
                             on_restart=lambda why: self.metrics.ocr_restarts.inc(), stage=self._ocr_stage_fn)

@@ -59,6 +59,11 @@ class OcrPool:
         self._solo = Exclusive()
         self._restarting = asyncio.Lock()
 
+    @property
+    def config(self) -> ocr_stage.StageConfig:
+        """What every process reads with (its OCR settings name the student, if any)."""
+        return self._config
+
     # ---- lifecycle (blocking: the main thread at start, a helper thread on restart) -----------
     def start(self) -> None:
         """Start the processes and wait for each engine to load; OcrPoolFailed (one line) if not."""

@@ -92,6 +92,15 @@ def read_exported(repo: str | Path, version: int | None = None, signing_key: str
     return ExportedVersion(model, profile, manifest, folder)
 
 
+def _manifest(folder: Path) -> dict[str, Any] | None:
+    """A version folder's manifest, or None when it is missing or unreadable."""
+    try:
+        manifest = json.loads((folder / core.MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def exported_recognizer(repo: str | Path, version: int, signing_key: str | None = None) -> Path | None:
     """The OCR student exported with version `version` of `repo` (`oanet_fusion/<v>/recognizer/`),
     after the version's fusion files (the student's among them) are checked against its manifest
@@ -99,18 +108,21 @@ def exported_recognizer(repo: str | Path, version: int, signing_key: str | None 
     here. WorkerError (one line) when the student is there but does not verify: a worker never
     reads with a recogniser that is not the one exported."""
     folder = Path(repo) / core.FUSION_MODEL / str(version)
+    return _verified_recognizer(folder, _manifest(folder), signing_key)
+
+
+def _verified_recognizer(folder: Path, manifest: dict[str, Any] | None, signing_key: str | None) -> Path | None:
+    """`exported_recognizer` on a manifest already read (None: missing or unreadable)."""
     student = folder / RECOGNIZER_FOLDER
-    manifest_path = folder / core.MANIFEST_FILE
-    try:
-        listed = bool(json.loads(manifest_path.read_text(encoding="utf-8")).get("recognizer"))
-    except (OSError, ValueError, AttributeError):
-        listed = False  # no readable manifest: refused below if a student is there anyway
+    # No readable manifest: refused below if a student is there anyway.
+    listed = bool(manifest.get("recognizer")) if manifest is not None else False
     if not listed and not student.exists():
         return None
     problems = integrity.version_problems(folder, signing_key, only_model=core.FUSION_MODEL, check_configs=False)
     if not student.is_dir():
         problems.insert(0, f"{student} is missing, but the manifest lists a recogniser")
     if problems:
+        repo, version = folder.parents[1], folder.name
         raise WorkerError(f"the OCR recogniser of {repo} version {version} does not verify: {'; '.join(problems[:3])} "
                           "(export the version again, or set worker.student=off to read with PaddleOCR only)")
     return student
@@ -124,23 +136,20 @@ def ocr_settings_for(settings: Settings, model: ServedModel) -> OcrSettings:
     The repository here must hold the served version itself: a version folder of the same
     number whose manifest disagrees with what the server publishes (threshold, feature order,
     line profile) is another repository's (a remote Triton's repository is not this one), and
-    its student is not used.
+    its student is not used. The manifest is read once, for both checks.
     """
     ocr = settings.ocr
     if ocr.recognizer is not None or settings.worker.student != "exported":
         return ocr
-    repo = Path(settings.stack.model_repository)
-    manifest_path = repo / core.FUSION_MODEL / str(model.version) / core.MANIFEST_FILE
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        manifest = None
-    if isinstance(manifest, dict) and not _is_served(manifest, model):
+    folder = Path(settings.stack.model_repository) / core.FUSION_MODEL / str(model.version)
+    manifest = _manifest(folder)
+    if manifest is not None and not _is_served(manifest, model):
         log.warning("%s is not the version the model server serves (its threshold, feature order or line "
-                    "profile differ): its OCR student is not used; PaddleOCR reads every line", manifest_path)
+                    "profile differ): its OCR student is not used; PaddleOCR reads every line",
+                    folder / core.MANIFEST_FILE)
         return ocr
     key = settings.model.signing_key
-    found = exported_recognizer(repo, model.version, key.get_secret_value() if key else None)
+    found = _verified_recognizer(folder, manifest, key.get_secret_value() if key else None)
     return ocr.model_copy(update={"recognizer": found}) if found is not None else ocr
 
 

@@ -56,6 +56,8 @@ def test_save_and_load_round_trip(tmp_path):
         (lambda d: d["fields"][0].update(spec=[0, 1]), "applies to number fields only"),
         (lambda d: d["fields"][0].update(pattern="[A-Z"), "not a valid regular expression"),
         (lambda d: d.update(fields=[]), "fields"),
+        (lambda d: d.update(printing={"fonts": ["comic"]}), "printing.fonts"),
+        (lambda d: d.update(printing={"separators": [" -> "]}), "must be made of ':', '=' and spaces"),
     ],
 )
 def test_invalid_profiles_name_the_problem(data, mutate, message):
@@ -99,3 +101,14 @@ def test_profiles_are_immutable():
 def test_every_shipped_profile_is_valid(path):
     profile = load_profile(path)
     assert profile.field_names
+
+
+def test_a_print_style_is_for_the_generator_only(data):
+    """`printing` (faces, italic, separators for `oanet synth`) is left out of dumps: the digests
+    of the OCR cache and of a distilled student, and a dataset's profile.yaml, stay the same."""
+    plain = parse_profile(data)
+    styled = parse_profile({**data, "printing": {"fonts": ["complex_small"], "italic": True,
+                                                 "separators": ["=", " := "]}})
+    assert styled.printing is not None and styled.printing.fonts == ("complex_small",)
+    assert styled.model_dump_json() == plain.model_dump_json()
+    assert "printing" not in styled.to_yaml()

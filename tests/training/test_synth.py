@@ -13,10 +13,11 @@ import pytest
 
 from oanet.cli import main
 from oanet.dataset import load_dataset
+from oanet.profile import DEFAULT_PROFILE_PATH, PRINT_FONTS, load_profile
 from training.synth.generate import FrameSpec, SynthError, generate, render_frame
 from training.synth.nuisance import NUISANCE_KINDS
 from training.synth.params import OBJECT_KINDS, object_kinds, sample_truth
-from training.synth.panel import field_slots
+from training.synth.panel import FONT_FACES, field_slots
 from training.synth.scene import draw_object
 
 
@@ -228,3 +229,20 @@ def test_a_custom_profile_without_field_rois_works(tmp_path):
     assert dataset.profile.name == "line-b"
     assert all(e.label == 1 and set(e.params) == {"serial", "heat", "offset"} for e in dataset)
     assert dataset.read_image(dataset.entries[0]).shape == (600, 800, 3)
+
+
+def test_a_profile_prints_in_its_own_style():
+    """line-c (issue 13's untuned layout) names its faces and separators; the generator uses
+    them, and every face a profile may name has an OpenCV face."""
+    assert set(FONT_FACES) == set(PRINT_FONTS)
+    profile = load_profile(DEFAULT_PROFILE_PATH.parent / "line-c.yaml")
+    spec = FrameSpec(profile, seed=2, defect_rate=0.4, width=profile.frame.width, height=profile.frame.height)
+    slots = field_slots(profile)
+    for index in range(6):
+        frame = render_frame(spec, index, 6)
+        gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY).astype(np.int16)
+        px, py, pw, ph = profile.panel_roi
+        ink = np.abs(gray - int(np.median(gray[py:py + ph, px:px + pw]))) > 60
+        for name, (x, y, w, h) in slots.items():
+            if name not in frame.entry.smudged_fields:
+                assert ink[y:y + h, x:x + w].sum() > 50, (index, name)

@@ -24,6 +24,17 @@ FONTS = (
     cv2.FONT_HERSHEY_PLAIN,
 )
 SEPARATORS = (": ", ":", " = ", "  ", "= ")
+# A profile's `printing.fonts` names (oanet.profile.PRINT_FONTS) -> OpenCV faces.
+FONT_FACES = {
+    "simplex": cv2.FONT_HERSHEY_SIMPLEX,
+    "plain": cv2.FONT_HERSHEY_PLAIN,
+    "duplex": cv2.FONT_HERSHEY_DUPLEX,
+    "complex": cv2.FONT_HERSHEY_COMPLEX,
+    "triplex": cv2.FONT_HERSHEY_TRIPLEX,
+    "complex_small": cv2.FONT_HERSHEY_COMPLEX_SMALL,
+    "script_simplex": cv2.FONT_HERSHEY_SCRIPT_SIMPLEX,
+    "script_complex": cv2.FONT_HERSHEY_SCRIPT_COMPLEX,
+}
 # (panel background, text, header) in BGR: dark machine overlays and light report-style panels.
 _SCHEMES = (
     ((18, 18, 18), (235, 235, 235), (120, 220, 255)),
@@ -75,13 +86,21 @@ def draw_panel(
     header: str,
     rng: np.random.Generator,
 ) -> list[PrintedField]:
-    """Print the header and every field with a value in `params` onto the frame, in place."""
+    """Print the header and every field with a value in `params` onto the frame, in place.
+
+    Faces and separators are the profile's `printing` ones where it has them, else the built-in
+    mix (the same random draws either way, so a profile without `printing` prints as before).
+    """
+    style = profile.printing
+    fonts = tuple(FONT_FACES[f] for f in style.fonts) if style is not None and style.fonts else FONTS
+    separators = style.separators if style is not None and style.separators else SEPARATORS
     background, ink, header_ink = _SCHEMES[int(rng.integers(len(_SCHEMES)))]
     px, py, pw, ph = profile.panel_roi
     canvas[py : py + ph, px : px + pw] = background
-    font = FONTS[int(rng.integers(len(FONTS)))]
+    font = fonts[int(rng.integers(len(fonts)))]
     thickness = 1 if font == cv2.FONT_HERSHEY_PLAIN and rng.random() < 0.3 else int(rng.integers(1, 3))
-    separator = SEPARATORS[int(rng.integers(len(SEPARATORS)))]
+    font |= cv2.FONT_ITALIC if style is not None and style.italic else 0
+    separator = separators[int(rng.integers(len(separators)))]
     explicit_plus = bool(rng.random() < 0.5)
     unit_gap = " " if rng.random() < 0.8 else ""
 

@@ -140,11 +140,12 @@ class _ScriptedStudent:
     """Stands in for a distilled recogniser: reads from a script, in one call per frame."""
 
     threshold = 0.9
+    glyph_widths: dict[str, tuple[float, float]] = {}
 
-    def __init__(self, reads: list[tuple[str, float]]):
+    def __init__(self, reads: list):
         from stream.ocr.student import StudentRead
 
-        self.reads = [StudentRead.uniform(text, conf) for text, conf in reads]
+        self.reads = [r if isinstance(r, StudentRead) else StudentRead.uniform(*r) for r in reads]
         self.calls: list[int] = []
 
     def recognize(self, crops: list) -> list:
@@ -155,8 +156,9 @@ class _ScriptedStudent:
 def test_student_reads_first_and_paddleocr_takes_what_it_is_not_sure_of(
     line_profile: LineProfile, ocr_settings, make_frame
 ) -> None:
+    from stream.ocr.ink import InkRun
     from stream.ocr.records import ENGINE_PADDLE, ENGINE_STUDENT
-    from stream.ocr.student import target_text
+    from stream.ocr.student import StudentRead, target_text, unexplained_ink, well_formed_read
 
     frame, params = make_frame(3)
     fields = line_profile.fields
@@ -164,12 +166,22 @@ def test_student_reads_first_and_paddleocr_takes_what_it_is_not_sure_of(
     reads[1] = (reads[1][0], 0.5)  # right but unsure: PaddleOCR reads it
     reads[2] = ("EXPOSURE1O.25ms", 0.99)  # sure but not a well-formed line: PaddleOCR reads it
     reads[3] = (target_text(fields[3], 12.5), 0.99)  # a confident wrong value passes: calibration's job
+    # Sure and well formed, but its line has one more glyph than it has characters (a dropped
+    # digit): the ink check gives it to PaddleOCR.
+    text = target_text(fields[5], params[fields[5].name])
+    value = text[len(fields[5].label):]
+    label = [InkRun(10 + 16 * i, 24 + 16 * i, 20, False) for i in range(len(fields[5].label))]
+    separator = [InkRun(label[-1].end + 4, label[-1].end + 8, 12, True)]
+    glyphs = [InkRun(separator[0].end + 4 + 16 * i, separator[0].end + 18 + 16 * i, 20, False)
+              for i in range(len(value) + 1)]
+    reads[5] = StudentRead(text, (0.99,) * len(text), 0.99, (), tuple(label + separator + glyphs))
+    assert well_formed_read(reads[5], fields[5]) is not None and unexplained_ink(reads[5], fields[5]) == 1
     engine = OcrEngine(line_profile, ocr_settings)
     engine.student = _ScriptedStudent(reads)  # type: ignore[assignment]
     record = engine.read(frame)
     assert engine.student.calls == [len(fields)]  # every line of the frame in one call
     engines = [r.engine for r in record.readings]
-    assert engines[1] == engines[2] == ENGINE_PADDLE
+    assert engines[1] == engines[2] == engines[5] == ENGINE_PADDLE
     assert engines[0] == engines[3] == engines[4] == ENGINE_STUDENT
     assert _accuracy(line_profile, [record], [{**params, fields[3].name: 12.5}]) == 1.0
     assert "student" in record.timings_ms

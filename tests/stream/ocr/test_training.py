@@ -15,20 +15,9 @@ import pytest
 
 from oanet.dataset import Dataset, load_dataset
 from oanet.profile import LineProfile
-from stream.ocr.distill import (
-    KIND_NUISANCE,
-    KIND_PRINTED,
-    DistillConfig,
-    HeldOutViews,
-    Line,
-    TrainProgress,
-    collect_lines,
-    input_width,
-    split_frames,
-    Outcome,
-    calibrate_outcomes,
-    train,
-)
+from stream.ocr.calibration import KIND_NUISANCE, KIND_PRINTED, HeldOutViews, Outcome, calibrate_outcomes, split_frames
+from stream.ocr.distill import DistillConfig, TrainProgress, collect_lines, input_width, train
+from stream.ocr.lines import Line
 from stream.ocr.student import profile_charset
 
 HEIGHT = 32
@@ -81,7 +70,7 @@ def test_held_out_parts_are_whole_frames_and_never_empty(lines: list[Line]) -> N
 
 
 def test_frames_that_print_the_same_lot_stay_in_one_part() -> None:
-    from stream.ocr.distill import text_groups
+    from stream.ocr.calibration import text_groups
     from oanet.profile import DEFAULT_PROFILE_PATH, load_profile
 
     profile = load_profile(DEFAULT_PROFILE_PATH)  # line-a: lot_id is a text field
@@ -117,7 +106,7 @@ class _Scripted(HeldOutViews):
         super().__init__((line,), (KIND_PRINTED,), ((np.zeros((HEIGHT, 16), np.float32), 1),))
         object.__setattr__(self, "_calls", itertools.count())
 
-    def outcomes(self, net, profile, charset):
+    def outcomes(self, net, profile, charset, widths=None):
         rate = (0.5, 0.1, 0.3)[next(self._calls)]
         return [Outcome(KIND_PRINTED, "temp", 0.9 if i >= 100 * rate else None, True) for i in range(100)]
 
