@@ -287,3 +287,9 @@ def test_ablation_writes_both_tables_and_plots(e2e_dataset: Path, tmp_path: Path
     assert clean["image only"]["n"] == len(test_rows)
     assert clean["image only, object defects only"]["n"] == sum(not r["defect"].startswith("param:") for r in test_rows)
     assert clean["late fusion (LR on image + params logits)"]["n"] == clean["image only"]["n"]
+    # each seed's CNN: its restarts and the epoch it kept, as `train` reports them
+    cnn = [r["cnn"] for r in results if "cnn" in r]
+    assert len(cnn) == 2  # compact and resnet18, one repeat each
+    for kept in cnn:
+        assert kept["restarts"] >= 0 and kept["epoch"] >= 1 and 0.0 <= kept["val_auroc"] <= 1.0
+        assert kept["attempt"] <= kept["restarts"]
