@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.ocr.ink import GlyphWidths, ink_runs, learn_glyph_widths, paired_glyphs
+from stream.ocr.ink import GlyphWidths, ink_runs, learn_glyph_widths
 from stream.ocr.lines import Line, slot_view
 from stream.ocr.parse import values_equal
 from stream.ocr.student import (
@@ -25,8 +25,8 @@ from stream.ocr.student import (
     ctc_decode,
     line_input,
     line_steps,
-    plus_possible,
     unexplained_ink,
+    value_glyphs,
     value_text,
     well_formed_read,
 )
@@ -229,8 +229,6 @@ def glyph_widths(lines: Sequence[Line], profile, height: int, width: int) -> Gly
                 continue
             spec = profile.fields[line.field]
             runs = ink_runs(line_input(line.trimmed, height, width), line_steps(line.trimmed, height, width) * TIME_STRIDE)
-            value = value_text(spec, line.value)
-            yield from paired_glyphs(runs, len(spec.label.split()), value, "".join((spec.unit or "").split()),
-                                     plus_possible(spec, value))
+            yield from value_glyphs(runs, spec, value_text(spec, line.value))
 
     return learn_glyph_widths(pairs())

@@ -121,6 +121,16 @@ def format_printed(spec: FieldSpec, value: float | int | str) -> str:
     return f"{float(value):.{places}f}"
 
 
+def label_text(spec: FieldSpec) -> str:
+    """The field's label as the student reads it: spaces left out."""
+    return "".join(spec.label.split())
+
+
+def unit_text(spec: FieldSpec) -> str:
+    """The field's unit as the student reads it: spaces left out ("" when it has none)."""
+    return "".join((spec.unit or "").split())
+
+
 def target_text(spec: FieldSpec, value: float | int | str) -> str:
     """What the student is taught to read for a line: label, value and unit without spaces.
 
@@ -151,14 +161,12 @@ class StudentRead:
     `char_confidence[j]`: the least sure time step from the step after character j - 1 up to
     character j's last step; the blanks before a character count, so a character half seen
     and dropped there lowers it. `tail_confidence`: the least sure step after the last one.
-    `char_steps[j]`: the first and last time step that emit character j. `ink`: the ink runs
-    of the input the read came from (`stream.ocr.ink`; None: not measured).
+    `ink`: the ink runs of the input the read came from (`stream.ocr.ink`; None: not measured).
     """
 
     text: str
     char_confidence: tuple[float, ...]
     tail_confidence: float
-    char_steps: tuple[tuple[int, int], ...] = ()
     ink: tuple[InkRun, ...] | None = None
 
     @property
@@ -182,11 +190,11 @@ def split_value(text: str, spec: FieldSpec) -> tuple[str, str] | None:
     read (a digit is never left in the label part). Text: the only suffix the field's
     pattern matches (an ambiguous split is refused), or what follows the exact label.
     """
-    unit = "".join((spec.unit or "").split())
+    unit = unit_text(spec)
     if not text.endswith(unit):
         return None
     body = text[: len(text) - len(unit)]
-    label = "".join(spec.label.split())
+    label = label_text(spec)
     if spec.kind == "number":
         if body.startswith(label) and re.fullmatch(_NUMBER, body[len(label) :]):
             return label, body[len(label) :] + unit
@@ -211,11 +219,11 @@ def well_formed_read(read: StudentRead, spec: FieldSpec) -> FieldReading | None:
     split = split_value(read.text, spec)
     if split is None:
         return None
-    prefix, value_text = split
-    label = "".join(spec.label.split())
+    prefix, value_part = split
+    label = label_text(spec)
     if not label_part_ok(prefix, label):
         return None
-    text = label + value_text
+    text = label + value_part
     reading = parse_field(text, spec, read.confidence_from(len(prefix)))
     if reading.missing or reading.value is None or text != target_text(spec, reading.value):
         return None
@@ -237,11 +245,17 @@ def unexplained_ink(read: StudentRead, spec: FieldSpec, widths: GlyphWidths | No
     split = split_value(read.text, spec)
     if read.ink is None or split is None:
         return 0
-    value, unit = split[1], "".join((spec.unit or "").split())
-    label_words, plus = len(spec.label.split()), plus_possible(spec, value)
-    missing = count_value_ink(read.ink, label_words, value, unit, plus).unexplained
-    misfits = misfit_glyphs(paired_glyphs(read.ink, label_words, value, unit, plus), widths) if widths else 0
+    value = split[1]
+    missing = count_value_ink(read.ink, len(spec.label.split()), value, unit_text(spec),
+                              plus_possible(spec, value)).unexplained
+    misfits = misfit_glyphs(value_glyphs(read.ink, spec, value), widths) if widths else 0
     return missing + misfits
+
+
+def value_glyphs(runs: Sequence[InkRun], spec: FieldSpec, value: str) -> list[tuple[str, float]]:
+    """(character, run width) pairs of the value part `value` of a line of `spec`
+    (`stream.ocr.ink.paired_glyphs`): what the glyph widths are learnt from and checked on."""
+    return paired_glyphs(runs, len(spec.label.split()), value, unit_text(spec), plus_possible(spec, value))
 
 
 def plus_possible(spec: FieldSpec, value: str) -> bool:
@@ -251,7 +265,7 @@ def plus_possible(spec: FieldSpec, value: str) -> bool:
 
 def value_text(spec: FieldSpec, value: float | int | str) -> str:
     """The value part of `target_text`: what follows the label."""
-    return target_text(spec, value)[len("".join(spec.label.split())) :]
+    return target_text(spec, value)[len(label_text(spec)) :]
 
 
 def encode_text(text: str, charset: str) -> list[int] | None:
@@ -323,7 +337,6 @@ def ctc_decode(
         chars: list[str] = []
         confidences: list[float] = []
         peak: list[float] = []  # each character's best step
-        spans: list[tuple[int, int]] = []
         span = 1.0  # least sure step since the previous character ended
         previous = 0
         for t, k in enumerate(path):
@@ -331,19 +344,17 @@ def ctc_decode(
             if k != 0 and k == previous:  # the same character held: still its span
                 confidences[-1] = min(confidences[-1], p)
                 peak[-1] = max(peak[-1], float(probs[i, t, k]))
-                spans[-1] = (spans[-1][0], t)
             elif k != 0:
                 chars.append(charset[k - 1])
                 confidences.append(min(span, p))
                 peak.append(float(probs[i, t, k]))
-                spans.append((t, t))
                 span = 1.0
             else:
                 span = min(span, p)
             previous = k
         char_confidence = tuple(min(c, q) for c, q in zip(confidences, peak, strict=True))
         ink = None if inputs is None else tuple(ink_runs(inputs[i].reshape(inputs.shape[-2:]), n * TIME_STRIDE))
-        out.append(StudentRead("".join(chars), char_confidence, span, tuple(spans), ink))
+        out.append(StudentRead("".join(chars), char_confidence, span, ink))
     return out
 
 

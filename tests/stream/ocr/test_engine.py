@@ -174,7 +174,7 @@ def test_student_reads_first_and_paddleocr_takes_what_it_is_not_sure_of(
     separator = [InkRun(label[-1].end + 4, label[-1].end + 8, 12, True)]
     glyphs = [InkRun(separator[0].end + 4 + 16 * i, separator[0].end + 18 + 16 * i, 20, False)
               for i in range(len(value) + 1)]
-    reads[5] = StudentRead(text, (0.99,) * len(text), 0.99, (), tuple(label + separator + glyphs))
+    reads[5] = StudentRead(text, (0.99,) * len(text), 0.99, ink=tuple(label + separator + glyphs))
     assert well_formed_read(reads[5], fields[5]) is not None and unexplained_ink(reads[5], fields[5]) == 1
     engine = OcrEngine(line_profile, ocr_settings)
     engine.student = _ScriptedStudent(reads)  # type: ignore[assignment]

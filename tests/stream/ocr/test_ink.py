@@ -44,7 +44,7 @@ def printed(text: str, font: int = cv2.FONT_HERSHEY_SIMPLEX, thickness: int = 2)
 def read_of(text: str, image: np.ndarray, steps: int) -> StudentRead:
     """A read of `text` with the ink of `image` measured (the network's emissions do not matter
     to the check: it counts glyphs, not where CTC put them)."""
-    return StudentRead(text, (0.99,) * len(text), 0.99, (), tuple(ink_runs(image, steps * TIME_STRIDE)))
+    return StudentRead(text, (0.99,) * len(text), 0.99, ink=tuple(ink_runs(image, steps * TIME_STRIDE)))
 
 
 @pytest.fixture()
