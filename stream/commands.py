@@ -165,7 +165,7 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
     add_setting_flag(ocr, "--cache-dir", "ocr.cache_dir", type=Path, metavar="DIR",
                      help="OCR feature cache folder (default: .cache/ocr-features)")
     ocr.set_defaults(func=_ocr)
-    actions = ocr.add_subparsers(dest="ocr_action", metavar="{distill}", required=False)
+    actions = ocr.add_subparsers(dest="ocr_action", metavar="{distill,calibrate}", required=False)
 
     distill = actions.add_parser(
         "distill",
@@ -202,6 +202,26 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
                      help="OCR feature cache folder for the teacher's reads (default: .cache/ocr-features)")
     distill.set_defaults(func=_distill)
 
+    calibrate = actions.add_parser(
+        "calibrate",
+        help="set a distilled recogniser's confidence thresholds again on its own calibration frames, without training",
+        description="Reads the frames a recogniser was distilled on, cuts the same held-out calibration frames "
+        "(the same --data, --split, --limit and --teacher-only as `oanet ocr distill`; its seed comes from "
+        "recognizer.json), reads them as printed and under nuisances with the saved network, and writes the "
+        "thresholds (one per field, the pooled one for the rest) to recognizer.json in --out (default: in place). "
+        "For a recogniser distilled before the per-field thresholds; the network is unchanged.",
+    )
+    add_ocr_data_flags(calibrate)
+    add_setting_flag(calibrate, "--recognizer", "ocr.recognizer", type=Path, metavar="DIR",
+                     help="the distilled recogniser (`oanet ocr distill --out DIR`)")
+    calibrate.add_argument("--out", type=Path, metavar="DIR",
+                           help="write the recalibrated recogniser here (default: over --recognizer's recognizer.json)")
+    calibrate.add_argument("--teacher-only", action="store_true",
+                           help="ignore the manifest's values, as `oanet ocr distill --teacher-only` did")
+    add_setting_flag(calibrate, "--cache-dir", "ocr.cache_dir", type=Path, metavar="DIR",
+                     help="OCR feature cache folder for the teacher's reads (default: .cache/ocr-features)")
+    calibrate.set_defaults(func=_calibrate)
+
 
 def _ocr(args: argparse.Namespace) -> int:
     from stream.ocr.report import ocr_command
@@ -213,6 +233,12 @@ def _distill(args: argparse.Namespace) -> int:
     from stream.ocr.report import distill_command
 
     return distill_command(args)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from stream.ocr.report import calibrate_command
+
+    return calibrate_command(args)
 
 
 # --------------------------------------------------------------------------- replay

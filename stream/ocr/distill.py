@@ -370,10 +370,10 @@ def train(
             return None
         net.eval()
         outcomes = selection.outcomes(net, profile, charset, widths)
-        threshold, stats = calibrate_outcomes(outcomes, config.min_threshold)
+        thresholds, stats = calibrate_outcomes(outcomes, config.min_threshold)
         net.train()
         point = Checkpoint(step, stats[KIND_PRINTED]["fallback_rate"] or 0.0,
-                           stats[KIND_NUISANCE]["fallback_rate"] or 0.0, round(threshold, 4),
+                           stats[KIND_NUISANCE]["fallback_rate"] or 0.0, round(thresholds.default, 4),
                            stats["wrong_but_well_formed"], sum(1 for o in outcomes if o.confidence is None),
                            stats["ink_refused"]["wrong"])
         result.checks.append(point)
@@ -502,8 +502,8 @@ def distill(
                           widths=widths)
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
-    threshold, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width,
-                                       config.seed + 1, config.min_threshold, widths)
+    thresholds, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width,
+                                        config.seed + 1, config.min_threshold, widths)
     seconds["calibrate"] = time.perf_counter() - started
     counts = {
         SOURCE_MANIFEST: sum(1 for x in lines if x.source == SOURCE_MANIFEST),
@@ -517,9 +517,10 @@ def distill(
         charset=charset,
         height=config.height,
         width=width,
-        threshold=threshold,
+        threshold=thresholds.default,
         teacher=engine_version(teacher_settings(settings)),
         glyph_widths=widths,
+        field_thresholds=thresholds.by_field,
         stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts,
                "split": frames, "seed": config.seed, "batch": config.batch, "threads": config.threads,
                "epochs": training.epochs, "steps": training.steps, "training": training.to_json(),
@@ -529,5 +530,67 @@ def distill(
     return DistillReport(
         out=Path(out), frames=len(entries), teacher_frames=teacher_frames, lines=len(lines), labelled=counts,
         unlabelled=len(lines) - len(labelled), training=training, seconds=seconds,
-        threshold=threshold, calibration=calibration,
+        threshold=thresholds.default, calibration=calibration,
     )
+
+
+@dataclass
+class CalibrateReport:
+    out: Path
+    frames: int
+    threshold: float
+    calibration: dict[str, Any]
+    seconds: float
+
+
+def recalibrate(
+    dataset: Dataset,
+    entries: Sequence[ManifestEntry],
+    folder: Path,
+    out: Path,
+    settings: OcrSettings,
+    use_manifest: bool = True,
+    on_frame: Callable[[str], None] | None = None,
+) -> CalibrateReport:
+    """`oanet ocr calibrate`: the thresholds of a distilled student set again on its own calibration
+    lines, without training: the same frames and seed give the same held-out parts as `distill`, read
+    by the saved network (`Student`). For a student distilled before thresholds were set per field, or
+    before the ink check's widths; the network and the charset are unchanged."""
+    import shutil
+
+    from stream.ocr.student import Student
+
+    started = time.perf_counter()
+    folder, out = Path(folder), Path(out)
+    profile = dataset.profile
+    student = Student(folder, profile, threads=settings.threads or 1)
+    meta = student.meta
+    config = DistillConfig(seed=int(meta.stats.get("seed", 0)))
+    lines, _ = collect_lines(dataset, entries, settings, config.teacher_min_confidence, use_manifest, on_frame)
+    labelled = [line for line in lines if line.value is not None]
+    if not labelled:
+        raise StudentError(f"no field line of the {len(entries)} frames could be labelled: nothing to calibrate on")
+    rng = np.random.default_rng(config.seed)
+    train_lines, calib_lines, select_lines = split_frames(
+        lines, (config.calibration_share, config.selection_share), rng, text_groups(lines, profile)
+    )
+    frames = {"training": len({x.frame_id for x in train_lines}), "selection": len({x.frame_id for x in select_lines}),
+              "calibration": len({x.frame_id for x in calib_lines})}
+    distilled = meta.stats.get("split")
+    if distilled and distilled != frames:
+        raise StudentError(
+            f"these frames are not the ones {folder} was distilled on (held-out parts {frames}, then {distilled}): "
+            "give the same --data, --split and --limit, and --teacher-only if it was distilled with it"
+        )
+    widths = meta.glyph_widths or glyph_widths(train_lines, profile, meta.height, meta.width)
+    thresholds, calibration = calibrate(student, calib_lines or labelled, profile, meta.charset, meta.height,
+                                        meta.width, config.seed + 1, config.min_threshold, widths)
+    stats = {**meta.stats, "calibration": calibration,
+             "recalibrated": {"from_threshold": meta.threshold, "from_field_thresholds": meta.field_thresholds}}
+    new = dataclasses.replace(meta, threshold=thresholds.default, field_thresholds=thresholds.by_field,
+                              glyph_widths=widths, stats=stats)
+    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != folder.resolve():
+        shutil.copyfile(folder / STUDENT_MODEL_FILE, out / STUDENT_MODEL_FILE)
+    (out / STUDENT_META_FILE).write_text(json.dumps(new.to_json(), indent=2) + "\n", encoding="utf-8")
+    return CalibrateReport(out, len(entries), thresholds.default, calibration, time.perf_counter() - started)

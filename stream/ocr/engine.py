@@ -56,7 +56,7 @@ from stream.ocr.records import (
     ParameterRecord,
 )
 from stream.ocr.settings import OcrMode, OcrSettings
-from stream.ocr.student import Student, student_digest, unexplained_ink, well_formed_read
+from stream.ocr.student import Student, other_labels_of, student_digest, unexplained_ink, well_formed_read
 from stream.ocr_models import DET_MODEL, MODEL_FILE, REC_MODEL, model_dirs
 
 log = logging.getLogger(__name__)
@@ -306,9 +306,9 @@ class OcrEngine:
         self._student_ms += (time.perf_counter() - started) * 1000
         for job, slot, read in zip(jobs, slots, reads, strict=True):
             f_index, i = job
-            reading = well_formed_read(read, fields[i])
+            reading = well_formed_read(read, fields[i], other_labels_of(self.profile, fields[i]))
             # A read that leaves ink unexplained (a dropped digit) falls back however sure it is.
-            if reading is not None and reading.confidence >= self.student.threshold and \
+            if reading is not None and reading.confidence >= self.student.threshold_for(fields[i].name) and \
                     not unexplained_ink(read, fields[i], self.student.glyph_widths):
                 readings[f_index][i] = reading.by(ENGINE_STUDENT)
             else:

@@ -139,12 +139,32 @@ def test_the_threshold_clears_every_wrong_read_and_counts_what_falls_back() -> N
     outcomes = [Outcome(KIND_PRINTED, "temp", 0.9, True), Outcome(KIND_PRINTED, "temp", 0.6, False),
                 Outcome(KIND_PRINTED, "lot", None, False), Outcome(KIND_NUISANCE, "lot", 0.55, True),
                 Outcome(KIND_NUISANCE, "temp", 0.7, True)]
-    threshold, stats = calibrate_outcomes(outcomes, 0.5)
-    # One threshold for every field: temp's wrong read at 0.6 holds back the lot id at 0.55 too.
-    assert 0.6 < threshold < 0.6001
+    thresholds, stats = calibrate_outcomes(outcomes, 0.5, min_field_views=100)
+    # Too few views for a threshold per field: the pooled one for every field, so temp's wrong
+    # read at 0.6 holds back the lot id at 0.55 too.
+    assert 0.6 < thresholds.default < 0.6001 and thresholds.by_field == {}
+    assert thresholds.of("lot") == thresholds.of("temp") == thresholds.default
     assert stats[KIND_PRINTED] == {"reads": 3, "accepted": 1, "accepted_wrong": 0, "fallback_rate": 0.6667}
     assert stats[KIND_NUISANCE]["fallback_rate"] == 0.5 and stats["wrong_by_field"] == {"temp": 1}
-    assert calibrate_outcomes([Outcome(KIND_PRINTED, "temp", 0.4, True)], 0.5)[0] == 0.5
+    assert calibrate_outcomes([Outcome(KIND_PRINTED, "temp", 0.4, True)], 0.5)[0].default == 0.5
+
+
+def test_a_field_with_enough_views_gets_a_threshold_of_its_own() -> None:
+    outcomes = [Outcome(KIND_PRINTED, "temp", 0.9, True), Outcome(KIND_PRINTED, "temp", 0.6, False),
+                Outcome(KIND_NUISANCE, "temp", 0.95, True), Outcome(KIND_PRINTED, "power", 0.8, True),
+                Outcome(KIND_NUISANCE, "power", 0.55, True), Outcome(KIND_NUISANCE, "power", 0.52, False),
+                Outcome(KIND_NUISANCE, "power", None, False), Outcome(KIND_PRINTED, "lot", 0.58, True)]
+    thresholds, stats = calibrate_outcomes(outcomes, 0.5, min_field_views=2)
+    # temp and power each above their own wrong reads only; lot (one view) keeps the pooled one.
+    assert 0.6 < thresholds.of("temp") < 0.6001 and 0.52 < thresholds.of("power") < 0.5201
+    assert thresholds.of("lot") == thresholds.default == thresholds.of("temp")
+    assert stats["thresholds_by_field"] == {"power": 0.52, "temp": 0.6}
+    # power's right read at 0.55 is used now (temp's wrong read no longer holds it back), and no
+    # wrong read of any field is accepted; lot's 0.58 stays under the pooled threshold.
+    assert stats[KIND_NUISANCE] == {"reads": 4, "accepted": 2, "accepted_wrong": 0, "fallback_rate": 0.5}
+    assert stats[KIND_PRINTED]["accepted"] == 2 and stats[KIND_PRINTED]["accepted_wrong"] == 0
+    # A field's floor is the minimum threshold, whatever its wrong reads.
+    assert calibrate_outcomes(outcomes, 0.7, min_field_views=2)[0].of("power") == 0.7
 
 
 def test_a_bad_budget_is_refused() -> None:
