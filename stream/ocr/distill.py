@@ -15,9 +15,11 @@
    cuts training short. Every `eval_every` steps the network reads the *selection* frames'
    lines and the checkpoint with the lowest fallback there is kept.
 3. Calibration. On the *calibration* frames' lines (as printed and under strong nuisances),
-   which neither training nor the checkpoint choice saw, the threshold is set just above the
-   most confident read that the parser would accept but that is wrong, so on those lines no
-   accepted read is wrong; the rest falls back to PaddleOCR. Reads the ink check refuses
+   which neither training nor the checkpoint choice saw, each field's threshold is set just
+   above the most confident read of that field that the parser would accept but that is wrong
+   (a field with few reads there takes the pooled threshold, above every field's wrong reads),
+   so on those lines no accepted read is wrong; the rest falls back to PaddleOCR. `recalibrate`
+   (`oanet ocr calibrate`) does this step again for a saved student. Reads the ink check refuses
    (`stream.ocr.ink`: a glyph left out, or read as one of another width; the widths are
    learnt on the training lines) fall back whatever their confidence, so they do not set it.
 4. Export: `recognizer.onnx` (onnxruntime at reading time) and `recognizer.json` (charset,

@@ -9,8 +9,9 @@ field parser accepts as it accepts PaddleOCR's dropped spaces.
 Every read carries a confidence over the value part of the line only: for each character,
 how sure the network is that it is there, and that nothing else is in its span (`ctc_decode`). The field is known from its ROI, so the label letters are a sanity check,
 not something to be sure of: the student's one systematic error is at the line's left edge.
-`oanet ocr distill` calibrates a threshold on held-out lines; a read below it, or one the
-parser rejects, is not used (the engine gives that line to PaddleOCR).
+`oanet ocr distill` calibrates a threshold per field on held-out lines; a read below its
+field's threshold, or one the parser rejects, is not used (the engine gives that line to
+PaddleOCR).
 
 Pure functions (charset, input geometry, CTC decoding) plus `Student`, which runs the exported
 ONNX graph with onnxruntime (no torch at reading time).
