@@ -194,6 +194,11 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
                          f"{DEFAULT_MAX_MINUTES:g}); the student is still written, but the run warns that it is "
                          "under-trained and exits with status 1")
     distill.add_argument("--batch", type=int, default=32, metavar="N", help="lines per training step (default 32)")
+    distill.add_argument("--splice", type=int, default=0, metavar="N",
+                         help="also train on N copies of each text-field line (lot ids) with its value redrawn from "
+                         "other glyphs of its frame, so the student sees letters its lots never print (default 0: "
+                         "none; with 2, line-a's unseen lots fell back on 9 lines instead of 34, "
+                         "see docs/benchmarks.md)")
     distill.add_argument("--teacher-only", action="store_true",
                          help="ignore the manifest's values: label with PaddleOCR only, as for an unlabelled line")
     distill.add_argument("--seed", type=int, default=0,

@@ -4,8 +4,9 @@ calibration (issue 13).
 Frames are held out by whole lots (`text_groups`, `split_frames`): the *selection* part picks the
 checkpoint (`HeldOutViews.outcomes` -> `Checkpoint`), the *calibration* part sets the thresholds
 (`calibrate`): for each field, just above the most confident read of that field that the engine
-would accept but that is wrong (`Thresholds`). Reads the ink check refuses (`stream.ocr.ink`, with the glyph widths `glyph_widths` learns
-on the training lines) fall back whatever their confidence, so they do not set it.
+would accept but that is wrong, and above every field's substitutions (`Thresholds`). Reads the
+ink check refuses (`stream.ocr.ink`, with the glyph widths `glyph_widths` learns on the training
+lines) fall back whatever their confidence, so they do not set it.
 """
 
 from __future__ import annotations
@@ -131,7 +132,9 @@ class HeldOutViews:
             if unexplained_ink(read, spec, widths):
                 out.append(Outcome(kind, spec.name, None, correct, ink_refused=True))
             else:
-                out.append(Outcome(kind, spec.name, reading.confidence, correct))
+                # As many characters as the printed value: a glyph read as another.
+                swapped = not correct and len(value_text(spec, reading.value)) == len(value_text(spec, line.value))
+                out.append(Outcome(kind, spec.name, reading.confidence, correct, substitution=swapped))
         return out
 
 
@@ -144,23 +147,28 @@ class Outcome:
     confidence: float | None
     correct: bool
     ink_refused: bool = False  # well formed, but refused by the ink check (`unexplained_ink`)
+    # wrong with as many characters as the printed value: a glyph read as another ("6" for "8")
+    substitution: bool = False
 
 
 # A field gets a threshold of its own only when at least this many of its calibration views
 # reach a threshold at all (well formed, not refused by the ink check); the others keep the
-# pooled one. With 6 nuisance views of every calibration line a field has about 400-700 such
-# views on 600 frames; the per-field rule first tried on about 90 lines per field, without
-# the ink check, let a wrong value through (docs/benchmarks.md, "A step budget").
+# pooled one. Every field's own threshold is at least above every field's substitutions
+# (`calibrate_outcomes`). With 6 nuisance views of every calibration line a field has about
+# 550-650 such views on 600 frames; the per-field rule first tried on about 90 lines per field,
+# without the ink check, let a wrong value through (docs/benchmarks.md, "A step budget").
 MIN_FIELD_VIEWS = 200
 
 
 @dataclass(frozen=True)
 class Thresholds:
     """The confidence a student read of each field needs: `by_field` where calibration set
-    one, else `default` (the pooled threshold, above every field's wrong reads)."""
+    one, else `default` (the pooled threshold, above every field's wrong reads). `floor`: the
+    least any field's own threshold may be (above every field's substitutions)."""
 
     default: float
     by_field: dict[str, float]
+    floor: float = 0.0
 
     def of(self, name: str) -> float:
         return self.by_field.get(name, self.default)
@@ -173,16 +181,23 @@ def _just_above(confidences: Sequence[float], floor: float) -> float:
 def calibrate_outcomes(
     outcomes: Sequence[Outcome], min_threshold: float, min_field_views: int = MIN_FIELD_VIEWS
 ) -> tuple[Thresholds, dict[str, Any]]:
-    """Each field's lowest threshold (>= `min_threshold`) above every wrong well-formed read of
-    that field, and what they leave to PaddleOCR, by kind of view.
+    """Each field's lowest threshold above every wrong well-formed read of that field and above
+    every field's substitutions (never below `min_threshold`), and what they leave to
+    PaddleOCR, by kind of view.
 
     A field with fewer than `min_field_views` views that reach a threshold keeps the pooled one
     (`Thresholds.default`: above every field's wrong reads). One pooled threshold for all fields
     was the rule before: one confident wrong read of one field ("USPOWER17mW" for 117 at 0.887)
     then held back 10% of the right reads of every other field (docs/benchmarks.md).
+
+    Substitutions (a glyph read as another: "PRESSURE102.6kPa" for 102.8, "VAC-78.8kPa" for
+    -78.6) set every field's floor: the digits are the same glyphs in every field, and the ink
+    check cannot see them. With a field's own wrong reads only, a student whose pressure lines
+    had no wrong calibration read accepted "102.6" for 102.8 at 0.70 on test frames.
     """
     wrong = [o for o in outcomes if o.confidence is not None and not o.correct]
     pooled = _just_above([o.confidence for o in wrong], min_threshold)
+    floor = _just_above([o.confidence for o in wrong if o.substitution], min_threshold)
     by_field: dict[str, int] = {}
     for o in wrong:
         by_field[o.field] = by_field.get(o.field, 0) + 1
@@ -190,12 +205,13 @@ def calibrate_outcomes(
     for name in sorted({o.field for o in outcomes}):
         reachable = [o for o in outcomes if o.field == name and o.confidence is not None]
         if len(reachable) >= min_field_views:
-            own[name] = _just_above([o.confidence for o in reachable if not o.correct], min_threshold)
-    thresholds = Thresholds(pooled, own)
+            own[name] = _just_above([o.confidence for o in reachable if not o.correct], floor)
+    thresholds = Thresholds(pooled, own, floor)
     refused = [o for o in outcomes if o.ink_refused]
     stats: dict[str, Any] = {"lines": sum(1 for o in outcomes if o.kind == KIND_PRINTED),
                              "wrong_but_well_formed": len(wrong), "wrong_by_field": dict(sorted(by_field.items())),
                              "thresholds_by_field": {k: round(v, 4) for k, v in own.items()},
+                             "substitution_floor": round(floor, 4),
                              "ink_refused": {"wrong": sum(1 for o in refused if not o.correct),
                                              "right": sum(1 for o in refused if o.correct)}}
     for kind in (KIND_PRINTED, KIND_NUISANCE):

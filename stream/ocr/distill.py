@@ -63,6 +63,7 @@ from stream.ocr.ink import GlyphWidths
 from stream.ocr.lines import Line, augment
 from stream.ocr.records import ENGINE_PADDLE, ParameterRecord
 from stream.ocr.settings import OcrSettings
+from stream.ocr.splice import spliced_lines
 from stream.ocr.student import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -108,6 +109,9 @@ class DistillConfig:
     # The threshold is never below this, whatever the calibration lines allow.
     min_threshold: float = 0.5
     seed: int = 0
+    # Spliced copies of each training text-field line (`stream.ocr.splice`: the value redrawn
+    # with other glyphs of its frame, so the student sees letters its lots never print); 0: none.
+    splice_copies: int = 0
     # torch threads. One by default: on the 2-core box, with another job on a core, two threads
     # made 1.9 steps/s against 6.2-6.9 with one (docs/benchmarks.md); the result is the same bit
     # for bit only with the same thread count.
@@ -123,6 +127,8 @@ class DistillConfig:
             found.append(f"--max-minutes must be positive, got {self.max_minutes}")
         if self.batch < 2:
             found.append(f"--batch must be at least 2, got {self.batch}")
+        if self.splice_copies < 0:
+            found.append(f"--splice must not be negative, got {self.splice_copies}")
         return found
 
     @property
@@ -142,6 +148,7 @@ class DistillReport:
     seconds: dict[str, float] = field(default_factory=dict)
     threshold: float = 0.0
     calibration: dict[str, Any] = field(default_factory=dict)
+    spliced: int = 0  # spliced text-field lines added to training (`stream.ocr.splice`)
 
 
 # -- labels ------------------------------------------------------------------------------
@@ -498,10 +505,13 @@ def distill(
     )
     started = time.perf_counter()
     widths = glyph_widths(train_lines, profile, config.height, width)
+    # Learnt from the lines as printed only; the copies train, and are never held out.
+    spliced = spliced_lines(train_lines, profile, np.random.default_rng(config.seed + 3), config.splice_copies,
+                            config.height)
     # One nuisance view per selection line: the check runs ten times, calibration once.
     selection = HeldOutViews.of(select_lines, 1, config.seed + 2, config.height, width)
-    net, training = train(train_lines, profile, charset, config.height, width, config, selection, on_step,
-                          widths=widths)
+    net, training = train([*train_lines, *spliced], profile, charset, config.height, width, config, selection,
+                          on_step, widths=widths)
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
     thresholds, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width,
@@ -524,7 +534,8 @@ def distill(
         glyph_widths=widths,
         field_thresholds=thresholds.by_field,
         stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts,
-               "split": frames, "seed": config.seed, "batch": config.batch, "threads": config.threads,
+               "split": frames, "spliced": len(spliced), "seed": config.seed, "batch": config.batch,
+               "threads": config.threads,
                "epochs": training.epochs, "steps": training.steps, "training": training.to_json(),
                "calibration": calibration},
     )
@@ -532,7 +543,7 @@ def distill(
     return DistillReport(
         out=Path(out), frames=len(entries), teacher_frames=teacher_frames, lines=len(lines), labelled=counts,
         unlabelled=len(lines) - len(labelled), training=training, seconds=seconds,
-        threshold=thresholds.default, calibration=calibration,
+        threshold=thresholds.default, calibration=calibration, spliced=len(spliced),
     )
 
 

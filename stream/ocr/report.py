@@ -21,7 +21,8 @@ def distill_command(args: argparse.Namespace) -> int:
 
     settings = ocr_settings(args)
     config = DistillConfig(steps=args.steps, eval_every=args.eval_every, max_minutes=args.max_minutes,
-                           batch=args.batch, seed=args.seed, threads=settings.threads or 1)
+                           batch=args.batch, seed=args.seed, threads=settings.threads or 1,
+                           splice_copies=args.splice)
     if config.problems():
         raise OanetError("; ".join(config.problems()))
     dataset, entries = select_frames(args)
@@ -56,7 +57,8 @@ def distill_command(args: argparse.Namespace) -> int:
     print(f"oanet ocr distill: {report.frames} frames of {args.data} ({report.teacher_frames} read by PaddleOCR), "
           f"{report.lines} field lines "
           f"({report.labelled['manifest']} labelled by the manifest, {report.labelled['teacher']} by PaddleOCR, "
-          f"{report.unlabelled} unlabelled) in {wall:.0f} s ({seconds})")
+          f"{report.unlabelled} unlabelled; {report.spliced} spliced text-field lines added to training) "
+          f"in {wall:.0f} s ({seconds})")
     kept = (f"kept step {training.best.step} (held-out selection fallback {100 * training.best.printed:.1f}% "
             f"as printed, {100 * training.best.nuisance:.1f}% with nuisances)" if training.best
             else "kept the last step (no selection frames)")
@@ -77,7 +79,10 @@ def _print_calibration(threshold: float, calibration: dict[str, Any], out) -> No
     """The thresholds `distill` or `calibrate` set, and what they leave to PaddleOCR."""
     by_field = calibration.get("thresholds_by_field") or {}
     own = ", ".join(f"{name} {value:.3f}" for name, value in by_field.items())
-    print(f"confidence threshold {threshold:.4f} pooled" + (f"; by field: {own}" if own else ""))
+    floor = calibration.get("substitution_floor")
+    print(f"confidence threshold {threshold:.4f} pooled"
+          + (f"; no field below {floor:.4f} (every field's substitutions)" if floor is not None and own else "")
+          + (f"; by field: {own}" if own else ""))
     refused = calibration.get("ink_refused") or {}
     if refused:
         print(f"ink check (reads that leave a glyph out): refused {refused['wrong']} wrong and "
