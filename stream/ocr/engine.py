@@ -13,8 +13,8 @@ Modes:
 
 With a distilled recogniser (`OcrSettings.recognizer`, `oanet ocr distill`), template mode
 reads every field line with it first, in one batched call, and gives PaddleOCR only the lines
-whose read is below the student's calibrated confidence or that the parser rejects. Each
-reading records the engine that produced it.
+whose read is below its field's calibrated threshold (`Student.threshold_for`), that the ink
+check refuses, or that the parser rejects. Each reading records the engine that produced it.
 
 Models load once per process and are shared by every engine (one per profile).
 
