@@ -165,7 +165,7 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
     add_setting_flag(ocr, "--cache-dir", "ocr.cache_dir", type=Path, metavar="DIR",
                      help="OCR feature cache folder (default: .cache/ocr-features)")
     ocr.set_defaults(func=_ocr)
-    actions = ocr.add_subparsers(dest="ocr_action", metavar="{distill}", required=False)
+    actions = ocr.add_subparsers(dest="ocr_action", metavar="{distill,calibrate}", required=False)
 
     distill = actions.add_parser(
         "distill",
@@ -194,6 +194,11 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
                          f"{DEFAULT_MAX_MINUTES:g}); the student is still written, but the run warns that it is "
                          "under-trained and exits with status 1")
     distill.add_argument("--batch", type=int, default=32, metavar="N", help="lines per training step (default 32)")
+    distill.add_argument("--splice", type=int, default=0, metavar="N",
+                         help="also train on N copies of each text-field line (lot ids) with its value redrawn from "
+                         "other glyphs of its frame, so the student sees letters its lots never print (default 0: "
+                         "none; with 2, line-a's unseen lots fell back on 9 lines instead of 34, "
+                         "see docs/benchmarks.md)")
     distill.add_argument("--teacher-only", action="store_true",
                          help="ignore the manifest's values: label with PaddleOCR only, as for an unlabelled line")
     distill.add_argument("--seed", type=int, default=0,
@@ -201,6 +206,26 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
     add_setting_flag(distill, "--cache-dir", "ocr.cache_dir", type=Path, metavar="DIR",
                      help="OCR feature cache folder for the teacher's reads (default: .cache/ocr-features)")
     distill.set_defaults(func=_distill)
+
+    calibrate = actions.add_parser(
+        "calibrate",
+        help="set a distilled recogniser's confidence thresholds again on its own calibration frames, without training",
+        description="Reads the frames a recogniser was distilled on, cuts the same held-out calibration frames "
+        "(the same --data, --split, --limit and --teacher-only as `oanet ocr distill`; its seed comes from "
+        "recognizer.json), reads them as printed and under nuisances with the saved network, and writes the "
+        "thresholds (one per field, the pooled one for the rest) to recognizer.json in --out (default: in place). "
+        "For a recogniser distilled before the per-field thresholds; the network is unchanged.",
+    )
+    add_ocr_data_flags(calibrate)
+    add_setting_flag(calibrate, "--recognizer", "ocr.recognizer", type=Path, metavar="DIR",
+                     help="the distilled recogniser (`oanet ocr distill --out DIR`)")
+    calibrate.add_argument("--out", type=Path, metavar="DIR",
+                           help="write the recalibrated recogniser here (default: over --recognizer's recognizer.json)")
+    calibrate.add_argument("--teacher-only", action="store_true",
+                           help="ignore the manifest's values, as `oanet ocr distill --teacher-only` did")
+    add_setting_flag(calibrate, "--cache-dir", "ocr.cache_dir", type=Path, metavar="DIR",
+                     help="OCR feature cache folder for the teacher's reads (default: .cache/ocr-features)")
+    calibrate.set_defaults(func=_calibrate)
 
 
 def _ocr(args: argparse.Namespace) -> int:
@@ -213,6 +238,12 @@ def _distill(args: argparse.Namespace) -> int:
     from stream.ocr.report import distill_command
 
     return distill_command(args)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from stream.ocr.report import calibrate_command
+
+    return calibrate_command(args)
 
 
 # --------------------------------------------------------------------------- replay

@@ -2,10 +2,11 @@
 calibration (issue 13).
 
 Frames are held out by whole lots (`text_groups`, `split_frames`): the *selection* part picks the
-checkpoint (`HeldOutViews.outcomes` -> `Checkpoint`), the *calibration* part sets the threshold
-(`calibrate`): just above the most confident read that the engine would accept but that is
-wrong. Reads the ink check refuses (`stream.ocr.ink`, with the glyph widths `glyph_widths` learns
-on the training lines) fall back whatever their confidence, so they do not set it.
+checkpoint (`HeldOutViews.outcomes` -> `Checkpoint`), the *calibration* part sets the thresholds
+(`calibrate`): for each field, just above the most confident read of that field that the engine
+would accept but that is wrong, and above every field's substitutions (`Thresholds`). Reads the
+ink check refuses (`stream.ocr.ink`, with the glyph widths `glyph_widths` learns on the training
+lines) fall back whatever their confidence, so they do not set it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from stream.ocr.student import (
     ctc_decode,
     line_input,
     line_steps,
+    other_labels_of,
     unexplained_ink,
     value_glyphs,
     value_text,
@@ -122,7 +124,7 @@ class HeldOutViews:
         out = []
         for line, kind, read in zip(self.lines, self.kinds, read_lines(net, self.views, charset), strict=True):
             spec = profile.fields[line.field]
-            reading = well_formed_read(read, spec)
+            reading = well_formed_read(read, spec, other_labels_of(profile, spec))
             if reading is None:
                 out.append(Outcome(kind, spec.name, None, False))
                 continue
@@ -130,7 +132,9 @@ class HeldOutViews:
             if unexplained_ink(read, spec, widths):
                 out.append(Outcome(kind, spec.name, None, correct, ink_refused=True))
             else:
-                out.append(Outcome(kind, spec.name, reading.confidence, correct))
+                # As many characters as the printed value: a glyph read as another.
+                swapped = not correct and len(value_text(spec, reading.value)) == len(value_text(spec, line.value))
+                out.append(Outcome(kind, spec.name, reading.confidence, correct, substitution=swapped))
         return out
 
 
@@ -143,36 +147,83 @@ class Outcome:
     confidence: float | None
     correct: bool
     ink_refused: bool = False  # well formed, but refused by the ink check (`unexplained_ink`)
+    # wrong with as many characters as the printed value: a glyph read as another ("6" for "8")
+    substitution: bool = False
 
 
-def calibrate_outcomes(outcomes: Sequence[Outcome], min_threshold: float) -> tuple[float, dict[str, Any]]:
-    """The lowest threshold (>= `min_threshold`) above every wrong well-formed read, and what it
-    leaves to PaddleOCR, by kind of view.
+# A field gets a threshold of its own only when at least this many of its calibration views
+# reach a threshold at all (well formed, not refused by the ink check); the others keep the
+# pooled one. Every field's own threshold is at least above every field's substitutions
+# (`calibrate_outcomes`). With 6 nuisance views of every calibration line a field has about
+# 550-650 such views on 600 frames; the per-field rule first tried on about 90 lines per field,
+# without the ink check, let a wrong value through (docs/benchmarks.md, "A step budget").
+MIN_FIELD_VIEWS = 200
 
-    One threshold for all fields. A threshold per field (each above its own field's wrong reads
-    only) was tried: on about 90 held-out lines per field it let one wrong value through on the
-    test frames ("PRESSURE90.6kPa" for 99.6 kPa; docs/benchmarks.md, "A step budget").
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The confidence a student read of each field needs: `by_field` where calibration set
+    one, else `default` (the pooled threshold, above every field's wrong reads). `floor`: the
+    least any field's own threshold may be (above every field's substitutions)."""
+
+    default: float
+    by_field: dict[str, float]
+    floor: float = 0.0
+
+    def of(self, name: str) -> float:
+        return self.by_field.get(name, self.default)
+
+
+def _just_above(confidences: Sequence[float], floor: float) -> float:
+    return max(floor, float(np.nextafter(max(confidences), 1.0)) if confidences else 0.0)
+
+
+def calibrate_outcomes(
+    outcomes: Sequence[Outcome], min_threshold: float, min_field_views: int = MIN_FIELD_VIEWS
+) -> tuple[Thresholds, dict[str, Any]]:
+    """Each field's lowest threshold above every wrong well-formed read of that field and above
+    every field's substitutions (never below `min_threshold`), and what they leave to
+    PaddleOCR, by kind of view.
+
+    A field with fewer than `min_field_views` views that reach a threshold keeps the pooled one
+    (`Thresholds.default`: above every field's wrong reads). One pooled threshold for all fields
+    was the rule before: one confident wrong read of one field ("USPOWER17mW" for 117 at 0.887)
+    then held back 10% of the right reads of every other field (docs/benchmarks.md).
+
+    Substitutions (a glyph read as another: "PRESSURE102.6kPa" for 102.8, "VAC-78.8kPa" for
+    -78.6) set every field's floor: the digits are the same glyphs in every field, and the ink
+    check cannot see them. With a field's own wrong reads only, a student whose pressure lines
+    had no wrong calibration read accepted "102.6" for 102.8 at 0.70 on test frames.
     """
     wrong = [o for o in outcomes if o.confidence is not None and not o.correct]
-    threshold = max(min_threshold, float(np.nextafter(max(o.confidence for o in wrong), 1.0)) if wrong else 0.0)
+    pooled = _just_above([o.confidence for o in wrong], min_threshold)
+    floor = _just_above([o.confidence for o in wrong if o.substitution], min_threshold)
     by_field: dict[str, int] = {}
     for o in wrong:
         by_field[o.field] = by_field.get(o.field, 0) + 1
+    own: dict[str, float] = {}
+    for name in sorted({o.field for o in outcomes}):
+        reachable = [o for o in outcomes if o.field == name and o.confidence is not None]
+        if len(reachable) >= min_field_views:
+            own[name] = _just_above([o.confidence for o in reachable if not o.correct], floor)
+    thresholds = Thresholds(pooled, own, floor)
     refused = [o for o in outcomes if o.ink_refused]
     stats: dict[str, Any] = {"lines": sum(1 for o in outcomes if o.kind == KIND_PRINTED),
                              "wrong_but_well_formed": len(wrong), "wrong_by_field": dict(sorted(by_field.items())),
+                             "thresholds_by_field": {k: round(v, 4) for k, v in own.items()},
+                             "substitution_floor": round(floor, 4),
                              "ink_refused": {"wrong": sum(1 for o in refused if not o.correct),
                                              "right": sum(1 for o in refused if o.correct)}}
     for kind in (KIND_PRINTED, KIND_NUISANCE):
         mine = [o for o in outcomes if o.kind == kind]
-        accepted = [o for o in mine if o.confidence is not None and o.confidence >= threshold]
+        accepted = [o for o in mine if o.confidence is not None and o.confidence >= thresholds.of(o.field)]
         stats[kind] = {
             "reads": len(mine),
             "accepted": len(accepted),
             "accepted_wrong": sum(1 for o in accepted if not o.correct),
             "fallback_rate": round(1 - len(accepted) / len(mine), 4) if mine else None,
         }
-    return threshold, stats
+    return thresholds, stats
 
 
 @dataclass(frozen=True)
@@ -182,7 +233,7 @@ class Checkpoint:
     step: int
     printed: float  # fallback rate on the selection lines as printed
     nuisance: float  # ... and on their nuisance views
-    threshold: float = 0.0  # what calibration on these lines would set
+    threshold: float = 0.0  # the pooled threshold calibration on these lines would set
     wrong: int = 0  # well-formed but wrong reads among them (the threshold clears them all)
     malformed: int = 0  # reads that are not exactly a line (a fallback whatever the threshold)
     ink_refused_wrong: int = 0  # wrong reads the ink check refused (no threshold needed for them)
@@ -193,6 +244,9 @@ class Checkpoint:
 
 
 def _logits(net, batch: np.ndarray) -> np.ndarray:
+    """[N, T, C] logits of a batch: a torch network in training, or a saved `Student`."""
+    if hasattr(net, "logits"):
+        return net.logits(batch)
     import torch
 
     with torch.no_grad():
@@ -213,9 +267,9 @@ def read_lines(
 def calibrate(
     net, lines: Sequence[Line], profile, charset: str, height: int, width: int, seed: int, min_threshold: float,
     widths: GlyphWidths | None = None,
-) -> tuple[float, dict[str, Any]]:
-    """The threshold above which no held-out read the engine would accept is wrong (views drawn
-    with `seed`)."""
+) -> tuple[Thresholds, dict[str, Any]]:
+    """The thresholds above which no held-out read the engine would accept is wrong (views drawn
+    with `seed`); `net`: the torch network, or a saved `Student` (`oanet ocr calibrate`)."""
     views = HeldOutViews.of(lines, CALIBRATION_NUISANCES, seed, height, width)
     return calibrate_outcomes(views.outcomes(net, profile, charset, widths), min_threshold)
 

@@ -15,9 +15,11 @@
    cuts training short. Every `eval_every` steps the network reads the *selection* frames'
    lines and the checkpoint with the lowest fallback there is kept.
 3. Calibration. On the *calibration* frames' lines (as printed and under strong nuisances),
-   which neither training nor the checkpoint choice saw, the threshold is set just above the
-   most confident read that the parser would accept but that is wrong, so on those lines no
-   accepted read is wrong; the rest falls back to PaddleOCR. Reads the ink check refuses
+   which neither training nor the checkpoint choice saw, each field's threshold is set just
+   above the most confident read of that field that the parser would accept but that is wrong
+   (a field with few reads there takes the pooled threshold, above every field's wrong reads),
+   so on those lines no accepted read is wrong; the rest falls back to PaddleOCR. `recalibrate`
+   (`oanet ocr calibrate`) does this step again for a saved student. Reads the ink check refuses
    (`stream.ocr.ink`: a glyph left out, or read as one of another width; the widths are
    learnt on the training lines) fall back whatever their confidence, so they do not set it.
 4. Export: `recognizer.onnx` (onnxruntime at reading time) and `recognizer.json` (charset,
@@ -61,6 +63,7 @@ from stream.ocr.ink import GlyphWidths
 from stream.ocr.lines import Line, augment
 from stream.ocr.records import ENGINE_PADDLE, ParameterRecord
 from stream.ocr.settings import OcrSettings
+from stream.ocr.splice import spliced_lines
 from stream.ocr.student import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -106,6 +109,9 @@ class DistillConfig:
     # The threshold is never below this, whatever the calibration lines allow.
     min_threshold: float = 0.5
     seed: int = 0
+    # Spliced copies of each training text-field line (`stream.ocr.splice`: the value redrawn
+    # with other glyphs of its frame, so the student sees letters its lots never print); 0: none.
+    splice_copies: int = 0
     # torch threads. One by default: on the 2-core box, with another job on a core, two threads
     # made 1.9 steps/s against 6.2-6.9 with one (docs/benchmarks.md); the result is the same bit
     # for bit only with the same thread count.
@@ -121,6 +127,8 @@ class DistillConfig:
             found.append(f"--max-minutes must be positive, got {self.max_minutes}")
         if self.batch < 2:
             found.append(f"--batch must be at least 2, got {self.batch}")
+        if self.splice_copies < 0:
+            found.append(f"--splice must not be negative, got {self.splice_copies}")
         return found
 
     @property
@@ -140,6 +148,7 @@ class DistillReport:
     seconds: dict[str, float] = field(default_factory=dict)
     threshold: float = 0.0
     calibration: dict[str, Any] = field(default_factory=dict)
+    spliced: int = 0  # spliced text-field lines added to training (`stream.ocr.splice`)
 
 
 # -- labels ------------------------------------------------------------------------------
@@ -370,10 +379,10 @@ def train(
             return None
         net.eval()
         outcomes = selection.outcomes(net, profile, charset, widths)
-        threshold, stats = calibrate_outcomes(outcomes, config.min_threshold)
+        thresholds, stats = calibrate_outcomes(outcomes, config.min_threshold)
         net.train()
         point = Checkpoint(step, stats[KIND_PRINTED]["fallback_rate"] or 0.0,
-                           stats[KIND_NUISANCE]["fallback_rate"] or 0.0, round(threshold, 4),
+                           stats[KIND_NUISANCE]["fallback_rate"] or 0.0, round(thresholds.default, 4),
                            stats["wrong_but_well_formed"], sum(1 for o in outcomes if o.confidence is None),
                            stats["ink_refused"]["wrong"])
         result.checks.append(point)
@@ -496,14 +505,17 @@ def distill(
     )
     started = time.perf_counter()
     widths = glyph_widths(train_lines, profile, config.height, width)
+    # Learnt from the lines as printed only; the copies train, and are never held out.
+    spliced = spliced_lines(train_lines, profile, np.random.default_rng(config.seed + 3), config.splice_copies,
+                            config.height)
     # One nuisance view per selection line: the check runs ten times, calibration once.
     selection = HeldOutViews.of(select_lines, 1, config.seed + 2, config.height, width)
-    net, training = train(train_lines, profile, charset, config.height, width, config, selection, on_step,
-                          widths=widths)
+    net, training = train([*train_lines, *spliced], profile, charset, config.height, width, config, selection,
+                          on_step, widths=widths)
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
-    threshold, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width,
-                                       config.seed + 1, config.min_threshold, widths)
+    thresholds, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width,
+                                        config.seed + 1, config.min_threshold, widths)
     seconds["calibrate"] = time.perf_counter() - started
     counts = {
         SOURCE_MANIFEST: sum(1 for x in lines if x.source == SOURCE_MANIFEST),
@@ -517,11 +529,13 @@ def distill(
         charset=charset,
         height=config.height,
         width=width,
-        threshold=threshold,
+        threshold=thresholds.default,
         teacher=engine_version(teacher_settings(settings)),
         glyph_widths=widths,
+        field_thresholds=thresholds.by_field,
         stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts,
-               "split": frames, "seed": config.seed, "batch": config.batch, "threads": config.threads,
+               "split": frames, "spliced": len(spliced), "seed": config.seed, "batch": config.batch,
+               "threads": config.threads,
                "epochs": training.epochs, "steps": training.steps, "training": training.to_json(),
                "calibration": calibration},
     )
@@ -529,5 +543,67 @@ def distill(
     return DistillReport(
         out=Path(out), frames=len(entries), teacher_frames=teacher_frames, lines=len(lines), labelled=counts,
         unlabelled=len(lines) - len(labelled), training=training, seconds=seconds,
-        threshold=threshold, calibration=calibration,
+        threshold=thresholds.default, calibration=calibration, spliced=len(spliced),
     )
+
+
+@dataclass
+class CalibrateReport:
+    out: Path
+    frames: int
+    threshold: float
+    calibration: dict[str, Any]
+    seconds: float
+
+
+def recalibrate(
+    dataset: Dataset,
+    entries: Sequence[ManifestEntry],
+    folder: Path,
+    out: Path,
+    settings: OcrSettings,
+    use_manifest: bool = True,
+    on_frame: Callable[[str], None] | None = None,
+) -> CalibrateReport:
+    """`oanet ocr calibrate`: the thresholds of a distilled student set again on its own calibration
+    lines, without training: the same frames and seed give the same held-out parts as `distill`, read
+    by the saved network (`Student`). For a student distilled before thresholds were set per field, or
+    before the ink check's widths; the network and the charset are unchanged."""
+    import shutil
+
+    from stream.ocr.student import Student
+
+    started = time.perf_counter()
+    folder, out = Path(folder), Path(out)
+    profile = dataset.profile
+    student = Student(folder, profile, threads=settings.threads or 1)
+    meta = student.meta
+    config = DistillConfig(seed=int(meta.stats.get("seed", 0)))
+    lines, _ = collect_lines(dataset, entries, settings, config.teacher_min_confidence, use_manifest, on_frame)
+    labelled = [line for line in lines if line.value is not None]
+    if not labelled:
+        raise StudentError(f"no field line of the {len(entries)} frames could be labelled: nothing to calibrate on")
+    rng = np.random.default_rng(config.seed)
+    train_lines, calib_lines, select_lines = split_frames(
+        lines, (config.calibration_share, config.selection_share), rng, text_groups(lines, profile)
+    )
+    frames = {"training": len({x.frame_id for x in train_lines}), "selection": len({x.frame_id for x in select_lines}),
+              "calibration": len({x.frame_id for x in calib_lines})}
+    distilled = meta.stats.get("split")
+    if distilled and distilled != frames:
+        raise StudentError(
+            f"these frames are not the ones {folder} was distilled on (held-out parts {frames}, then {distilled}): "
+            "give the same --data, --split and --limit, and --teacher-only if it was distilled with it"
+        )
+    widths = meta.glyph_widths or glyph_widths(train_lines, profile, meta.height, meta.width)
+    thresholds, calibration = calibrate(student, calib_lines or labelled, profile, meta.charset, meta.height,
+                                        meta.width, config.seed + 1, config.min_threshold, widths)
+    stats = {**meta.stats, "calibration": calibration,
+             "recalibrated": {"from_threshold": meta.threshold, "from_field_thresholds": meta.field_thresholds}}
+    new = dataclasses.replace(meta, threshold=thresholds.default, field_thresholds=thresholds.by_field,
+                              glyph_widths=widths, stats=stats)
+    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != folder.resolve():
+        shutil.copyfile(folder / STUDENT_MODEL_FILE, out / STUDENT_MODEL_FILE)
+    (out / STUDENT_META_FILE).write_text(json.dumps(new.to_json(), indent=2) + "\n", encoding="utf-8")
+    return CalibrateReport(out, len(entries), thresholds.default, calibration, time.perf_counter() - started)

@@ -13,8 +13,8 @@ Modes:
 
 With a distilled recogniser (`OcrSettings.recognizer`, `oanet ocr distill`), template mode
 reads every field line with it first, in one batched call, and gives PaddleOCR only the lines
-whose read is below the student's calibrated confidence or that the parser rejects. Each
-reading records the engine that produced it.
+whose read is below its field's calibrated threshold (`Student.threshold_for`), that the ink
+check refuses, or that the parser rejects. Each reading records the engine that produced it.
 
 Models load once per process and are shared by every engine (one per profile).
 
@@ -56,7 +56,7 @@ from stream.ocr.records import (
     ParameterRecord,
 )
 from stream.ocr.settings import OcrMode, OcrSettings
-from stream.ocr.student import Student, student_digest, unexplained_ink, well_formed_read
+from stream.ocr.student import Student, other_labels_of, student_digest, unexplained_ink, well_formed_read
 from stream.ocr_models import DET_MODEL, MODEL_FILE, REC_MODEL, model_dirs
 
 log = logging.getLogger(__name__)
@@ -306,9 +306,9 @@ class OcrEngine:
         self._student_ms += (time.perf_counter() - started) * 1000
         for job, slot, read in zip(jobs, slots, reads, strict=True):
             f_index, i = job
-            reading = well_formed_read(read, fields[i])
+            reading = well_formed_read(read, fields[i], other_labels_of(self.profile, fields[i]))
             # A read that leaves ink unexplained (a dropped digit) falls back however sure it is.
-            if reading is not None and reading.confidence >= self.student.threshold and \
+            if reading is not None and reading.confidence >= self.student.threshold_for(fields[i].name) and \
                     not unexplained_ink(read, fields[i], self.student.glyph_widths):
                 readings[f_index][i] = reading.by(ENGINE_STUDENT)
             else:

@@ -21,7 +21,8 @@ def distill_command(args: argparse.Namespace) -> int:
 
     settings = ocr_settings(args)
     config = DistillConfig(steps=args.steps, eval_every=args.eval_every, max_minutes=args.max_minutes,
-                           batch=args.batch, seed=args.seed, threads=settings.threads or 1)
+                           batch=args.batch, seed=args.seed, threads=settings.threads or 1,
+                           splice_copies=args.splice)
     if config.problems():
         raise OanetError("; ".join(config.problems()))
     dataset, entries = select_frames(args)
@@ -56,23 +57,13 @@ def distill_command(args: argparse.Namespace) -> int:
     print(f"oanet ocr distill: {report.frames} frames of {args.data} ({report.teacher_frames} read by PaddleOCR), "
           f"{report.lines} field lines "
           f"({report.labelled['manifest']} labelled by the manifest, {report.labelled['teacher']} by PaddleOCR, "
-          f"{report.unlabelled} unlabelled) in {wall:.0f} s ({seconds})")
+          f"{report.unlabelled} unlabelled; {report.spliced} spliced text-field lines added to training) "
+          f"in {wall:.0f} s ({seconds})")
     kept = (f"kept step {training.best.step} (held-out selection fallback {100 * training.best.printed:.1f}% "
             f"as printed, {100 * training.best.nuisance:.1f}% with nuisances)" if training.best
             else "kept the last step (no selection frames)")
-    print(f"trained {training.steps} of {training.steps_planned} steps ({training.epochs} epoch(s)); {kept}; "
-          f"confidence threshold {report.threshold:.4f}")
-    refused = report.calibration.get("ink_refused") or {}
-    if refused:
-        print(f"ink check (reads that leave a glyph out): refused {refused['wrong']} wrong and "
-              f"{refused['right']} right reads of the calibration lines")
-    for kind in ("as printed", "nuisance"):
-        c = report.calibration.get(kind) or {}
-        if c.get("reads"):
-            print(f"calibration lines {kind}: {c['reads']} reads, {c['accepted']} accepted, "
-                  f"{c['accepted_wrong']} of them wrong, fallback to PaddleOCR {100 * c['fallback_rate']:.1f}%")
-    print(f"recogniser: {report.out} (use --recognizer {report.out}, OANET_OCR__RECOGNIZER={report.out}, "
-          f"or `oanet export --recognizer {report.out}`)")
+    print(f"trained {training.steps} of {training.steps_planned} steps ({training.epochs} epoch(s)); {kept}")
+    _print_calibration(report.threshold, report.calibration, report.out)
     if training.capped:
         warning = (f"WARNING: the --max-minutes {config.max_minutes:g} cap stopped training after {training.steps} of "
                    f"{training.steps_planned} steps: this student is under-trained and not the one --steps "
@@ -81,6 +72,45 @@ def distill_command(args: argparse.Namespace) -> int:
         print(warning)
         print(warning, file=sys.stderr)
         return 1
+    return 0
+
+
+def _print_calibration(threshold: float, calibration: dict[str, Any], out) -> None:
+    """The thresholds `distill` or `calibrate` set, and what they leave to PaddleOCR."""
+    by_field = calibration.get("thresholds_by_field") or {}
+    own = ", ".join(f"{name} {value:.3f}" for name, value in by_field.items())
+    floor = calibration.get("substitution_floor")
+    print(f"confidence threshold {threshold:.4f} pooled"
+          + (f"; no field below {floor:.4f} (every field's substitutions)" if floor is not None and own else "")
+          + (f"; by field: {own}" if own else ""))
+    refused = calibration.get("ink_refused") or {}
+    if refused:
+        print(f"ink check (reads that leave a glyph out): refused {refused['wrong']} wrong and "
+              f"{refused['right']} right reads of the calibration lines")
+    for kind in ("as printed", "nuisance"):
+        c = calibration.get(kind) or {}
+        if c.get("reads"):
+            print(f"calibration lines {kind}: {c['reads']} reads, {c['accepted']} accepted, "
+                  f"{c['accepted_wrong']} of them wrong, fallback to PaddleOCR {100 * c['fallback_rate']:.1f}%")
+    print(f"recogniser: {out} (use --recognizer {out}, OANET_OCR__RECOGNIZER={out}, "
+          f"or `oanet export --recognizer {out}`)")
+
+
+def calibrate_command(args: argparse.Namespace) -> int:
+    from stream.ocr.distill import recalibrate
+
+    settings = ocr_settings(args)
+    if settings.recognizer is None:
+        raise OanetError("--recognizer DIR is required (the distilled student to calibrate again)")
+    dataset, entries = select_frames(args)
+    out = args.out or settings.recognizer
+    with progress_bar(len(entries), "line crops") as bar:
+        report = recalibrate(dataset, entries, settings.recognizer, out, settings,
+                             use_manifest=not args.teacher_only,
+                             on_frame=lambda phase: bar.update(1) if phase == "crops" else None)
+    print(f"oanet ocr calibrate: {report.frames} frames of {args.data}, {report.calibration.get('lines', 0)} "
+          f"calibration lines, {report.seconds:.0f} s")
+    _print_calibration(report.threshold, report.calibration, report.out)
     return 0
 
 

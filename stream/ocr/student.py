@@ -9,8 +9,9 @@ field parser accepts as it accepts PaddleOCR's dropped spaces.
 Every read carries a confidence over the value part of the line only: for each character,
 how sure the network is that it is there, and that nothing else is in its span (`ctc_decode`). The field is known from its ROI, so the label letters are a sanity check,
 not something to be sure of: the student's one systematic error is at the line's left edge.
-`oanet ocr distill` calibrates a threshold on held-out lines; a read below it, or one the
-parser rejects, is not used (the engine gives that line to PaddleOCR).
+`oanet ocr distill` calibrates a threshold per field on held-out lines; a read below its
+field's threshold, or one the parser rejects, is not used (the engine gives that line to
+PaddleOCR).
 
 Pure functions (charset, input geometry, CTC decoding) plus `Student`, which runs the exported
 ONNX graph with onnxruntime (no torch at reading time).
@@ -144,14 +145,27 @@ def target_text(spec: FieldSpec, value: float | int | str) -> str:
 _NUMBER = r"-?\d+(?:\.\d+)?"
 
 
-def label_part_ok(prefix: str, label: str) -> bool:
+def label_part_ok(prefix: str, label: str, other_labels: Sequence[str] = ()) -> bool:
     """Whether a read's label part stands for `label` (spaces left out).
 
-    Only the known defect is forgiven: the label's first letter missing, or one character
-    before it (a "B" from the crop's left border on every line). An error at the label's
-    end could move a character across the boundary with the value, so it is refused.
+    Forgiven: the label's first letter missing, or one character before it (a "B" from the
+    crop's left border on every line); or one letter read as another anywhere but in the
+    label's last place ("BEAK" or "DEAK" for PEAK, "BOTWT" for DOT WT: an unseen face's first
+    letter), when no other label of the line (`other_labels`, spaces left out) is also one
+    letter away. The field is known from its ROI and the value part is checked on its own, so
+    a label letter changes no value. An error at the label's end could move a character
+    across the boundary with the value ("O2" + "5.1" read "Q25.1"), so it is refused, and so
+    is any change of the label's length beyond the left-edge defect.
     """
-    return prefix == label or prefix == label[1:] or (len(prefix) == len(label) + 1 and prefix[1:] == label)
+    if prefix == label or prefix == label[1:] or (len(prefix) == len(label) + 1 and prefix[1:] == label):
+        return True
+    return (len(label) >= 2 and _one_substitution(prefix, label) and prefix[-1] == label[-1]
+            and not any(other == prefix or _one_substitution(prefix, other) for other in other_labels))
+
+
+def _one_substitution(a: str, b: str) -> bool:
+    """Same length, exactly one place different."""
+    return len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1
 
 
 @dataclass(frozen=True)
@@ -206,13 +220,14 @@ def split_value(text: str, spec: FieldSpec) -> tuple[str, str] | None:
     return (body[: splits[0]], body[splits[0] :] + unit) if len(splits) == 1 else None
 
 
-def well_formed_read(read: StudentRead, spec: FieldSpec) -> FieldReading | None:
+def well_formed_read(read: StudentRead, spec: FieldSpec, other_labels: Sequence[str] = ()) -> FieldReading | None:
     """The student's read of a line as a reading, or None when it is not exactly a line.
 
     The value part must be exactly what the student was taught to read for that value (value
     at its decimals, unit) and the parser must accept it; whatever the parser would have to
     forgive or correct is refused, so a confident but half-right read cannot pass. The label
-    part must be the label or show only the left-edge defect (`label_part_ok`). The
+    part must be the label, or show only the left-edge defect or one letter read as another
+    (`label_part_ok`; `other_labels`: the line's other labels, `other_labels_of`). The
     reading's confidence is the value part's (`StudentRead.confidence_from`): the field is
     known from its ROI, and the label's letters say nothing about the value.
     """
@@ -221,13 +236,18 @@ def well_formed_read(read: StudentRead, spec: FieldSpec) -> FieldReading | None:
         return None
     prefix, value_part = split
     label = label_text(spec)
-    if not label_part_ok(prefix, label):
+    if not label_part_ok(prefix, label, other_labels):
         return None
     text = label + value_part
     reading = parse_field(text, spec, read.confidence_from(len(prefix)))
     if reading.missing or reading.value is None or text != target_text(spec, reading.value):
         return None
     return replace(reading, raw_text=read.text)
+
+
+def other_labels_of(profile: LineProfile, spec: FieldSpec) -> tuple[str, ...]:
+    """The labels of the line's other fields as the student reads them (`label_part_ok`)."""
+    return tuple(label_text(other) for other in profile.fields if other.name != spec.name)
 
 
 def unexplained_ink(read: StudentRead, spec: FieldSpec, widths: GlyphWidths | None = None) -> int:
@@ -427,6 +447,10 @@ class StudentMeta:
     # Each character's run width range on the training lines (`stream.ocr.ink`); empty: no
     # width check (students distilled before it).
     glyph_widths: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # A threshold per field name, calibrated on that field's reads (`stream.ocr.calibration`);
+    # a field without one uses `threshold`, the pooled one (all of a student's fields before
+    # they were calibrated apart).
+    field_thresholds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -503,16 +527,25 @@ class Student:
 
     @property
     def threshold(self) -> float:
+        """The pooled threshold: the one of a field without its own."""
         return self.meta.threshold
+
+    def threshold_for(self, name: str) -> float:
+        """The confidence a read of field `name` needs to be used."""
+        return self.meta.field_thresholds.get(name, self.meta.threshold)
 
     @property
     def glyph_widths(self) -> dict[str, tuple[float, float]]:
         return self.meta.glyph_widths
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """[N, 1, height, width] float32 inputs -> [N, T, C] logits."""
+        (logits,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        return np.asarray(logits)
 
     def recognize(self, crops: Sequence[np.ndarray]) -> list[StudentRead]:
         """Trimmed line crops -> one read each, one network call for all of them."""
         if not crops:
             return []
         batch, steps = input_batch(crops, self.meta.height, self.meta.width)
-        (logits,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
-        return ctc_decode(np.asarray(logits), self.meta.charset, steps, batch)
+        return ctc_decode(self.logits(batch), self.meta.charset, steps, batch)

@@ -44,11 +44,15 @@ def student_dir(line_t_dataset: Dataset, tmp_path_factory: pytest.TempPathFactor
     return out
 
 
-def _with_threshold(student_dir: Path, tmp_path: Path, threshold: float) -> Path:
-    copy = tmp_path / f"student-{threshold}"
+def _with_threshold(student_dir: Path, tmp_path: Path, threshold: float, by_field: dict | None = None) -> Path:
+    copy = tmp_path / f"student-{threshold}-{len(by_field or {})}"
     shutil.copytree(student_dir, copy)
     meta = json.loads((copy / STUDENT_META_FILE).read_text())
     meta["threshold"] = threshold
+    if by_field is None:
+        meta.pop("field_thresholds", None)  # as a student distilled before thresholds per field
+    else:
+        meta["field_thresholds"] = by_field
     (copy / STUDENT_META_FILE).write_text(json.dumps(meta))
     return copy
 
@@ -101,12 +105,16 @@ def test_student_reads_are_correct_fallback_or_missing(
     assert engines & {ENGINE_STUDENT, ENGINE_PADDLE}
 
 
+@pytest.mark.parametrize("per_field", [False, True])
 def test_below_the_threshold_paddleocr_reads_every_line(
-    student_dir: Path, line_t_dataset: Dataset, line_t_profile: LineProfile, ocr_settings, tmp_path: Path
+    student_dir: Path, line_t_dataset: Dataset, line_t_profile: LineProfile, ocr_settings, tmp_path: Path,
+    per_field: bool,
 ) -> None:
     from stream.ocr.engine import OcrEngine
 
-    never = _with_threshold(student_dir, tmp_path, 1.01)
+    # The pooled threshold out of reach; or a low pooled one with every field's own out of reach.
+    never = (_with_threshold(student_dir, tmp_path, 0.0, {f.name: 1.01 for f in line_t_profile.fields})
+             if per_field else _with_threshold(student_dir, tmp_path, 1.01))
     engine = OcrEngine(line_t_profile, ocr_settings.model_copy(update={"recognizer": never, "threads": 1}))
     teacher = OcrEngine(line_t_profile, ocr_settings.model_copy(update={"threads": 1}))
     for entry in line_t_dataset.entries[:6]:
@@ -117,6 +125,30 @@ def test_below_the_threshold_paddleocr_reads_every_line(
         assert [r.engine for r in with_student.readings] == [r.engine for r in alone.readings]
     # The cache key changes with the student (another engine version), so reads never mix.
     assert engine.version != teacher.version and "student=" in engine.version
+
+
+def test_calibrate_sets_the_thresholds_distill_set_on_the_same_frames(
+    student_dir: Path, line_t_dataset: Dataset, tmp_path: Path, capsys
+) -> None:
+    distilled = load_meta(student_dir)
+    # A student from before the thresholds per field, with a threshold nothing reaches.
+    old = _with_threshold(student_dir, tmp_path, 1.01)
+    assert load_meta(old).field_thresholds == {} and load_meta(old).threshold == 1.01
+    out = tmp_path / "again"
+    args = ["ocr", "calibrate", "--data", str(line_t_dataset.root), "--recognizer", str(old), "--out", str(out),
+            "--limit", str(FRAMES), "--cache-dir", str(tmp_path / "cache"), "--threads", "1"]
+    assert main(args) == 0
+    assert "confidence threshold" in capsys.readouterr().out
+    again = load_meta(out)
+    # The same held-out frames and views, read by the saved network: the same thresholds.
+    assert again.threshold == distilled.threshold and again.field_thresholds == distilled.field_thresholds
+    assert again.stats["recalibrated"]["from_threshold"] == 1.01
+    assert (out / STUDENT_MODEL_FILE).read_bytes() == (student_dir / STUDENT_MODEL_FILE).read_bytes()
+    assert load_meta(old).threshold == 1.01  # --out: the folder read is left as it was
+    # Other frames than the student's: its calibration frames cannot be told, so it refuses.
+    args[args.index("--limit") + 1] = str(FRAMES - 6)
+    assert main(args) == 2
+    assert "not the ones" in capsys.readouterr().err
 
 
 def test_a_student_refuses_another_profile(student_dir: Path, ocr_settings) -> None:

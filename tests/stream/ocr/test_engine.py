@@ -142,11 +142,15 @@ class _ScriptedStudent:
     threshold = 0.9
     glyph_widths: dict[str, tuple[float, float]] = {}
 
-    def __init__(self, reads: list):
+    def __init__(self, reads: list, field_thresholds: dict[str, float] | None = None):
         from stream.ocr.student import StudentRead
 
         self.reads = [r if isinstance(r, StudentRead) else StudentRead.uniform(*r) for r in reads]
         self.calls: list[int] = []
+        self.field_thresholds = field_thresholds or {}
+
+    def threshold_for(self, name: str) -> float:
+        return self.field_thresholds.get(name, self.threshold)
 
     def recognize(self, crops: list) -> list:
         self.calls.append(len(crops))
@@ -184,4 +188,10 @@ def test_student_reads_first_and_paddleocr_takes_what_it_is_not_sure_of(
     assert engines[1] == engines[2] == engines[5] == ENGINE_PADDLE
     assert engines[0] == engines[3] == engines[4] == ENGINE_STUDENT
     assert _accuracy(line_profile, [record], [{**params, fields[3].name: 12.5}]) == 1.0
+    # Thresholds per field: field 1's own (0.4) takes its read at 0.5; field 4's own (0.995) is
+    # above its read at 0.99; the others keep the pooled 0.9.
+    engine.student = _ScriptedStudent(reads, {fields[1].name: 0.4, fields[4].name: 0.995})  # type: ignore[assignment]
+    engines = [r.engine for r in engine.read(frame).readings]
+    assert engines[2] == engines[4] == engines[5] == ENGINE_PADDLE
+    assert engines[0] == engines[1] == engines[3] == ENGINE_STUDENT
     assert "student" in record.timings_ms

@@ -13,8 +13,10 @@ from stream.ocr.student import (
     ctc_decode,
     encode_text,
     input_batch,
+    label_part_ok,
     line_input,
     line_steps,
+    other_labels_of,
     profile_charset,
     split_value,
     step_confidence,
@@ -177,6 +179,30 @@ def test_the_label_may_show_the_left_edge_defect_only(line_profile: LineProfile)
     # A dropped value letter must not borrow the label's last one ("LO" + "TL3961-89").
     assert well_formed_read(_sure("LOTL3961-89"), lot) is None
     assert well_formed_read(_sure("BLOTIL3961-89"), lot).value == "IL3961-89"
+
+
+def test_one_label_letter_read_as_another_is_forgiven_where_it_moves_nothing(line_profile: LineProfile) -> None:
+    temp, bond, power = (line_profile.field(n) for n in ("temp", "bond_force", "us_power"))
+    others = other_labels_of(line_profile, temp)
+    assert "TEMP" not in others and "TILT" in others
+    # An unseen face's first letter ("BEAK" for PEAK on line-c): the value part is read on its own.
+    for text in ("BEMP172.4C", "TFMP172.4C", "TEHP172.4C"):
+        assert well_formed_read(_sure(text), temp, others).value == pytest.approx(172.4), text
+    assert well_formed_read(_sure("BONDPORCE30.1gf"), bond, other_labels_of(line_profile, bond)).value == 30.1
+    # Not at the label's end (a character could cross into the value), not two letters, not a
+    # changed length beyond the left-edge defect.
+    for text in ("TEMF172.4C", "BEMF172.4C", "TEMPP172.4C", "EMPP172.4C"):
+        assert well_formed_read(_sure(text), temp, others) is None, text
+    # A label ending in a digit: "Q25.1" is cut "Q" + "25.1", no label part: refused.
+    oxygen = power.model_copy(update={"name": "oxygen", "label": "O2", "unit": "ppm", "decimals": 1})
+    assert well_formed_read(_sure("Q25.1ppm"), oxygen) is None
+    assert well_formed_read(_sure("O25.1ppm"), oxygen).value == pytest.approx(5.1)
+    # Not when the read is one letter from another field's label too (or is that label).
+    assert well_formed_read(_sure("TEXP172.4C"), temp, others).value == pytest.approx(172.4)
+    assert well_formed_read(_sure("TEXP172.4C"), temp, ("TEXT",)) is None
+    assert well_formed_read(_sure("TEXP172.4C"), temp, ("TEXP",)) is None
+    assert label_part_ok("BEAK", "PEAK") and not label_part_ok("BEAK", "PEAK", ("BEAD",))
+    assert not label_part_ok("B", "P")  # a one-letter label is all it has
 
 
 def test_the_value_part_is_cut_where_no_digit_can_hide_in_the_label(line_profile: LineProfile) -> None:

@@ -139,16 +139,90 @@ def test_the_threshold_clears_every_wrong_read_and_counts_what_falls_back() -> N
     outcomes = [Outcome(KIND_PRINTED, "temp", 0.9, True), Outcome(KIND_PRINTED, "temp", 0.6, False),
                 Outcome(KIND_PRINTED, "lot", None, False), Outcome(KIND_NUISANCE, "lot", 0.55, True),
                 Outcome(KIND_NUISANCE, "temp", 0.7, True)]
-    threshold, stats = calibrate_outcomes(outcomes, 0.5)
-    # One threshold for every field: temp's wrong read at 0.6 holds back the lot id at 0.55 too.
-    assert 0.6 < threshold < 0.6001
+    thresholds, stats = calibrate_outcomes(outcomes, 0.5, min_field_views=100)
+    # Too few views for a threshold per field: the pooled one for every field, so temp's wrong
+    # read at 0.6 holds back the lot id at 0.55 too.
+    assert 0.6 < thresholds.default < 0.6001 and thresholds.by_field == {}
+    assert thresholds.of("lot") == thresholds.of("temp") == thresholds.default
     assert stats[KIND_PRINTED] == {"reads": 3, "accepted": 1, "accepted_wrong": 0, "fallback_rate": 0.6667}
     assert stats[KIND_NUISANCE]["fallback_rate"] == 0.5 and stats["wrong_by_field"] == {"temp": 1}
-    assert calibrate_outcomes([Outcome(KIND_PRINTED, "temp", 0.4, True)], 0.5)[0] == 0.5
+    assert calibrate_outcomes([Outcome(KIND_PRINTED, "temp", 0.4, True)], 0.5)[0].default == 0.5
+
+
+def test_a_field_with_enough_views_gets_a_threshold_of_its_own() -> None:
+    outcomes = [Outcome(KIND_PRINTED, "temp", 0.9, True), Outcome(KIND_PRINTED, "temp", 0.6, False),
+                Outcome(KIND_NUISANCE, "temp", 0.95, True), Outcome(KIND_PRINTED, "power", 0.8, True),
+                Outcome(KIND_NUISANCE, "power", 0.55, True), Outcome(KIND_NUISANCE, "power", 0.52, False),
+                Outcome(KIND_NUISANCE, "power", None, False), Outcome(KIND_PRINTED, "lot", 0.58, True)]
+    thresholds, stats = calibrate_outcomes(outcomes, 0.5, min_field_views=2)
+    # temp and power each above their own wrong reads only; lot (one view) keeps the pooled one.
+    assert 0.6 < thresholds.of("temp") < 0.6001 and 0.52 < thresholds.of("power") < 0.5201
+    assert thresholds.of("lot") == thresholds.default == thresholds.of("temp")
+    assert stats["thresholds_by_field"] == {"power": 0.52, "temp": 0.6}
+    # power's right read at 0.55 is used now (temp's wrong read no longer holds it back), and no
+    # wrong read of any field is accepted; lot's 0.58 stays under the pooled threshold.
+    assert stats[KIND_NUISANCE] == {"reads": 4, "accepted": 2, "accepted_wrong": 0, "fallback_rate": 0.5}
+    assert stats[KIND_PRINTED]["accepted"] == 2 and stats[KIND_PRINTED]["accepted_wrong"] == 0
+    # A field's floor is the minimum threshold, whatever its wrong reads.
+    assert calibrate_outcomes(outcomes, 0.7, min_field_views=2)[0].of("power") == 0.7
+
+
+def test_every_fields_substitutions_set_each_fields_floor() -> None:
+    # pressure's calibration lines had no wrong read; temp had "6" for "8" at 0.7 (a substitution:
+    # the digits are the same glyphs in every field) and a dropped digit at 0.8 (its own).
+    outcomes = [Outcome(KIND_PRINTED, "temp", 0.9, True), Outcome(KIND_NUISANCE, "temp", 0.7, False, substitution=True),
+                Outcome(KIND_NUISANCE, "temp", 0.8, False), Outcome(KIND_PRINTED, "pressure", 0.95, True),
+                Outcome(KIND_NUISANCE, "pressure", 0.75, True), Outcome(KIND_NUISANCE, "pressure", 0.65, True)]
+    thresholds, stats = calibrate_outcomes(outcomes, 0.5, min_field_views=2)
+    assert 0.7 < thresholds.floor < 0.7001 and stats["substitution_floor"] == 0.7
+    assert 0.8 < thresholds.of("temp") < 0.8001  # its own dropped digit
+    assert thresholds.of("pressure") == thresholds.floor  # not 0.5: temp's "6" for "8" could be its
+    assert stats[KIND_NUISANCE]["accepted"] == 1  # pressure's 0.75; its 0.65 falls back
+    # A dropped glyph is the field's own: it sets no other field's threshold.
+    dropped = [o for o in outcomes if not o.substitution]
+    assert calibrate_outcomes(dropped, 0.5, min_field_views=2)[0].of("pressure") == 0.5
 
 
 def test_a_bad_budget_is_refused() -> None:
     assert DistillConfig(steps=0, batch=1).problems() == ["--steps must be at least 1, got 0",
                                                            "--batch must be at least 2, got 1"]
     assert DistillConfig(steps=3000).every == 300 and DistillConfig(steps=5).every == 1
+    assert DistillConfig(splice_copies=-1).problems() == ["--splice must not be negative, got -1"]
 
+
+
+class _ScriptedReads:
+    """A network that reads each view as the next text of a script (CTC logits: character,
+    blank, character, ...), for `HeldOutViews.outcomes`."""
+
+    def __init__(self, texts: list[str], charset: str):
+        self.texts, self.charset = texts, charset
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        steps = batch.shape[-1] // 4
+        out = np.zeros((len(batch), steps, len(self.charset) + 1), np.float32)
+        out[:, :, 0] = 20.0  # blank everywhere ...
+        for i, text in enumerate(self.texts[: len(batch)]):
+            for j, char in enumerate(text):  # ... but a character every other step
+                out[i, 2 * j, 0] = 0.0
+                out[i, 2 * j, self.charset.index(char) + 1] = 20.0
+        return out
+
+
+def test_a_wrong_read_with_the_printed_values_length_is_a_substitution(line_profile: LineProfile) -> None:
+    import cv2
+
+    from stream.ocr.crops import trim_to_ink
+
+    canvas = np.full((48, 640), 20, np.uint8)
+    cv2.putText(canvas, "TEMP: 172.4 C", (8, 34), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 235, 1, cv2.LINE_AA)
+    temp = [f.name for f in line_profile.fields].index("temp")
+    line = Line("f1", temp, canvas, trim_to_ink(canvas), 172.4, "manifest")
+    charset = profile_charset(line_profile)
+    views = HeldOutViews.of([line, line, line], 0, 0, 32, 256)
+    network = _ScriptedReads(["TEMP172.4C", "TEMP172.6C", "TEMP1772.4C"], charset)
+    outcomes = views.outcomes(network, line_profile, charset)
+    right, swapped, longer = outcomes
+    assert right.correct and not right.substitution and right.confidence > 0.99
+    assert not swapped.correct and swapped.substitution and swapped.confidence > 0.99
+    assert not longer.correct and not longer.substitution
