@@ -57,6 +57,9 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--run", type=Path, metavar="RUN", help="use this training run instead of training")
     demo.add_argument("--repo", type=Path, metavar="REPO",
                       help="serve this model repository (its latest version) instead of training and exporting")
+    demo.add_argument("--recognizer", type=Path, metavar="DIR",
+                      help="export this OCR student (an `oanet ocr distill` folder) with the model, so the workers "
+                      "read the printed parameters with it (`make demo` passes the one it distils once)")
     demo.add_argument("--frames", type=int, default=DemoOptions.frames, metavar="N",
                       help=f"frames of the synthetic dataset (default {DemoOptions.frames})")
     demo.add_argument("--workers", type=int, default=2, metavar="N", help="stream worker processes (default 2)")
@@ -80,7 +83,8 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from deploy.embedded.demo import run_demo
 
-    options = DemoOptions(work_dir=args.work_dir, data=args.data, run=args.run, repo=args.repo, frames=args.frames,
+    options = DemoOptions(work_dir=args.work_dir, data=args.data, run=args.run, repo=args.repo, recognizer=args.recognizer,
+                          frames=args.frames,
                           workers=args.workers, ocr_processes=args.ocr_processes, lines=args.lines,
                           replay=args.replay, rate=args.rate, external=args.external, timeout_s=args.timeout)
     return run_demo(settings_from_args(args), options)

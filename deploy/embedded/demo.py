@@ -2,7 +2,8 @@
 
 1. a synthetic dataset of the built-in line (`oanet synth`), or `--data`;
 2. a short CPU training (`oanet train` with the flags in DEMO_TRAIN_ARGS), or `--run`;
-3. the export into a model repository (`oanet export`), or `--repo`;
+3. the export into a model repository (`oanet export`, with the OCR student `--recognizer` when
+   given: `make demo` distils one once and passes it), or `--repo`;
 4. the embedded stack (Tansu broker + tritonserver serving that repository) on free ports, with
    a state folder of its own, so a stack the user runs is never touched;
 5. the topics, and `--workers` `oanet worker` processes in one consumer group;
@@ -57,6 +58,7 @@ class DemoOptions:
     data: Path | None = None  # an existing dataset folder instead of a synthetic one
     run: Path | None = None  # an existing training run instead of training
     repo: Path | None = None  # an existing model repository instead of exporting
+    recognizer: Path | None = None  # an `oanet ocr distill` folder exported with the model
     frames: int = 1000  # frames of the synthetic dataset
     workers: int = 2
     ocr_processes: int = 1  # per worker
@@ -67,6 +69,8 @@ class DemoOptions:
     timeout_s: float = 600.0  # longest wait for all verdicts
 
     def problems(self) -> list[str]:
+        from stream.ocr.student import STUDENT_META_FILE
+
         checks = [
             (self.frames >= 20, f"--frames must be at least 20 (a model needs train, val and test frames), got {self.frames}"),
             (self.workers >= 1, f"--workers must be at least 1, got {self.workers}"),
@@ -75,6 +79,10 @@ class DemoOptions:
             (self.replay is None or self.replay >= 1, f"--replay must be at least 1, got {self.replay}"),
             (self.rate >= 0, f"--rate must be >= 0, got {self.rate}"),
             (not (self.run and self.repo), "give --run or --repo, not both (--repo is what --run exports to)"),
+            (not (self.recognizer and (self.repo or self.external)),
+             "--recognizer is exported with the model: it cannot be added to --repo or --external"),
+            (self.recognizer is None or (self.recognizer / STUDENT_META_FILE).is_file(),
+             f"--recognizer {self.recognizer} is not an `oanet ocr distill` folder (no {STUDENT_META_FILE})"),
         ]
         return [message for ok, message in checks if not ok]
 
@@ -182,9 +190,9 @@ def _main_job(settings: Settings, options: DemoOptions, work: Path, cleanup: Exi
             with _timed(steps, "training"):
                 _oanet("train", "--data", str(data), "--out", str(run), *DEMO_TRAIN_ARGS)
         repo = work / "repo"
-        _step(f"export -> {repo}")
+        _step(f"export -> {repo}" + (f" (with the OCR student {options.recognizer})" if options.recognizer else ""))
         with _timed(steps, "export"):
-            version, _ = export_run(Path(run), repo)
+            version, _ = export_run(Path(run), repo, recognizer=options.recognizer)
         _say(f"version {version} of oanet_image_encoder, oanet_fusion and the oanet ensemble")
 
     with _timed(steps, "stack"):

@@ -37,15 +37,22 @@ def _working_folder(stdout: str) -> Path:
     return Path(re.search(r"working folder: (\S+) \(temporary", stdout).group(1))
 
 
-def test_demo_verdicts_the_held_out_frames_and_leaves_nothing_running(run_oanet, served_dataset, served_repo):
+def test_demo_verdicts_the_held_out_frames_and_leaves_nothing_running(run_oanet, served_dataset, served_run,
+                                                                       tmp_path):
+    """As `make demo` runs it: the run exported with an OCR student (an untrained one here, so
+    every line falls back to PaddleOCR; tests/stream/ocr cover what a trained one reads)."""
     from oanet.dataset import load_dataset
+    from oanet.profile import load_profile
+    from tests.training.test_export_recognizer import make_student
 
+    student = make_student(load_profile(served_run / "model" / "profile.yaml"), tmp_path / "student")
     held_out = len(load_dataset(served_dataset).split("test"))
     before = {p.pid for p in psutil.process_iter()}
-    result = run_oanet("demo", "--data", str(served_dataset), "--repo", str(served_repo), "--workers", "2",
-                       timeout=600)
+    result = run_oanet("demo", "--data", str(served_dataset), "--run", str(served_run), "--recognizer", str(student),
+                       "--workers", "2", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
+    assert f"(with the OCR student {student})" in out
     assert re.search(r"worker 0 \(pid \d+\): partitions \[\d", out) and re.search(r"worker 1 \(pid \d+\)", out)
     assert f"frames played       {held_out}" in out
     verdicts = int(re.search(r"^  verdicts +(\d+) \(pass", out, re.MULTILINE).group(1))  # the summary's
@@ -85,6 +92,8 @@ def test_demo_options_are_checked_in_one_line(run_oanet, tmp_path):
     for argv, expected in [
         (["--frames", "5"], "--frames must be at least 20"),
         (["--run", "r", "--repo", "x"], "give --run or --repo, not both"),
+        (["--repo", "x", "--recognizer", str(tmp_path)], "--recognizer is exported with the model"),
+        (["--recognizer", str(tmp_path)], "is not an `oanet ocr distill` folder (no recognizer.json)"),
         (["--work-dir", str(tmp_path / "kept")], "already holds data of an earlier demo"),
     ]:
         result = run_oanet("demo", *argv, timeout=120)
