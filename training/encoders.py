@@ -46,9 +46,9 @@ class GlobalMaxPool(nn.Module):
     """[N, C, H, W] -> [N, C], the strongest response of each channel anywhere in the image.
 
     A defect is a small local anomaly among many identical balls or pads: the max keeps it
-    where a global average dilutes it. Measured on `oanet synth` data (docs/benchmarks.md):
-    with average pooling, average and max concatenated, or log-sum-exp pooling the same network
-    stayed at chance; with the max alone it reached validation AUROC 0.84 (seed 0, no GridMask)."""
+    where a global average dilutes it. Measured on `oanet synth` data (docs/benchmarks.md), with
+    the four-stage CNN of the time: with average pooling, average and max concatenated, or
+    log-sum-exp pooling the same network stayed at chance; with the max alone it reached validation AUROC 0.84 (seed 0, no GridMask)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.amax(x, dim=(2, 3))
@@ -69,8 +69,8 @@ def stem_stride(image_size: int) -> int:
 # a 192 px ROI), the size of a ball and its neighbours, so a small defect is a large share of
 # the window the global max compares. With four stages (16-32-64-128, a window as large as the
 # ROI) the from-scratch CNN stayed at chance in 3 of 5 seeds even after two restarts; with these
-# two stages every seed learnt from its first epochs (docs/benchmarks.md, "A CNN whose windows
-# are the defect's size").
+# two stages each of the same 5 seeds learnt in its first attempt, from epoch 1-3
+# (docs/benchmarks.md, "A CNN whose windows are the defect's size").
 COMPACT_WIDTHS = (32, 64)
 
 
