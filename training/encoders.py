@@ -65,9 +65,9 @@ def stem_stride(image_size: int) -> int:
     return max(1, min(4, round(image_size / COMPACT_TRUNK_SIZE)))
 
 
-# Two stages: each position of the last map sees about 16 px of the 96 px trunk (about 33 px of
-# a 192 px ROI), the size of a ball and its neighbours, so a small defect is a large share of
-# the window the global max compares. With four stages (16-32-64-128, a window as large as the
+# Two stages: each position of the last map sees 29 x 29 px of a 192 px ROI (its receptive
+# field), the size of a ball and its neighbours, so a small defect is a large share of the
+# window the global max compares. With four stages (16-32-64-128, windows of 149 px: most of the
 # ROI) the from-scratch CNN stayed at chance in 3 of 5 seeds even after two restarts; with these
 # two stages each of the same 5 seeds learnt in its first attempt, from epoch 1-3
 # (docs/benchmarks.md, "A CNN whose windows are the defect's size").

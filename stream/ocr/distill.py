@@ -465,6 +465,21 @@ def export(net, out: Path, meta: StudentMeta) -> None:
     (out / STUDENT_META_FILE).write_text(json.dumps(meta.to_json(), indent=2) + "\n", encoding="utf-8")
 
 
+def held_out_parts(
+    lines: Sequence[Line], profile, config: DistillConfig
+) -> tuple[list[Line], list[Line], list[Line], dict[str, int]]:
+    """(training, calibration, selection lines, frames in each part): whole lots, drawn from
+    `config.seed`. `recalibrate` finds a student's calibration frames by drawing them again, so
+    both go through here."""
+    train_lines, calib_lines, select_lines = split_frames(
+        lines, (config.calibration_share, config.selection_share), np.random.default_rng(config.seed),
+        text_groups(lines, profile),
+    )
+    frames = {"training": len({x.frame_id for x in train_lines}), "selection": len({x.frame_id for x in select_lines}),
+              "calibration": len({x.frame_id for x in calib_lines})}
+    return train_lines, calib_lines, select_lines, frames
+
+
 def distill(
     dataset: Dataset,
     entries: Sequence[ManifestEntry],
@@ -499,10 +514,7 @@ def distill(
         )
     charset = profile_charset(profile)
     width = input_width(lines, config.height)
-    rng = np.random.default_rng(config.seed)
-    train_lines, calib_lines, select_lines = split_frames(
-        lines, (config.calibration_share, config.selection_share), rng, text_groups(lines, profile)
-    )
+    train_lines, calib_lines, select_lines, frames = held_out_parts(lines, profile, config)
     started = time.perf_counter()
     widths = glyph_widths(train_lines, profile, config.height, width)
     # Learnt from the lines as printed only; the copies train, and are never held out.
@@ -521,8 +533,6 @@ def distill(
         SOURCE_MANIFEST: sum(1 for x in lines if x.source == SOURCE_MANIFEST),
         SOURCE_TEACHER: sum(1 for x in lines if x.source == SOURCE_TEACHER),
     }
-    frames = {"training": len({x.frame_id for x in train_lines}), "selection": len({x.frame_id for x in select_lines}),
-              "calibration": len({x.frame_id for x in calib_lines})}
     meta = StudentMeta(
         profile=profile.name,
         profile_sha256=profile_sha256(profile),
@@ -583,12 +593,7 @@ def recalibrate(
     labelled = [line for line in lines if line.value is not None]
     if not labelled:
         raise StudentError(f"no field line of the {len(entries)} frames could be labelled: nothing to calibrate on")
-    rng = np.random.default_rng(config.seed)
-    train_lines, calib_lines, select_lines = split_frames(
-        lines, (config.calibration_share, config.selection_share), rng, text_groups(lines, profile)
-    )
-    frames = {"training": len({x.frame_id for x in train_lines}), "selection": len({x.frame_id for x in select_lines}),
-              "calibration": len({x.frame_id for x in calib_lines})}
+    train_lines, calib_lines, _, frames = held_out_parts(lines, profile, config)
     distilled = meta.stats.get("split")
     if distilled and distilled != frames:
         raise StudentError(

@@ -184,6 +184,8 @@ class OcrEngine:
         self.mode: OcrMode = mode or self.settings.mode
         model_dirs(self.settings.model_dir)  # fail now, with the set-up hint, not mid-stream
         self._template_fields = [i for i, f in enumerate(profile.fields) if f.roi is not None]
+        # What a student's label part may not resemble, per field index (`label_part_ok`).
+        self._other_labels = [other_labels_of(profile, f) for f in profile.fields]
         self._full_region = cropping.union_roi(
             [profile.panel_roi, *(f.roi for f in profile.fields if f.roi is not None)],
             pad=0,
@@ -306,7 +308,7 @@ class OcrEngine:
         self._student_ms += (time.perf_counter() - started) * 1000
         for job, slot, read in zip(jobs, slots, reads, strict=True):
             f_index, i = job
-            reading = well_formed_read(read, fields[i], other_labels_of(self.profile, fields[i]))
+            reading = well_formed_read(read, fields[i], self._other_labels[i])
             # A read that leaves ink unexplained (a dropped digit) falls back however sure it is.
             if reading is not None and reading.confidence >= self.student.threshold_for(fields[i].name) and \
                     not unexplained_ink(read, fields[i], self.student.glyph_widths):

@@ -133,13 +133,20 @@ def words(runs: Sequence[InkRun]) -> list[list[InkRun]]:
     return out
 
 
-def value_words(runs: Sequence[InkRun], label_words: int) -> list[list[InkRun]]:
-    """The words of the value and its unit: after the first separator when the line has one (a
-    label holds no ":" or "="), else after the label's `label_words` words."""
+def label_and_value_words(runs: Sequence[InkRun], label_words: int) -> tuple[list[list[InkRun]], list[list[InkRun]]]:
+    """(the label's words, the words of the value and its unit): split at the first separator
+    when the line has one (a label holds no ":" or "="), else after the label's `label_words`
+    words."""
     separators = [i for i, r in enumerate(runs) if r.separator]
     if separators:
-        return words(runs[separators[0] + 1 :])
-    return words(runs)[label_words:]
+        return words(runs[: separators[0]]), words(runs[separators[0] + 1 :])
+    found = words(runs)
+    return found[:label_words], found[label_words:]
+
+
+def value_words(runs: Sequence[InkRun], label_words: int) -> list[list[InkRun]]:
+    """The words of the value and its unit (`label_and_value_words`)."""
+    return label_and_value_words(runs, label_words)[1]
 
 
 def _leading_plus(found: Sequence[Sequence[InkRun]], runs: Sequence[InkRun], plus_allowed: bool) -> bool:

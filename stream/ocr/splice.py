@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from oanet.profile import FieldSpec, LineProfile
-from stream.ocr.ink import InkRun, ink_runs, value_words, words
+from stream.ocr.ink import InkRun, ink_runs, label_and_value_words
 from stream.ocr.lines import Line
 from stream.ocr.student import label_text, line_input, value_text
 
@@ -58,10 +58,9 @@ def cut_line(line: Line, spec: FieldSpec, height: int) -> CutLine | None:
     width = max(1, round(trimmed.shape[1] * height / max(1, trimmed.shape[0])))
     image = line_input(trimmed, height, min(width, _UNSQUEEZED))
     runs = ink_runs(image)
-    label_words = len(spec.label.split())
-    separators = [i for i, r in enumerate(runs) if r.separator]
-    label_runs = runs[: separators[0]] if separators else [r for word in words(runs)[:label_words] for r in word]
-    value_runs = [r for word in value_words(runs, label_words) for r in word]
+    label_part, value_part = label_and_value_words(runs, len(spec.label.split()))
+    label_runs = [r for word in label_part for r in word]
+    value_runs = [r for word in value_part for r in word]
     label, value = label_text(spec), value_text(spec, line.value)
     return CutLine(
         image,

@@ -19,6 +19,7 @@ from training.encoders import (
     AlignmentNet,
     FusedClassifier,
     ImageEncoder,
+    compact_cnn,
     cosine_alignment_loss,
     infonce_alignment_loss,
 )
@@ -60,6 +61,28 @@ def test_dihedral_symmetries_keep_pixels_and_reach_all_eight_orientations():
     assert symmetries(image, "none", rng).tobytes() == image.tobytes()
     with pytest.raises(ValueError, match="unknown augmentation"):
         symmetries(image, "rotate", rng)
+
+
+def _receptive_field(widths: tuple[int, ...] | None = None, size: int = 192) -> int:
+    """Side in input pixels that one position of the compact CNN's last map depends on, from
+    the kernels and strides of the network as built."""
+    from training.encoders import stem_stride
+
+    net, _ = compact_cnn(stride=stem_stride(size)) if widths is None else compact_cnn(widths, stride=stem_stride(size))
+    side, jump = 1, 1
+    for layer in net:
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
+            kernel = layer.kernel_size if isinstance(layer.kernel_size, int) else layer.kernel_size[0]
+            stride = layer.stride if isinstance(layer.stride, int) else layer.stride[0]
+            side += (kernel - 1) * jump
+            jump *= stride
+    return side
+
+
+def test_the_compact_cnn_windows_are_the_size_docs_method_states():
+    # docs/method.md and docs/benchmarks.md: 29 px of a 192 px ROI with two stages, 149 px with four.
+    assert _receptive_field() == 29  # the default
+    assert _receptive_field((16, 32, 64, 128)) == 149
 
 
 def test_balanced_pos_weight_is_the_class_ratio():
