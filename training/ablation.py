@@ -15,7 +15,10 @@ logistic regression on the two branch logits, fitted on the validation frames), 
 branch scored on object defects only (good frames and object-caused defects: what it is
 trained to see). Table 1 states OANet's gain over the best baseline scored on all frames.
 
-Writes OUT/table1.md, OUT/table2.md, OUT/results.json (every repeat, with each seed's CNN restarts
+Table 3 gives the AUROC of each defect kind against the good frames (clean test split) for the
+image-only, params-only, late-fusion and OANet rows.
+
+Writes OUT/table1.md, OUT/table2.md, OUT/table3.md, OUT/results.json (every repeat, with each seed's CNN restarts
 and kept epoch) and OUT/*.png
 (PR curves, confusion matrices, gate-weight histograms).
 """
@@ -36,7 +39,7 @@ from training import data as data_mod
 from training.errors import TrainingError
 from training.evaluate import corrupt
 from training.fusion import operating_threshold
-from training.metrics import binary_metrics
+from training.metrics import binary_metrics, metrics_by_defect
 from triton_models.oanet_fusion import core
 
 # name, alignment, refinement, gate (None: the image-only / params-only baselines)
@@ -163,6 +166,7 @@ def run_ablation(args: argparse.Namespace, progress: bool = True) -> dict[str, A
             "both": corrupt(test, args.missing_rate, args.eval_grid_mask, a.seed),
         }
         details = {e.id: e.defect_detail for e in bundle.dataset.split("test")}
+        defects = {e.id: e.defect for e in bundle.dataset.split("test")}
         for cond, frames in corrupted.items():
             bound = recall_bound(frames.causes, [details[i] for i in frames.ids], bundle.feature_names, frames.missing)
             results.append({"encoder": encoder, "repeat": repeat, "condition": cond, "variant": BOUND,
@@ -196,6 +200,10 @@ def run_ablation(args: argparse.Namespace, progress: bool = True) -> dict[str, A
                         "operating": binary_metrics(labels, scores, threshold),
                         "mean_gate_weights": out["gate_weights"][keep].mean(axis=0).tolist(),
                     }
+                    if cond == "clean":
+                        kept_ids = [frame_id for frame_id, k in zip(frames.ids, keep, strict=True) if k]
+                        record["by_defect"] = metrics_by_defect(labels, scores, [defects[i] for i in kept_ids],
+                                                                threshold)
                     results.append(record)
                     if repeat == 0:
                         plots[(encoder, name, cond)] = {"labels": labels, "scores": scores,
@@ -294,6 +302,35 @@ def table2(results: list[dict], encoders: list[str], repeats: int, missing_rate:
     return "\n".join(lines) + "\n"
 
 
+BY_DEFECT_VARIANTS = ("image only", PARAMS_ONLY, LATE, FULL)
+
+
+def table3(results: list[dict], encoders: list[str], repeats: int) -> str:
+    """AUROC of each defect kind's frames against the good frames, clean test split: which kinds
+    each branch finds, which the pooled AUROC of Table 1 averages away."""
+    lines = [
+        f"# Table 3: AUROC per defect kind on the clean test split (mean ± std over {repeats} repeat(s), percent)",
+        "",
+        "Each defect kind's frames against the good frames; a parameter defect counts under each of its "
+        "out-of-spec fields. n: frames of the kind in the test split.",
+        "",
+        "| Image encoder | Defect kind | n | " + " | ".join(BY_DEFECT_VARIANTS) + " |",
+        "|---|---|---|" + "---|" * len(BY_DEFECT_VARIANTS),
+    ]
+    for enc in encoders:
+        rows = {v: [r["by_defect"] for r in results if r.get("variant") == v and r.get("encoder") == enc
+                    and r.get("condition") == "clean" and "by_defect" in r] for v in BY_DEFECT_VARIANTS}
+        kinds = sorted({kind for per_seed in rows[FULL] for kind in per_seed})
+        for kind in kinds:
+            cells = []
+            for v in BY_DEFECT_VARIANTS:
+                vals = [100.0 * seed[kind]["auroc"] for seed in rows[v] if seed.get(kind, {}).get("auroc") is not None]
+                cells.append(_fmt((float(np.mean(vals)), float(np.std(vals)))) if vals else "–")
+            n = rows[FULL][0].get(kind, {}).get("n", 0) if rows[FULL] else 0
+            lines.append(f"| {enc} | {kind} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_plots(plots: dict, encoders: list[str], out: Path) -> list[Path]:
     import matplotlib
 
@@ -366,12 +403,14 @@ def main(args: argparse.Namespace) -> int:
     (out / "table1.md").write_text(table1(results, args.encoders, args.repeats), encoding="utf-8")
     (out / "table2.md").write_text(table2(results, args.encoders, args.repeats, args.missing_rate,
                                           args.eval_grid_mask), encoding="utf-8")
+    (out / "table3.md").write_text(table3(results, args.encoders, args.repeats), encoding="utf-8")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
     (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=1) + "\n",
                                       encoding="utf-8")
     pngs = write_plots(report["plots"], args.encoders, out)
     print((out / "table1.md").read_text(encoding="utf-8"))
     print((out / "table2.md").read_text(encoding="utf-8"))
+    print((out / "table3.md").read_text(encoding="utf-8"))
     print(f"ablation of {len(args.encoders)} encoder(s) x {args.repeats} repeat(s) in "
           f"{time.perf_counter() - started:.0f} s -> {out} ({len(pngs)} plots)")
     return 0

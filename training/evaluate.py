@@ -3,7 +3,8 @@
 Metrics per model, as fractions: `fused` (the gated verdict), `image` (CNN head alone) and
 `params` (LightGBM bag alone), each at its operating threshold (chosen on validation for the
 target recall) with the confusion matrix [[tn, fp], [fn, tp]], recall per defect cause,
-`auroc_object` / `auroc_param` (each defect cause against the good frames), and the same at
+`auroc_object` / `auroc_param` (each defect cause against the good frames), recall and AUROC per
+defect kind (`by_defect`: "object:<kind>", "param:<field>"), and the same at
 threshold 0.5 (`at_0.5`, the paper's argmax protocol). `--predictions FILE` writes the
 per-frame rows behind the confusion matrices (CSV). Corruption for the
 robustness study is seeded: `--ocr-missing P` turns each present field missing with
@@ -26,6 +27,7 @@ from training.augment import grid_mask, ocr_dropout
 from training.data import Frames
 from training.errors import TrainingError
 from training.outputs import ENCODER_FILE, FUSION_DIR, MODEL_DIR, model_metrics, model_scores, predict, write_json
+from training.metrics import metrics_by_defect
 from triton_models.oanet_fusion import core
 
 @dataclass
@@ -82,6 +84,29 @@ def load_frames(run: LoadedRun, data: str | Path, split: str, features: str | No
                                progress=progress, desc=f"{split} images")
 
 
+def defects_of(data: str | Path, ids: list[str]) -> list[str]:
+    """The manifest's defect string of each frame id ("none", "object:<kind>", "param:<fields>")."""
+    by_id = {entry.id: entry.defect for entry in data_mod.open_dataset(data).entries}
+    return [by_id[frame_id] for frame_id in ids]
+
+
+def by_defect_lines(metrics: dict[str, Any]) -> list[str]:
+    """Recall at the operating threshold and AUROC against the good frames, per defect kind."""
+    models = [name for name in metrics if "by_defect" in metrics[name]]
+    kinds = sorted({kind for name in models for kind in metrics[name]["by_defect"]})
+    if not kinds:
+        return []
+    lines = [f"{'defect kind':28s} {'n':>4s}  " + "  ".join(f"{name + ' rec/auroc':>18s}" for name in models)]
+    for kind in kinds:
+        cells = []
+        for name in models:
+            m = metrics[name]["by_defect"][kind]
+            auroc = "n/a" if m["auroc"] is None else f"{m['auroc']:.3f}"
+            cells.append(f"{m['recall']:>10.3f} {auroc:>7s}")
+        lines.append(f"{kind:28s} {metrics[models[0]]['by_defect'][kind]['n']:4d}  " + "  ".join(cells))
+    return lines
+
+
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     lines = [f"{'model':8s} {'thr':>6s} {'acc':>6s} {'prec':>6s} {'recall':>6s} {'f1':>6s} {'auroc':>6s} {'au-obj':>6s} "
              f"{'au-par':>6s}  recall@0.5 prec@0.5  [[tn fp] [fn tp]]"]
@@ -127,7 +152,10 @@ def main(args: argparse.Namespace) -> int:
     out = predict(run.encoder, run.fusion, frames, args.device)
     models = ("image",) if args.image_only else ("params",) if args.params_only else core.BRANCHES
     metrics = model_metrics(frames.labels, frames.causes, out, run.fusion, models)
-    metrics = {"fused" if k == "fused" else k: v for k, v in metrics.items()}
+    defects = defects_of(args.data, frames.ids)
+    for name in models:
+        probs, threshold = model_scores(out, run.fusion, name)
+        metrics[name]["by_defect"] = metrics_by_defect(frames.labels, probs, defects, threshold)
     report = {
         **metrics,
         "run": str(args.run),
@@ -149,6 +177,8 @@ def main(args: argparse.Namespace) -> int:
         write_predictions(Path(args.predictions), frames, out, run.fusion, models)
     print(f"{len(frames)} {args.split} frames of {args.data} (ocr-missing {args.ocr_missing}, grid-mask {args.grid_mask})")
     for line in summary_lines(metrics):
+        print("  " + line)
+    for line in by_defect_lines(metrics):
         print("  " + line)
     print(f"metrics: {target}" + (f", per-frame predictions: {args.predictions}" if args.predictions else ""))
     return 0

@@ -77,3 +77,38 @@ def recall_by_cause(labels: np.ndarray, probs: np.ndarray, causes: list[str], th
         if idx.any():
             out[cause] = float(pred[idx].mean())
     return out
+
+
+def defect_kinds(defect: str) -> list[str]:
+    """The kinds a manifest defect string counts under: "object:scratch" -> ["object:scratch"],
+    "param:temp,humidity" -> ["param:temp", "param:humidity"] (a parameter defect counts under
+    each of its out-of-spec fields), "none" -> []."""
+    if defect == "none":
+        return []
+    cause, _, detail = defect.partition(":")
+    return [f"{cause}:{item}" for item in detail.split(",")] if detail else [cause]
+
+
+def metrics_by_defect(labels: np.ndarray, probs: np.ndarray, defects: list[str],
+                      threshold: float) -> dict[str, dict[str, Any]]:
+    """Per defect kind (`defect_kinds`): `n` frames, `recall` at `threshold`, and `auroc` of those
+    frames against the good frames (None without good frames). A line engineer's question is
+    which kinds the model misses; the pooled AUROC hides a kind that is a small share of the
+    defects."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels).astype(int)
+    p = np.asarray(probs, dtype=np.float64)
+    good = p[y == 0]
+    rows: dict[str, list[int]] = {}
+    for i, defect in enumerate(defects):
+        if y[i] == 1:
+            for kind in defect_kinds(defect):
+                rows.setdefault(kind, []).append(i)
+    out: dict[str, dict[str, Any]] = {}
+    for kind in sorted(rows):
+        scores = p[rows[kind]]
+        auroc = (float(roc_auc_score(np.r_[np.zeros(len(good)), np.ones(len(scores))], np.r_[good, scores]))
+                 if len(good) else None)
+        out[kind] = {"n": len(scores), "recall": float((scores >= threshold).mean()), "auroc": auroc}
+    return out

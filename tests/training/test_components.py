@@ -33,7 +33,7 @@ from training.fusion import (
     reference_stats,
     threshold_for_recall,
 )
-from training.metrics import binary_metrics
+from training.metrics import binary_metrics, defect_kinds
 from training.train import export_torchscript, image_branch_note
 from triton_models.oanet_fusion import core
 
@@ -392,3 +392,9 @@ def test_grid_mask_rises_from_zero_over_the_warmup_share_of_the_epochs():
     assert [grid_mask_probability(0.3, e, 10, 0.5) for e in (0, 1, 5, 9)] == pytest.approx([0.0, 0.06, 0.3, 0.3])
     assert grid_mask_probability(0.3, 0, 10, 0.0) == 0.3  # no warm-up: the paper's schedule
     assert grid_mask_probability(0.3, 9, 10, 1.0) == pytest.approx(0.27)
+
+
+def test_a_parameter_defect_counts_under_each_of_its_fields():
+    assert defect_kinds("none") == []
+    assert defect_kinds("object:scratch") == ["object:scratch"]
+    assert defect_kinds("param:temp,humidity") == ["param:temp", "param:humidity"]

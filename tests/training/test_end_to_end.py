@@ -83,6 +83,8 @@ def test_evaluate_metrics_follow_from_its_confusion_matrix_and_predictions(train
     labels = np.array([int(r["label"]) for r in rows])
     causes = np.array([r["cause"] for r in rows])
     assert set(causes[labels == 1]) == {"object", "param"} and set(causes[labels == 0]) == {"none"}
+    manifest = (e2e_dataset / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    defects = {entry["id"]: entry["defect"] for entry in map(json.loads, filter(str.strip, manifest))}
     for name in ("fused", "image", "params"):
         m = report[name]
         probs = np.array([float(r[f"{name}_probability"]) for r in rows])
@@ -98,6 +100,18 @@ def test_evaluate_metrics_follow_from_its_confusion_matrix_and_predictions(train
         for cause in ("object", "param"):
             keep = (labels == 0) | (causes == cause)
             assert m[f"auroc_{cause}"] == pytest.approx(roc_auc_score(labels[keep], probs[keep])), (name, cause)
+        # by_defect: each defect kind's frames (a parameter defect under each of its fields)
+        counted = set()
+        for kind, entry in m["by_defect"].items():
+            cause, item = kind.split(":")
+            members = [i for i, r in enumerate(rows) if labels[i] == 1 and defects[r["id"]].split(":")[0] == cause
+                       and item in defects[r["id"]].split(":")[1].split(",")]
+            counted.update(members)
+            assert entry["n"] == len(members), kind
+            assert entry["recall"] == pytest.approx(pred[members].mean()), (name, kind)
+            keep = np.r_[np.flatnonzero(labels == 0), members]
+            assert entry["auroc"] == pytest.approx(roc_auc_score(labels[keep], probs[keep])), (name, kind)
+        assert counted == set(np.flatnonzero(labels == 1).tolist())
 
 
 def test_served_outputs_equal_evaluated_outputs(trained_run: Path, e2e_dataset: Path, tmp_path: Path):
@@ -260,7 +274,7 @@ def test_bad_inputs_give_one_line_errors(e2e_dataset: Path, tmp_path: Path, caps
     assert issubclass(ExportError, TrainingError)
 
 
-def test_ablation_writes_both_tables_and_plots(e2e_dataset: Path, tmp_path: Path):
+def test_ablation_writes_its_tables_and_plots(e2e_dataset: Path, tmp_path: Path):
     out = tmp_path / "abl"
     assert main(["ablation", "--data", str(e2e_dataset), "--out", str(out), "--repeats", "1", "--encoders", "compact",
                  "resnet18", *TINY]) == 0
@@ -275,6 +289,17 @@ def test_ablation_writes_both_tables_and_plots(e2e_dataset: Path, tmp_path: Path
     assert t2.count("late fusion + resnet18") == 4
     assert t2.count("OANet + resnet18") == 4  # clean, missing, grid, both
     assert "Recall bound (any model" in t2
+    # table 3: one row per defect kind of the test split, whose n is that kind's frame count
+    t3 = (out / "table3.md").read_text()
+    kinds = {}
+    for row in map(json.loads, (e2e_dataset / "manifest.jsonl").read_text().splitlines()):
+        if row.get("split") == "test" and row["defect"] != "none":
+            cause, items = row["defect"].split(":")
+            for item in items.split(","):
+                kinds[f"{cause}:{item}"] = kinds.get(f"{cause}:{item}", 0) + 1
+    assert kinds
+    for kind, n in kinds.items():
+        assert f"| compact | {kind} | {n} |" in t3, kind
     for png in ("pr_curves_resnet18.png", "confusion_resnet18.png", "gate_weights_resnet18.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     results = json.loads((out / "results.json").read_text())["results"]
