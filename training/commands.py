@@ -15,7 +15,7 @@ from oanet.profile import DEFAULT_PROFILE_PATH, PROFILE_FILENAME
 
 # Mirrors of training.encoders.ENCODERS, training.bagging.KINDS and training.data.FEATURE_SOURCES
 # (tests check they agree), kept here so building the parser imports nothing heavy.
-ENCODERS = ("compact", "resnet18", "vgg16", "alexnet")
+ENCODERS = ("compact", "compact-multiscale", "resnet18", "vgg16", "alexnet")
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENTS = ("dihedral", "flips", "none")
 TREE_KINDS = ("gbdt", "dart", "goss", "rf")
@@ -108,7 +108,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Model/training options, shared by `train` and `ablation`."""
     parser.add_argument("--encoder", choices=ENCODERS, default="compact",
                         help="image encoder: 'compact' = a small VGG-style CNN with global max pooling that learns "
-                        "from scratch on CPU in minutes; resnet18, vgg16 (with batch norm), alexnet = the paper's "
+                        "from scratch on CPU in minutes; 'compact-multiscale' = the same plus a context path "
+                        "of two more stages for large, low-contrast defects (stains, missing balls); resnet18, vgg16 (with batch norm), alexnet = the paper's "
                         "(torchvision, no pretrained weights; need a GPU budget) (default compact)")
     parser.add_argument("--image-size", type=int, default=192, metavar="N",
                         help="object ROI side in pixels the CNN sees; the compact CNN's strided first convolution "

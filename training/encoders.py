@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ENCODERS = ("compact", "resnet18", "vgg16", "alexnet")
-MIN_IMAGE_SIZE = {"compact": 32, "resnet18": 32, "vgg16": 32, "alexnet": 64}
+ENCODERS = ("compact", "compact-multiscale", "resnet18", "vgg16", "alexnet")
+MIN_IMAGE_SIZE = {"compact": 32, "compact-multiscale": 32, "resnet18": 32, "vgg16": 32, "alexnet": 64}
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Recipe:
 # The compact CNN uses AdamW 2e-3, the setting it was made to learn with on `oanet synth` data
 # (docs/benchmarks.md, "How the image branch was made to learn on CPU").
 PAPER_RECIPE = Recipe("sgd", 0.01, 5e-4)
-RECIPES = {"compact": Recipe("adamw", 2e-3, 1e-4), "resnet18": PAPER_RECIPE, "vgg16": PAPER_RECIPE,
+RECIPES = {"compact": Recipe("adamw", 2e-3, 1e-4), "compact-multiscale": Recipe("adamw", 2e-3, 1e-4), "resnet18": PAPER_RECIPE, "vgg16": PAPER_RECIPE,
            "alexnet": PAPER_RECIPE}
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -92,14 +92,53 @@ def compact_cnn(widths: tuple[int, ...] = COMPACT_WIDTHS, stride: int = 1) -> tu
     channels = 3
     for i, width in enumerate(widths):
         k = 3 if i or stride == 1 else 2 * stride - 1
-        layers += [
-            nn.Conv2d(channels, width, k, stride=1 if i else stride, padding=k // 2, bias=False),
-            nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        ]
+        layers += [*_conv_block(channels, width, k, 1 if i else stride), nn.MaxPool2d(2)]
         channels = width
     return nn.Sequential(*layers, GlobalMaxPool()), channels
+
+
+# The context path of "compact-multiscale": two more stages on the compact CNN's last map, so
+# their positions see 133 px windows of a 192 px ROI (a stain, a missing ball among its
+# neighbours), beside the 29 px windows of the two stages.
+CONTEXT_WIDTHS = (96, 96)
+
+
+def _conv_block(channels: int, width: int, first_kernel: int = 3, stride: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(channels, width, first_kernel, stride=stride, padding=first_kernel // 2, bias=False),
+        nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+    ]
+
+
+class MultiScaleMax(nn.Module):
+    """[N, C, H, W] -> [N, local + context channels]: the global max of the local stages' map
+    (small windows: a pin hole, a scratch) beside the global max of a context path run on that
+    map (large windows: a stain, a missing ball). The local max gives the onset its gradient from
+    the first epoch, as in the two-stage CNN; the context path adds what a 29 px window cannot
+    compare (docs/benchmarks.md, "Defect kinds and a context path")."""
+
+    def __init__(self, local: nn.Module, context: nn.Module):
+        super().__init__()
+        self.local = local
+        self.context = context
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        local = self.local(x)
+        return torch.cat([torch.amax(local, dim=(2, 3)), torch.amax(self.context(local), dim=(2, 3))], dim=1)
+
+
+def multiscale_cnn(widths: tuple[int, ...] = COMPACT_WIDTHS, context_widths: tuple[int, ...] = CONTEXT_WIDTHS,
+                   stride: int = 1) -> tuple[nn.Module, int]:
+    """`compact_cnn`'s stages, globally max-pooled, plus a context path of `context_widths`
+    stages (max-pool between them) on their last map, globally max-pooled too."""
+    local, channels = compact_cnn(widths, stride)
+    context: list[nn.Module] = []
+    previous = channels
+    for i, width in enumerate(context_widths):
+        context += ([nn.MaxPool2d(2)] if i else []) + _conv_block(previous, width)
+        previous = width
+    return MultiScaleMax(nn.Sequential(*list(local)[:-1]), nn.Sequential(*context)), channels + previous
 
 
 def _backbone(name: str, image_size: int) -> tuple[nn.Module, int]:
@@ -107,6 +146,8 @@ def _backbone(name: str, image_size: int) -> tuple[nn.Module, int]:
 
     if name == "compact":
         return compact_cnn(stride=stem_stride(image_size))
+    if name == "compact-multiscale":
+        return multiscale_cnn(stride=stem_stride(image_size))
     if name == "resnet18":
         model = torchvision.models.resnet18(weights=None)
         dim = model.fc.in_features

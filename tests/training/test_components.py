@@ -13,6 +13,8 @@ from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
 from training.cnn import AUGMENTS, BestEpoch, balanced_pos_weight, expected_targets, grid_mask_probability, symmetries
 from training.data import FEATURE_SOURCES
 from training.encoders import (
+    COMPACT_WIDTHS,
+    CONTEXT_WIDTHS,
     ENCODERS,
     OPTIMIZERS,
     RECIPES,
@@ -69,14 +71,34 @@ def _receptive_field(widths: tuple[int, ...] | None = None, size: int = 192) -> 
     from training.encoders import stem_stride
 
     net, _ = compact_cnn(stride=stem_stride(size)) if widths is None else compact_cnn(widths, stride=stem_stride(size))
+    return _window(list(net))
+
+
+def _window(layers: list[torch.nn.Module]) -> int:
     side, jump = 1, 1
-    for layer in net:
+    for layer in layers:
         if isinstance(layer, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
             kernel = layer.kernel_size if isinstance(layer.kernel_size, int) else layer.kernel_size[0]
             stride = layer.stride if isinstance(layer.stride, int) else layer.stride[0]
             side += (kernel - 1) * jump
             jump *= stride
     return side
+
+
+def test_the_multiscale_cnn_sees_the_compact_windows_and_ones_near_the_roi_size():
+    from training.encoders import multiscale_cnn, stem_stride
+
+    net, channels = multiscale_cnn(stride=stem_stride(192))
+    assert channels == COMPACT_WIDTHS[-1] + CONTEXT_WIDTHS[-1]
+    assert _window(list(net.local)) == _receptive_field() == 29
+    assert _window([*net.local, *net.context]) == 133  # the four-stage CNN without its last max-pool (149 px)
+    # the local stages are the compact CNN's, so both draw the same initial weights from one seed
+    torch.manual_seed(0)
+    compact, _ = compact_cnn(stride=stem_stride(192))
+    torch.manual_seed(0)
+    multi, _ = multiscale_cnn(stride=stem_stride(192))
+    for a, b in zip(compact.parameters(), multi.local.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_the_compact_cnn_windows_are_the_size_docs_method_states():
@@ -249,14 +271,15 @@ def test_alignment_loss_pulls_the_modalities_together():
     assert with_align[-1]["align_loss"] < 0.7 * without[-1]["align_loss"]
 
 
-@pytest.mark.parametrize("name,size", [("compact", 32), ("resnet18", 32), ("alexnet", 64), ("vgg16", 32)])
+@pytest.mark.parametrize("name,size", [("compact", 32), ("compact-multiscale", 32), ("compact-multiscale", 192),
+                                       ("resnet18", 32), ("alexnet", 64), ("vgg16", 32)])
 def test_image_encoder_takes_uint8_nhwc_and_traces(tmp_path, name, size):
     torch.manual_seed(0)
-    model = ImageEncoder(name, embedding_dim=8).eval()
+    model = ImageEncoder(name, embedding_dim=8, image_size=size).eval()
     x = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
     emb, logit = model(x)
     assert emb.shape == (2, 8) and logit.shape == (2, 1)
-    if name in ("compact", "resnet18"):
+    if name in ("compact", "compact-multiscale", "resnet18"):
         traced = export_torchscript(model, size, tmp_path / "enc.pt")
         loaded = torch.jit.load(str(tmp_path / "enc.pt"))
         e2, l2 = loaded(x)
