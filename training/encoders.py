@@ -116,7 +116,7 @@ class MultiScaleMax(nn.Module):
     (small windows: a pin hole, a scratch) beside the global max of a context path run on that
     map (large windows: a stain, a missing ball). The local max gives the onset its gradient from
     the first epoch, as in the two-stage CNN; the context path adds what a 29 px window cannot
-    compare (docs/benchmarks.md, "Defect kinds and a context path")."""
+    compare (docs/benchmarks.md, "A context path for the large defects")."""
 
     def __init__(self, local: nn.Module, context: nn.Module):
         super().__init__()
