@@ -165,8 +165,9 @@ def run_ablation(args: argparse.Namespace, progress: bool = True) -> dict[str, A
             "grid": corrupt(test, 0.0, args.eval_grid_mask, a.seed),
             "both": corrupt(test, args.missing_rate, args.eval_grid_mask, a.seed),
         }
-        details = {e.id: e.defect_detail for e in bundle.dataset.split("test")}
-        defects = {e.id: e.defect for e in bundle.dataset.split("test")}
+        test_entries = bundle.dataset.split("test")
+        details = {e.id: e.defect_detail for e in test_entries}
+        defects = {e.id: e.defect for e in test_entries}
         for cond, frames in corrupted.items():
             bound = recall_bound(frames.causes, [details[i] for i in frames.ids], bundle.feature_names, frames.missing)
             results.append({"encoder": encoder, "repeat": repeat, "condition": cond, "variant": BOUND,

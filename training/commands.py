@@ -109,8 +109,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", choices=ENCODERS, default="compact",
                         help="image encoder: 'compact' = a small VGG-style CNN with global max pooling that learns "
                         "from scratch on CPU in minutes; 'compact-multiscale' = the same plus a context path "
-                        "of two more stages for large, low-contrast defects (stains, missing balls); resnet18, vgg16 (with batch norm), alexnet = the paper's "
-                        "(torchvision, no pretrained weights; need a GPU budget) (default compact)")
+                        "of two more stages for large, low-contrast defects (stains, missing balls); resnet18, "
+                        "vgg16 (with batch norm), alexnet = the paper's (torchvision, no pretrained weights; need "
+                        "a GPU budget) (default compact)")
     parser.add_argument("--image-size", type=int, default=192, metavar="N",
                         help="object ROI side in pixels the CNN sees; the compact CNN's strided first convolution "
                         "takes a large ROI down to about 96 px, so small defects keep their contrast at little "

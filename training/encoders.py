@@ -37,8 +37,9 @@ class Recipe:
 # The compact CNN uses AdamW 2e-3, the setting it was made to learn with on `oanet synth` data
 # (docs/benchmarks.md, "How the image branch was made to learn on CPU").
 PAPER_RECIPE = Recipe("sgd", 0.01, 5e-4)
-RECIPES = {"compact": Recipe("adamw", 2e-3, 1e-4), "compact-multiscale": Recipe("adamw", 2e-3, 1e-4), "resnet18": PAPER_RECIPE, "vgg16": PAPER_RECIPE,
-           "alexnet": PAPER_RECIPE}
+COMPACT_RECIPE = Recipe("adamw", 2e-3, 1e-4)
+RECIPES = {"compact": COMPACT_RECIPE, "compact-multiscale": COMPACT_RECIPE, "resnet18": PAPER_RECIPE,
+           "vgg16": PAPER_RECIPE, "alexnet": PAPER_RECIPE}
 OPTIMIZERS = ("sgd", "adamw")
 
 

@@ -27,7 +27,6 @@ from training.augment import grid_mask, ocr_dropout
 from training.data import Frames
 from training.errors import TrainingError
 from training.outputs import ENCODER_FILE, FUSION_DIR, MODEL_DIR, model_metrics, model_scores, predict, write_json
-from training.metrics import metrics_by_defect
 from triton_models.oanet_fusion import core
 
 @dataclass
@@ -151,11 +150,7 @@ def main(args: argparse.Namespace) -> int:
     frames = corrupt(frames, args.ocr_missing, args.grid_mask, args.seed)
     out = predict(run.encoder, run.fusion, frames, args.device)
     models = ("image",) if args.image_only else ("params",) if args.params_only else core.BRANCHES
-    metrics = model_metrics(frames.labels, frames.causes, out, run.fusion, models)
-    defects = defects_of(args.data, frames.ids)
-    for name in models:
-        probs, threshold = model_scores(out, run.fusion, name)
-        metrics[name]["by_defect"] = metrics_by_defect(frames.labels, probs, defects, threshold)
+    metrics = model_metrics(frames.labels, frames.causes, out, run.fusion, models, defects_of(args.data, frames.ids))
     report = {
         **metrics,
         "run": str(args.run),

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from training.data import Frames
-from training.metrics import auroc_by_cause, binary_metrics, recall_by_cause
+from training.metrics import auroc_by_cause, binary_metrics, metrics_by_defect, recall_by_cause
 from triton_models.oanet_fusion import core
 
 MODEL_DIR = "model"  # RUN/model/: what export copies
@@ -38,13 +38,16 @@ def model_scores(out: dict[str, np.ndarray], fc: core.FusionCore, name: str) -> 
 
 
 def model_metrics(labels: np.ndarray, causes: list[str], out: dict[str, np.ndarray], fc: core.FusionCore,
-                  models: tuple[str, ...] = core.BRANCHES) -> dict[str, Any]:
-    """Per model (fused = the gated verdict, image, params) at its operating threshold, plus 0.5."""
+                  models: tuple[str, ...] = core.BRANCHES, defects: list[str] | None = None) -> dict[str, Any]:
+    """Per model (fused = the gated verdict, image, params) at its operating threshold, plus 0.5;
+    with each frame's manifest `defects`, also per defect kind (`by_defect`)."""
     result = {}
     for name in models:
         probs, threshold = model_scores(out, fc, name)
         entry = binary_metrics(labels, probs, threshold)
         entry.update(auroc_by_cause(labels, probs, causes))
+        if defects is not None:
+            entry["by_defect"] = metrics_by_defect(labels, probs, defects, threshold)
         entry["recall_by_cause"] = recall_by_cause(labels, probs, causes, threshold)
         entry["at_0.5"] = binary_metrics(labels, probs, 0.5)
         entry["at_0.5"]["recall_by_cause"] = recall_by_cause(labels, probs, causes, 0.5)
