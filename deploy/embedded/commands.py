@@ -83,10 +83,10 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from deploy.embedded.demo import run_demo
 
-    options = DemoOptions(work_dir=args.work_dir, data=args.data, run=args.run, repo=args.repo, recognizer=args.recognizer,
-                          frames=args.frames,
-                          workers=args.workers, ocr_processes=args.ocr_processes, lines=args.lines,
-                          replay=args.replay, rate=args.rate, external=args.external, timeout_s=args.timeout)
+    options = DemoOptions(work_dir=args.work_dir, data=args.data, run=args.run, repo=args.repo,
+                          recognizer=args.recognizer, frames=args.frames, workers=args.workers,
+                          ocr_processes=args.ocr_processes, lines=args.lines, replay=args.replay, rate=args.rate,
+                          external=args.external, timeout_s=args.timeout)
     return run_demo(settings_from_args(args), options)
 
 
