@@ -18,8 +18,8 @@ trained to see). Table 1 states OANet's gain over the best baseline scored on al
 Table 3 gives the AUROC of each defect kind against the good frames (clean test split) for the
 image-only, params-only, late-fusion and OANet rows.
 
-Writes OUT/table1.md, OUT/table2.md, OUT/table3.md, OUT/results.json (every repeat, with each seed's CNN restarts
-and kept epoch) and OUT/*.png
+Writes OUT/table1.md, OUT/table2.md, OUT/table3.md, OUT/results.json (every repeat, with each seed's CNN restarts,
+kept epoch and patch memory report) and OUT/*.png
 (PR curves, confusion matrices, gate-weight histograms).
 """
 
@@ -213,7 +213,8 @@ def run_ablation(args: argparse.Namespace, progress: bool = True) -> dict[str, A
         # exhausts them, is what a change to the restart policy has to be measured against.
         results.append({"encoder": encoder, "repeat": repeat, "seconds": round(time.perf_counter() - started, 1),
                         "cnn": {"restarts": sum(bool(r.get("restart")) for r in stage.history),
-                                **stage.best.summary()}})
+                                **stage.best.summary()},
+                        "patch_memory": None if stage.memory is None else stage.memory.to_json()})
     return {"results": results, "plots": plots}
 
 

@@ -16,6 +16,9 @@ from oanet.profile import DEFAULT_PROFILE_PATH, PROFILE_FILENAME
 # Mirrors of training.encoders.ENCODERS, training.bagging.KINDS and training.data.FEATURE_SOURCES
 # (tests check they agree), kept here so building the parser imports nothing heavy.
 ENCODERS = ("compact", "compact-multiscale", "resnet18", "vgg16", "alexnet")
+# Windows a patch memory of a 1,000-frame data set keeps well (training/patch_memory.py; here so
+# --help stays light).
+SUGGESTED_BANK_SIZE = 10_000
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENTS = ("dihedral", "flips", "none")
 TREE_KINDS = ("gbdt", "dart", "goss", "rf")
@@ -181,6 +184,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of the good training images that get a synthetic local anomaly (blob, stroke, "
                         "moved patch) and count as defects for the CNN: more defect examples for a line with few "
                         "(default 0: off)")
+    parser.add_argument("--patch-memory", type=int, default=0, metavar="N",
+                        help="remember N windows of the good training frames (a frozen random CNN's 29 px window "
+                        "descriptions) and add each frame's distance to the nearest remembered window to the image "
+                        "logit, mixed on the validation frames: finds what no good frame shows (a missing ball, a "
+                        f"stain) without defect examples; {SUGGESTED_BANK_SIZE} is a good start. It costs robustness "
+                        "to image corruption (an occluded image looks unlike any good one; docs/benchmarks.md, "
+                        "\"Patch memory\") (default 0: off)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds of the LightGBM bag (default 5)")
     parser.add_argument("--tree-kinds", default=",".join(TREE_KINDS), metavar="K,...",
                         help=f"LightGBM kinds of the bag (default {','.join(TREE_KINDS)})")

@@ -181,6 +181,12 @@ def per_image_normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def normalised_input(rois: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, S, S, 3] BGR ROIs -> float [N, 3, S, S], per image normalised: what every image
+    network of the served graph reads."""
+    return per_image_normalise(rois.permute(0, 3, 1, 2).float())
+
+
 class ImageEncoder(nn.Module):
     """CNN backbone + embedding head + image-only head, on uint8 NHWC BGR input.
 
@@ -197,7 +203,10 @@ class ImageEncoder(nn.Module):
     # The argument is named like the Triton input tensor (core.ROI_INPUT): Triton's libtorch
     # backend matches config input names to the TorchScript forward's argument names.
     def forward(self, OBJECT_ROI: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: N803
-        x = per_image_normalise(OBJECT_ROI.permute(0, 3, 1, 2).float())
+        return self.encode(normalised_input(OBJECT_ROI))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embedding, image logit) of a `normalised_input` batch."""
         embedding = self.embed(self.backbone(x))
         return embedding, self.head(embedding)
 

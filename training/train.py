@@ -32,11 +32,12 @@ import torch
 from training import data as data_mod
 from training.augment import grid_mask, ocr_dropout
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
-from training.cnn import BestEpoch, Restarts, build_encoder, extract, make_optimizer, train_cnn
+from training.cnn import BestEpoch, Restarts, build_encoder, extract, image_targets, make_optimizer, train_cnn
 from training.crossfit import FoldEncoders, crossfit
 from training.data import DataBundle, Frames
 from training.encoders import MIN_IMAGE_SIZE, RECIPES, ImageEncoder
 from training.errors import TrainingError
+from training.patch_memory import MIN_BANK_SIZE, MemoryReport, MemoryScoredEncoder, attach
 from training.fusion import (
     FusionOptions,
     FusionRows,
@@ -57,7 +58,7 @@ RUN_ARGS = (
     "gate_weights", "ocr_mask_rate", "grid_mask", "mask_copies", "target_recall", "min_precision", "folds", "tree_kinds",
     "tree_rounds", "features", "fusion_epochs", "image_target", "image_pos_weight", "augment", "cnn_grid_mask",
     "grid_mask_warmup",
-    "spec_features", "crossfit_folds", "cnn_restarts", "synthetic_anomalies",
+    "spec_features", "crossfit_folds", "cnn_restarts", "synthetic_anomalies", "patch_memory",
 )
 
 
@@ -91,6 +92,8 @@ def validate_args(args: argparse.Namespace) -> None:
         (0.0 < args.target_recall <= 1.0, "--target-recall must be in (0, 1]"),
         (0.0 <= args.min_precision <= 1.0, "--min-precision must be in [0, 1]"),
         (0.0 <= args.synthetic_anomalies <= 1.0, "--synthetic-anomalies must be in [0, 1]"),
+        (args.patch_memory == 0 or args.patch_memory >= MIN_BANK_SIZE,
+         f"--patch-memory must be 0 (off) or at least {MIN_BANK_SIZE} windows"),
         (args.folds >= 2, "--folds must be at least 2"),
         (args.crossfit_folds == 0 or args.crossfit_folds >= 2, "--crossfit-folds must be 0 (off) or at least 2"),
         (args.tree_rounds >= 1, "--tree-rounds must be at least 1"),
@@ -161,9 +164,10 @@ def run_args(args: argparse.Namespace) -> dict[str, Any]:
 
 @dataclass
 class ImageStage:
-    """What the fusion variants of one run share: the CNN, the bag and the fusion table."""
+    """What the fusion variants of one run share: the CNN, the bag and the fusion table.
+    `model` is the served image encoder: `cnn` itself, or `cnn` with its patch memory."""
 
-    model: ImageEncoder
+    model: ImageEncoder | MemoryScoredEncoder
     history: list
     best: BestEpoch
     rows: FusionRows
@@ -172,6 +176,12 @@ class ImageStage:
     val_embedding: np.ndarray
     val_logit: np.ndarray
     crossfit: dict | None = None  # FoldEncoders.summary with --crossfit-folds
+    memory: MemoryReport | None = None  # with --patch-memory
+    cnn: ImageEncoder | None = None  # the trained CNN alone (what the checkpoint keeps); None: `model` is it
+
+    @property
+    def trained_cnn(self) -> ImageEncoder:
+        return self.model if self.cnn is None else self.cnn
 
 
 def set_seed(seed: int) -> None:
@@ -252,9 +262,27 @@ def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Pat
     rows.p_params = bag.oof
     clean = np.arange(len(rows.frame)) < len(train)  # copy 0 (the clean frames) comes first
     ref = reference_stats(rows.embedding[clean], train.values, train.missing)
-    val_emb, val_logit = extract(model, val.rois, args.device)
+    served, memory = with_patch_memory(model, train, val, args)
+    val_emb, val_logit = extract(served, val.rois, args.device)
     crossfit_summary = None if folds_cnn is None else folds_cnn.summary(train)
-    return ImageStage(model, history, best, rows, bag, ref, val_emb, val_logit, crossfit_summary)
+    return ImageStage(served, history, best, rows, bag, ref, val_emb, val_logit, crossfit_summary, memory,
+                      None if served is model else model)
+
+
+def with_patch_memory(model: ImageEncoder, train: Frames, val: Frames,
+                      args: argparse.Namespace) -> tuple[ImageEncoder | MemoryScoredEncoder, MemoryReport | None]:
+    """The served encoder: the CNN, plus a patch memory of the good training frames when
+    `--patch-memory` is on (its mix with the CNN logit fitted on the validation frames of the image
+    target). The fusion table keeps the CNN's embeddings, which the memory does not change."""
+    if not args.patch_memory:
+        return model, None
+    good = train.rois[train.labels == 0]
+    if len(good) == 0:
+        raise TrainingError("--patch-memory needs good frames in the train split; pass --patch-memory 0")
+    targets = image_targets(val, args.image_target)
+    scored = np.array([c != "param" for c in val.causes]) if args.image_target == "object" else np.ones(len(val), bool)
+    return attach(model, good, val.rois, targets, scored, image_size=args.image_size, bank_size=args.patch_memory,
+                  seed=args.seed, device=args.device)
 
 
 def fit_fold_cnn(fit: Frames, val: Frames, args: argparse.Namespace) -> ImageEncoder:
@@ -443,6 +471,8 @@ def prepare_run(args: argparse.Namespace) -> tuple[Path, dict | None]:
             setattr(args, key, value)
         if "cnn_grid_mask" not in state["args"]:  # a run from before the split: its CNN used --grid-mask
             args.cnn_grid_mask = state["args"]["grid_mask"]
+        if "patch_memory" not in state["args"]:  # a run from before the patch memory was served without one
+            args.patch_memory = 0
         if state["stage"] == "done":
             return run, {**state, "epoch": args.epochs}
         return run, state
@@ -482,12 +512,13 @@ def main(args: argparse.Namespace) -> int:
         "cnn_best": stage.best.summary(),
         "fusion_history": fusion_history,
         "crossfit": stage.crossfit,
+        "patch_memory": None if stage.memory is None else stage.memory.to_json(),
         "frames": {name: len(f) for name, f in bundle.splits.items()},
         "seconds": {"load": round(loaded - started, 1), "total": round(time.perf_counter() - started, 1)},
         "data": str(args.data),
     }
     write_json(run / "metrics.json", metrics)
-    save_checkpoint(run / CHECKPOINT, args, "done", args.epochs, stage.model, None, stage.history, metrics,
+    save_checkpoint(run / CHECKPOINT, args, "done", args.epochs, stage.trained_cnn, None, stage.history, metrics,
                     best=stage.best)
     v = metrics["val"]
     print(f"trained {args.encoder} ({args.image_size}px, {args.epochs} epochs) + {len(stage.bag.boosters)} LightGBM "
@@ -497,6 +528,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"  val {name:6s} recall {m['recall']:.3f} precision {m['precision']:.3f} f1 {m['f1']:.3f} "
               f"auroc {m['auroc'] if m['auroc'] is None else round(m['auroc'], 3)} (threshold {m['threshold']:.3f})")
     print(cnn_summary(stage.history, stage.best))
+    if stage.memory is not None:
+        print(memory_summary(stage.memory))
     note = image_branch_note(stage.best)
     if note:
         print(note)
@@ -507,6 +540,14 @@ def main(args: argparse.Namespace) -> int:
 # on CPU misses in some seeds (docs/benchmarks.md, Training), and the user should know that the
 # verdicts then rest on the parameters alone.
 IMAGE_LEARNT_AUROC = 0.6
+
+
+def memory_summary(report: MemoryReport) -> str:
+    """One line: the patch memory's size and what it adds on the validation frames."""
+    auc = {k: "-" if v is None else f"{v:.3f}" for k, v in report.val_auroc.items()}
+    return (f"  patch memory: {report.bank} windows; validation AUROC of the image target: CNN {auc['cnn']}, "
+            f"memory {auc['memory']}, served image logit {auc['served']} (memory abstained on "
+            f"{report.val_degraded} degraded frame(s))")
 
 
 def cnn_summary(history: list[dict[str, Any]], best: BestEpoch) -> str:

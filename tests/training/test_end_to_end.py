@@ -16,12 +16,15 @@ from triton_models.oanet_fusion import core, integrity
 
 TINY = ["--features", "truth", "--image-size", "32", "--epochs", "1", "--fusion-epochs", "3", "--tree-rounds", "10", "--mask-copies", "1",
         "--embedding-dim", "16", "--quiet"]
+# The run the tests share has a patch memory (off by default), so its served graph, export and
+# Triton serving are tested with one.
+MEMORY = ["--patch-memory", "2000"]
 
 
 @pytest.fixture(scope="module")
 def trained_run(e2e_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "run"
-    assert main(["train", "--data", str(e2e_dataset), "--out", str(run), *TINY]) == 0
+    assert main(["train", "--data", str(e2e_dataset), "--out", str(run), *TINY, *MEMORY]) == 0
     return run
 
 
@@ -45,6 +48,13 @@ def test_train_writes_a_complete_run(trained_run: Path):
 
     state = torch.load(trained_run / "checkpoint.pt", weights_only=True)
     assert state["stage"] == "done" and state["args"]["image_size"] == 32 and state["metrics"]["val"]
+    # the checkpoint keeps the trained CNN alone; the served encoder adds the patch memory
+    assert not any(key.startswith("memory.") for key in state["model"])
+    memory = metrics["patch_memory"]
+    assert memory["bank"] > 0 and memory["mix"]["fitted_on"] > 0 and set(memory["val_auroc"]) == {"cnn", "memory", "served"}
+    assert 0.0 < memory["share_limit"] <= 1.0 and memory["val_degraded"] >= 0
+    served = torch.jit.load(str(trained_run / "model/image_encoder.pt"))
+    assert any(name.startswith("memory.") for name, _ in served.named_buffers())
 
 
 def test_evaluate_writes_metrics_json_with_three_models(trained_run: Path, e2e_dataset: Path, tmp_path: Path, capsys):
@@ -179,6 +189,7 @@ def test_resume_finishes_an_interrupted_run(trained_run: Path, e2e_dataset: Path
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     state["stage"], state["epoch"] = "cnn", 0  # as if stopped before the first epoch ended
     del state["args"]["cnn_grid_mask"]  # a run from before --cnn-grid-mask: its CNN used --grid-mask
+    del state["args"]["patch_memory"]  # and from before the patch memory: resumed without one
     torch.save(state, run / "checkpoint.pt")
     shutil.rmtree(run / "model")
     with pytest.raises(SystemExit):
@@ -189,6 +200,8 @@ def test_resume_finishes_an_interrupted_run(trained_run: Path, e2e_dataset: Path
     resumed = torch.load(run / "checkpoint.pt", weights_only=True)
     assert resumed["stage"] == "done"
     assert resumed["args"]["cnn_grid_mask"] == state["args"]["grid_mask"]
+    assert resumed["args"]["patch_memory"] == 0
+    assert json.loads((run / "metrics.json").read_text())["patch_memory"] is None
 
 
 def test_resume_refuses_a_checkpoint_of_an_older_encoder(trained_run: Path, e2e_dataset: Path, tmp_path: Path, capsys):
@@ -277,7 +290,7 @@ def test_bad_inputs_give_one_line_errors(e2e_dataset: Path, tmp_path: Path, caps
 def test_ablation_writes_its_tables_and_plots(e2e_dataset: Path, tmp_path: Path):
     out = tmp_path / "abl"
     assert main(["ablation", "--data", str(e2e_dataset), "--out", str(out), "--repeats", "1", "--encoders", "compact",
-                 "resnet18", *TINY]) == 0
+                 "resnet18", *TINY, *MEMORY]) == 0
     t1 = (out / "table1.md").read_text()
     t2 = (out / "table2.md").read_text()
     assert "+ alignment + refinement + gate (OANet)" in t1
@@ -318,3 +331,5 @@ def test_ablation_writes_its_tables_and_plots(e2e_dataset: Path, tmp_path: Path)
     for kept in cnn:
         assert kept["restarts"] >= 0 and kept["epoch"] >= 1 and 0.0 <= kept["val_auroc"] <= 1.0
         assert kept["attempt"] <= kept["restarts"]
+    memories = [r["patch_memory"] for r in results if "cnn" in r]
+    assert len(memories) == 2 and all(m["bank"] > 0 and m["mix"]["fitted_on"] > 0 for m in memories)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 
@@ -223,11 +224,21 @@ def test_metrics_count_inferences_and_gate_deactivations(oanet_stack, oanet_trit
     values[2, 0] = 1e6  # a grossly implausible reading: the gate switches the parameter modality off
     before = scrape(oanet_stack)
     out = asyncio.run(client_infer(oanet_triton, rois, values, missing))
-    after = scrape(oanet_stack)
     assert out["gate_weights"][2, 1] == 0.0
-    for model in serving.MODELS:
-        grew = metric(after, "nv_inference_count", model=model) - metric(before, "nv_inference_count", model=model)
-        assert grew == 3, model
+
+    def grown(samples) -> dict[str, float]:
+        return {model: metric(samples, "nv_inference_count", model=model)
+                - metric(before, "nv_inference_count", model=model) for model in serving.MODELS}
+
+    # Triton counts a Python-backend model's inferences after its response has left, so a scrape
+    # right after the reply can precede the count: wait (bounded) for it to settle.
+    deadline = time.monotonic() + 10.0
+    while True:
+        after = scrape(oanet_stack)
+        if all(v == 3 for v in grown(after).values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert grown(after) == {model: 3 for model in serving.MODELS}
     off = [metric(s, serving.GATE_METRIC, model=core.FUSION_MODEL, modality="params") for s in (before, after)]
     assert off[1] - off[0] >= 1
 
