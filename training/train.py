@@ -37,7 +37,6 @@ from training.crossfit import FoldEncoders, crossfit
 from training.data import DataBundle, Frames
 from training.encoders import MIN_IMAGE_SIZE, RECIPES, ImageEncoder
 from training.errors import TrainingError
-from training.patch_memory import MIN_BANK_SIZE, MemoryReport, MemoryScoredEncoder, attach
 from training.fusion import (
     FusionOptions,
     FusionRows,
@@ -47,6 +46,7 @@ from training.fusion import (
     operating_threshold,
 )
 from training.outputs import ENCODER_FILE, FUSION_DIR, MODEL_DIR, model_metrics, predict, write_json
+from training.patch_memory import MIN_BANK_SIZE, MemoryReport, MemoryScoredEncoder, attach
 from triton_models.oanet_fusion import core
 
 CHECKPOINT = "checkpoint.pt"
