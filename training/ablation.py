@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from training import data as data_mod
+from training.data import corrupt
 from training.errors import TrainingError
-from training.evaluate import corrupt
 from training.fusion import operating_threshold
 from training.metrics import binary_metrics, metrics_by_defect
 from triton_models.oanet_fusion import core

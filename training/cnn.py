@@ -115,6 +115,14 @@ def expected_targets(targets: np.ndarray, synthetic_anomalies: float) -> np.ndar
     return np.concatenate([np.ones(int(np.sum(targets == 1)) + moved), np.zeros(int(negatives) - moved)])
 
 
+def image_scored(frames: Frames, target: str) -> np.ndarray:
+    """The frames the image target is judged on: good frames and object defects for "object"
+    (a parameter defect looks good, so it says nothing of the image), every frame for "label"."""
+    if target == "object":
+        return np.array([c != "param" for c in frames.causes])
+    return np.ones(len(frames), bool)
+
+
 def image_targets(frames: Frames, target: str) -> np.ndarray:
     if target == "label":
         return frames.labels.astype(np.float32)
@@ -256,7 +264,7 @@ def train_cnn(
             seen += len(idx)
             bar.set_postfix(loss=f"{total / max(seen, 1):.4f}")
         _, val_logit = extract(model, val.rois, device)
-        objects = np.array([c != "param" for c in val.causes])
+        objects = image_scored(val, "object")
         record = {"epoch": epoch + 1, "attempt": attempt, "lr": epoch_lr(lr, epoch, epochs),
                   "grid_mask": epoch_grid_mask, "train_loss": total / max(seen, 1),
                   "val_image_auroc": auroc(val.labels, val_logit),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.bagging import frame_folds
-from training.cnn import auroc, extract
+from training.cnn import auroc, extract, image_scored
 from training.data import Frames
 from training.encoders import ImageEncoder
 from training.errors import TrainingError
@@ -58,7 +58,7 @@ class FoldEncoders:
 
     def summary(self, train: Frames) -> dict:
         """What the fold CNNs tell about the image branch on frames it did not see (metrics.json)."""
-        objects = np.array([c != "param" for c in train.causes])
+        objects = image_scored(train, "object")
         return {"folds": len(self.models),
                 "oof_object_auroc": auroc(train.labels[objects], self.oof_logit[objects])}
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from oanet.dataset import Dataset, DatasetError, ManifestEntry, load_dataset
+from training.augment import grid_mask, ocr_dropout
 from training.errors import TrainingError
 from oanet.preprocess import crop_object_roi, param_arrays
 
@@ -40,6 +41,22 @@ class Frames:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+# The random stream of `corrupt`'s test-time corruption; the gate's choice on validation frames
+# (training/train.py) draws from another, so the two never share a mask sequence.
+CORRUPT_STREAM = 4242
+
+
+def corrupt(frames: Frames, ocr_missing: float, grid_mask_p: float, seed: int, stream: int = CORRUPT_STREAM) -> Frames:
+    """`frames` with each image GridMasked with probability `grid_mask_p` and each present field
+    dropped (missing, as when OCR fails) with probability `ocr_missing`."""
+    if not 0.0 <= ocr_missing <= 1.0 or not 0.0 <= grid_mask_p <= 1.0:
+        raise TrainingError("--ocr-missing and --grid-mask must be probabilities in [0, 1]")
+    rng = np.random.default_rng([seed, stream])
+    rois, _ = grid_mask(frames.rois, grid_mask_p, rng)
+    values, missing = ocr_dropout(frames.values, frames.missing, ocr_missing, rng)
+    return Frames(frames.ids, frames.labels, frames.causes, rois, values, missing)
 
     def subset(self, index: np.ndarray | Sequence[int]) -> Frames:
         index = np.asarray(index, dtype=np.int64)

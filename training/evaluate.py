@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from training import data as data_mod
-from training.augment import grid_mask, ocr_dropout
-from training.data import Frames
+from training.data import Frames, corrupt
 from training.errors import TrainingError
 from training.outputs import ENCODER_FILE, FUSION_DIR, MODEL_DIR, model_metrics, model_scores, predict, write_json
 from triton_models.oanet_fusion import core
@@ -57,15 +56,6 @@ def load_run(run: str | Path, device: str = "cpu") -> LoadedRun:
     except core.CoreError as exc:
         raise TrainingError(str(exc)) from None
     return LoadedRun(run, args, encoder, fusion)
-
-
-def corrupt(frames: Frames, ocr_missing: float, grid_mask_p: float, seed: int) -> Frames:
-    if not 0.0 <= ocr_missing <= 1.0 or not 0.0 <= grid_mask_p <= 1.0:
-        raise TrainingError("--ocr-missing and --grid-mask must be probabilities in [0, 1]")
-    rng = np.random.default_rng([seed, 4242])
-    rois, _ = grid_mask(frames.rois, grid_mask_p, rng)
-    values, missing = ocr_dropout(frames.values, frames.missing, ocr_missing, rng)
-    return Frames(frames.ids, frames.labels, frames.causes, rois, values, missing)
 
 
 def load_frames(run: LoadedRun, data: str | Path, split: str, features: str | None, progress: bool) -> Frames:

@@ -32,7 +32,8 @@ import torch
 from training import data as data_mod
 from training.augment import grid_mask, ocr_dropout
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
-from training.cnn import BestEpoch, Restarts, build_encoder, extract, image_targets, make_optimizer, train_cnn
+from training.cnn import (BestEpoch, Restarts, build_encoder, extract, image_scored, image_targets, make_optimizer,
+                          train_cnn)
 from training.crossfit import FoldEncoders, crossfit
 from training.data import DataBundle, Frames
 from training.encoders import MIN_IMAGE_SIZE, RECIPES, ImageEncoder
@@ -178,6 +179,7 @@ class ImageStage:
     crossfit: dict | None = None  # FoldEncoders.summary with --crossfit-folds
     memory: MemoryReport | None = None  # with --patch-memory
     cnn: ImageEncoder | None = None  # the trained CNN alone (what the checkpoint keeps); None: `model` is it
+    val_views: list[ValidationView] | None = None  # the gate's choice of base weights (`validation_views`)
 
     @property
     def trained_cnn(self) -> ImageEncoder:
@@ -280,9 +282,8 @@ def with_patch_memory(model: ImageEncoder, train: Frames, val: Frames,
     if len(good) == 0:
         raise TrainingError("--patch-memory needs good frames in the train split; pass --patch-memory 0")
     targets = image_targets(val, args.image_target)
-    scored = np.array([c != "param" for c in val.causes]) if args.image_target == "object" else np.ones(len(val), bool)
-    return attach(model, good, val.rois, targets, scored, image_size=args.image_size, bank_size=args.patch_memory,
-                  seed=args.seed, device=args.device)
+    return attach(model, good, val.rois, targets, image_scored(val, args.image_target), image_size=args.image_size,
+                  bank_size=args.patch_memory, seed=args.seed, device=args.device)
 
 
 def fit_fold_cnn(fit: Frames, val: Frames, args: argparse.Namespace) -> ImageEncoder:
@@ -339,52 +340,96 @@ def write_fusion_dir(folder: Path, config: dict, weights: dict[str, np.ndarray],
 DEFAULT_BASE_WEIGHTS = {"image": 1.0, "params": 1.0, "fused": 2.0}
 BASE_WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0)
 
+# The states of a frame the gate is there for, as (OCR missing, GridMask) probabilities: as
+# printed, the image degraded, fields missing, both. The base weights are chosen by the mean
+# average precision over the validation frames in all four. Chosen on the frames as printed
+# alone, they followed the branch that was best there: with the patch memory, the image branch
+# at 4 of 6.5, and the memory abstains on a degraded image, so GridMask left OANet leaning on a
+# CNN alone (recall at 90% precision 48% on one seed, 71% with this choice; docs/benchmarks.md).
+GATE_CHOICE_STATES = ((0.0, 0.0), (0.0, 1.0), (0.6, 0.0), (0.6, 1.0))
+# `corrupt`'s random stream for those validation views (the test-time corruption uses another).
+GATE_CHOICE_STREAM = 4343
 
-def choose_base_weights(labels: np.ndarray, out: dict[str, np.ndarray], gate_params: dict) -> dict[str, float]:
-    """The gate's base weights (image, params, fused) with the best average precision of the gated
-    verdict on validation frames, over a small grid; ties go to the default 1, 1, 2."""
+
+@dataclass(frozen=True)
+class ValidationView:
+    """The validation frames in one state, with the served encoder's outputs on them."""
+
+    frames: Frames
+    embedding: np.ndarray
+    logit: np.ndarray
+
+    def predict(self, fc: core.FusionCore) -> dict[str, np.ndarray]:
+        values = np.where(self.frames.missing, np.nan, self.frames.values)
+        return fc.predict(self.embedding, self.logit, values, self.frames.missing)
+
+
+def validation_views(stage: ImageStage, val: Frames, seed: int, device: str) -> list[ValidationView]:
+    """The validation frames in each of `GATE_CHOICE_STATES` (the first: as they are)."""
+    views = []
+    for missing, masked in GATE_CHOICE_STATES:
+        if missing == 0.0 and masked == 0.0:
+            views.append(ValidationView(val, stage.val_embedding, stage.val_logit))
+            continue
+        frames = data_mod.corrupt(val, missing, masked, seed, stream=GATE_CHOICE_STREAM)
+        if masked == 0.0:  # the images as they are
+            views.append(ValidationView(frames, stage.val_embedding, stage.val_logit))
+        else:
+            views.append(ValidationView(frames, *extract(stage.model, frames.rois, device)))
+    return views
+
+
+def choose_base_weights(views: list[tuple[np.ndarray, dict[str, np.ndarray]]], gate_params: dict) -> dict[str, float]:
+    """The gate's base weights (image, params, fused) with the best mean average precision of the
+    gated verdict over `views` ((labels, fusion outputs) of the validation frames in each state),
+    over a small grid; ties go to the default 1, 1, 2."""
     import itertools
 
     from sklearn.metrics import average_precision_score
 
-    kl, present, branches = out["kl_scores"].astype(np.float64), out["present_fraction"], out["branch_probabilities"]
     best, best_key = dict(DEFAULT_BASE_WEIGHTS), None
     for combo in itertools.product(BASE_WEIGHT_GRID, repeat=3):
         if sum(combo) == 0:
             continue
         params = {**gate_params, "base_weights": dict(zip(core.BRANCHES, combo, strict=True))}
-        p = (core.gate(kl[:, 0], kl[:, 1], present, params) * branches).sum(axis=1)
-        ap = round(float(average_precision_score(labels, p)), 6)
+        precisions = []
+        for labels, out in views:
+            kl = out["kl_scores"].astype(np.float64)
+            weights = core.gate(kl[:, 0], kl[:, 1], out["present_fraction"], params)
+            p = (weights * out["branch_probabilities"]).sum(axis=1)
+            precisions.append(float(average_precision_score(labels, p)))
         distance = sum(abs(c / max(sum(combo), 1e-9) - d / 4.0) for c, d in zip(combo, (1, 1, 2), strict=True))
-        key = (ap, -distance)
+        key = (round(float(np.mean(precisions)), 6), -distance)
         if best_key is None or key > best_key:
             best, best_key = dict(zip(core.BRANCHES, map(float, combo), strict=True)), key
     return best
 
 
-def calibrate(fusion_dir: Path, val: Frames, val_embedding: np.ndarray, val_logit: np.ndarray) -> core.FusionCore:
-    """Gate constants from validation KL scores, then operating thresholds for the target recall
-    at the precision floor (`operating_threshold`)."""
+def calibrate(fusion_dir: Path, views: list[ValidationView]) -> core.FusionCore:
+    """Gate constants from validation KL scores, base weights over the validation `views` (the
+    first: the frames as they are), then operating thresholds for the target recall at the
+    precision floor (`operating_threshold`)."""
     fc = core.FusionCore.load(fusion_dir)
+    val = views[0].frames
     values = np.where(val.missing, np.nan, val.values)
-    kl = fc.kl_scores(val_embedding.astype(np.float64), values.astype(np.float64), val.missing)
+    kl = fc.kl_scores(views[0].embedding.astype(np.float64), values.astype(np.float64), val.missing)
     margin = fc.config["options"]["gate_margin"]
     quantile = fc.config["options"]["gate_quantile"]
     config = fc.config
     config["gate"]["image"] = core.gate_calibration(kl[:, 0], margin, quantile)
     config["gate"]["params"] = core.gate_calibration(kl[:, 1], margin, quantile)
     write_json(fusion_dir / core.CONFIG_FILE, config)
-    fc = core.FusionCore.load(fusion_dir)
-    out = fc.predict(val_embedding, val_logit, values, val.missing)
     if config["gate"]["enabled"] and config["options"].get("auto_base_weights"):
-        config["gate"]["base_weights"] = choose_base_weights(val.labels, out, config["gate"])
-        write_json(fusion_dir / core.CONFIG_FILE, config)
         fc = core.FusionCore.load(fusion_dir)
-        out = fc.predict(val_embedding, val_logit, values, val.missing)
+        config["gate"]["base_weights"] = choose_base_weights([(v.frames.labels, v.predict(fc)) for v in views],
+                                                             config["gate"])
+        write_json(fusion_dir / core.CONFIG_FILE, config)
+    fc = core.FusionCore.load(fusion_dir)
+    out = views[0].predict(fc)
     config["calibration"] = fit_calibration(out["defect_probability"], val.labels)
     write_json(fusion_dir / core.CONFIG_FILE, config)
     fc = core.FusionCore.load(fusion_dir)
-    out = fc.predict(val_embedding, val_logit, values, val.missing)
+    out = views[0].predict(fc)
     target, floor = config["target_recall"], config["min_precision"]
     config["threshold"] = operating_threshold(val.labels, out["defect_probability"], target, floor)
     config["branch_thresholds"] = {
@@ -403,7 +448,9 @@ def fusion_stage(bundle: DataBundle, stage: ImageStage, args: argparse.Namespace
     if fusion_dir.exists():
         shutil.rmtree(fusion_dir)
     write_fusion_dir(fusion_dir, config, weights, stage.bag)
-    fc = calibrate(fusion_dir, bundle.splits["val"], stage.val_embedding, stage.val_logit)
+    if stage.val_views is None:  # shared by the ablation's fusion variants: encoded once
+        stage.val_views = validation_views(stage, bundle.splits["val"], args.seed, args.device)
+    fc = calibrate(fusion_dir, stage.val_views)
     return fc, history
 
 

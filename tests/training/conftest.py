@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from oanet.profile import load_profile
 from oanet.profile import DEFAULT_PROFILE_PATH
+from training.data import Frames
 from training.synth.generate import generate
 
 SMALL_N = 24
@@ -48,3 +50,16 @@ def learning_dataset(tmp_path_factory: pytest.TempPathFactory, line_profile) -> 
     generate(root, line_profile, LEARN_N, seed=21, width=512, height=384, defect_rate=0.5, package="bga",
              workers=1, progress=False)
     return root
+
+
+@pytest.fixture
+def make_frames():
+    """A factory of random `Frames` (n frames of size x size ROIs, f number fields, a quarter missing)."""
+    def make(n: int, size: int = 32, f: int = 3, seed: int = 0) -> Frames:
+        rng = np.random.default_rng(seed)
+        labels = np.arange(n) % 2
+        missing = rng.random((n, f)) < 0.25
+        values = np.where(missing, np.nan, rng.normal(size=(n, f))).astype(np.float32)
+        return Frames([f"f{i}" for i in range(n)], labels, ["object" if y else "none" for y in labels],
+                      rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), values, missing)
+    return make

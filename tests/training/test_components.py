@@ -3,6 +3,8 @@ torch/numpy parity of the fusion layers, the TorchScript encoder, the LightGBM b
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -36,7 +38,7 @@ from training.fusion import (
     threshold_for_recall,
 )
 from training.metrics import binary_metrics, defect_kinds
-from training.train import export_torchscript, image_branch_note
+from training.train import choose_base_weights, export_torchscript, image_branch_note, validation_views
 from triton_models.oanet_fusion import core
 
 
@@ -421,3 +423,48 @@ def test_a_parameter_defect_counts_under_each_of_its_fields():
     assert defect_kinds("none") == []
     assert defect_kinds("object:scratch") == ["object:scratch"]
     assert defect_kinds("param:temp,humidity") == ["param:temp", "param:humidity"]
+
+
+def _gate_outputs(labels: np.ndarray, p_image: np.ndarray, p_params: np.ndarray) -> dict[str, np.ndarray]:
+    n = len(labels)
+    return {"kl_scores": np.zeros((n, 2)), "present_fraction": np.ones(n),
+            "branch_probabilities": np.stack([p_image, p_params, np.full(n, 0.5)], axis=1)}
+
+
+def test_the_gate_base_weights_are_chosen_over_every_validation_state():
+    """As printed the image branch ranks well and the parameters barely; with the image degraded
+    it is the other way round. Chosen over both states, the weights lean less on the image and
+    rank the degraded frames better than weights chosen on the frames as printed alone."""
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 100)
+    good_ranking = 0.3 * labels + 0.7 * rng.random(200)
+    noise = rng.random(200)
+    gate_params = {"image": {"center": 0.0, "tau": 1.0, "off": 10.0},
+                   "params": {"center": 0.0, "tau": 1.0, "off": 10.0}}
+    printed = (labels, _gate_outputs(labels, good_ranking, noise))
+    degraded = (labels, _gate_outputs(labels, noise, good_ranking))
+
+    def share(w: dict[str, float], branch: str) -> float:
+        return w[branch] / sum(w.values())
+
+    def degraded_precision(w: dict[str, float]) -> float:
+        return average_precision_score(labels, w["image"] * noise + w["params"] * good_ranking + w["fused"] * 0.5)
+
+    alone = choose_base_weights([printed], gate_params)
+    both = choose_base_weights([printed, degraded], gate_params)
+    assert share(both, "image") < share(alone, "image") and share(both, "params") > share(alone, "params")
+    assert degraded_precision(both) > degraded_precision(alone) + 0.05
+
+
+def test_validation_views_hold_the_four_states_and_reuse_the_clean_images(make_frames):
+    frames = make_frames(12)
+    stage = SimpleNamespace(val_embedding=np.zeros((12, 4), np.float32), val_logit=np.zeros(12, np.float32),
+                            model=ImageEncoder("compact", 4, 32).eval())
+    views = validation_views(stage, frames, seed=0, device="cpu")
+    assert [(bool(v.frames.missing.sum() > frames.missing.sum()), v.embedding is stage.val_embedding)
+            for v in views] == [(False, True), (False, False), (True, True), (True, False)]
+    assert views[0].frames is frames
+    assert not np.array_equal(views[1].frames.rois, frames.rois)  # GridMasked
+    assert views[1].embedding.shape == (12, 4) and views[1].logit.shape == (12,)

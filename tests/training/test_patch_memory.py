@@ -94,7 +94,8 @@ def test_the_served_encoder_traces_and_a_cnn_only_mix_is_the_cnn(tmp_path: Path)
     targets = np.array([0, 0, 0, 1, 1, 1])
     served, report = pm.attach(encoder, good, val, targets, np.ones(6, bool), image_size=32, bank_size=200, seed=0)
     assert report.bank == 200 and report.mix.fitted_on == 6 and report.val_auroc["memory"] == 1.0
-    assert report.share_limit >= pm.MIN_SHARE_LIMIT and report.val_degraded == 0
+    # the limit is the validation shares' 99.5th percentile: of 6 frames only the top one can be over it
+    assert report.share_limit >= pm.MIN_SHARE_LIMIT and report.val_degraded <= 1
     traced = export_torchscript(served, 32, tmp_path / "enc.pt")
     x = torch.from_numpy(_rois(5, seed=2))
     with torch.no_grad():

@@ -87,7 +87,7 @@ def assert_invalid(tensors, stack, match: str, model: str = core.ENSEMBLE_MODEL)
 
 
 def test_ensemble_equals_the_training_model_on_fixed_frames(oanet_stack, oanet_triton, run_model, test_frames):
-    from training.evaluate import corrupt
+    from training.data import corrupt
 
     # clean frames, then the same frames with OCR fields dropped and GridMasked images: the gate at work
     for frames in (test_frames, corrupt(test_frames, ocr_missing=0.5, grid_mask_p=0.5, seed=7)):
