@@ -345,7 +345,7 @@ BASE_WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0)
 # average precision over the validation frames in all four. Chosen on the frames as printed
 # alone, they followed the branch that was best there: with the patch memory, the image branch
 # at 4 of 6.5, and the memory abstains on a degraded image, so GridMask left OANet leaning on a
-# CNN alone (recall at 90% precision 48% on one seed, 71% with this choice; docs/benchmarks.md).
+# CNN alone (recall at 90% precision 48% on one seed, 67% with this choice; docs/benchmarks.md).
 GATE_CHOICE_STATES = ((0.0, 0.0), (0.0, 1.0), (0.6, 0.0), (0.6, 1.0))
 # `corrupt`'s random stream for those validation views (the test-time corruption uses another).
 GATE_CHOICE_STREAM = 4343
