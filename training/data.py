@@ -42,6 +42,17 @@ class Frames:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def subset(self, index: np.ndarray | Sequence[int]) -> Frames:
+        index = np.asarray(index, dtype=np.int64)
+        return Frames(
+            ids=[self.ids[i] for i in index],
+            labels=self.labels[index],
+            causes=[self.causes[i] for i in index],
+            rois=self.rois[index],
+            values=self.values[index],
+            missing=self.missing[index],
+        )
+
 
 # The random stream of `corrupt`'s test-time corruption; the gate's choice on validation frames
 # (training/train.py) draws from another, so the two never share a mask sequence.
@@ -57,17 +68,6 @@ def corrupt(frames: Frames, ocr_missing: float, grid_mask_p: float, seed: int, s
     rois, _ = grid_mask(frames.rois, grid_mask_p, rng)
     values, missing = ocr_dropout(frames.values, frames.missing, ocr_missing, rng)
     return Frames(frames.ids, frames.labels, frames.causes, rois, values, missing)
-
-    def subset(self, index: np.ndarray | Sequence[int]) -> Frames:
-        index = np.asarray(index, dtype=np.int64)
-        return Frames(
-            ids=[self.ids[i] for i in index],
-            labels=self.labels[index],
-            causes=[self.causes[i] for i in index],
-            rois=self.rois[index],
-            values=self.values[index],
-            missing=self.missing[index],
-        )
 
 
 @dataclass
