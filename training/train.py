@@ -365,17 +365,14 @@ class ValidationView:
 
 
 def validation_views(stage: ImageStage, val: Frames, seed: int, device: str) -> list[ValidationView]:
-    """The validation frames in each of `GATE_CHOICE_STATES` (the first: as they are)."""
+    """The validation frames in each of `GATE_CHOICE_STATES` (the first: as they are); the
+    served encoder reads only the GridMasked ones again."""
     views = []
     for missing, masked in GATE_CHOICE_STATES:
-        if missing == 0.0 and masked == 0.0:
-            views.append(ValidationView(val, stage.val_embedding, stage.val_logit))
-            continue
-        frames = data_mod.corrupt(val, missing, masked, seed, stream=GATE_CHOICE_STREAM)
-        if masked == 0.0:  # the images as they are
-            views.append(ValidationView(frames, stage.val_embedding, stage.val_logit))
-        else:
-            views.append(ValidationView(frames, *extract(stage.model, frames.rois, device)))
+        frames = val if missing == masked == 0.0 else data_mod.corrupt(val, missing, masked, seed,
+                                                                         stream=GATE_CHOICE_STREAM)
+        outputs = extract(stage.model, frames.rois, device) if masked else (stage.val_embedding, stage.val_logit)
+        views.append(ValidationView(frames, *outputs))
     return views
 
 
@@ -448,9 +445,14 @@ def fusion_stage(bundle: DataBundle, stage: ImageStage, args: argparse.Namespace
     if fusion_dir.exists():
         shutil.rmtree(fusion_dir)
     write_fusion_dir(fusion_dir, config, weights, stage.bag)
-    if stage.val_views is None:  # shared by the ablation's fusion variants: encoded once
-        stage.val_views = validation_views(stage, bundle.splits["val"], args.seed, args.device)
-    fc = calibrate(fusion_dir, stage.val_views)
+    val = bundle.splits["val"]
+    if opts.gate and opts.auto_base_weights:  # only the choice of base weights needs the degraded views
+        if stage.val_views is None:  # shared by the ablation's fusion variants: encoded once
+            stage.val_views = validation_views(stage, val, args.seed, args.device)
+        views = stage.val_views
+    else:
+        views = [ValidationView(val, stage.val_embedding, stage.val_logit)]
+    fc = calibrate(fusion_dir, views)
     return fc, history
 
 
