@@ -18,7 +18,7 @@ from typing import Any
 from oanet.contracts import SPLITS
 from oanet.flags import add_setting_flag, add_settings_flags, settings_from_args
 from oanet.ocr_settings import OCR_MODES
-from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_STEPS
+from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_RESTARTS, DEFAULT_STEPS
 
 
 def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -199,6 +199,10 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
                          "other glyphs of its frame, so the student sees letters its lots never print (default 0: "
                          "none; with 2, line-a's unseen lots fell back on 9 lines instead of 34, "
                          "see docs/benchmarks.md)")
+    distill.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS, metavar="N",
+                         help="train N networks on the same frames from different seeds, side by side in their own "
+                         "processes, and keep the one the held-out selection frames like best (default "
+                         f"{DEFAULT_RESTARTS}: on 2 cores, about the wall time of one; 1: a single network)")
     distill.add_argument("--teacher-only", action="store_true",
                          help="ignore the manifest's values: label with PaddleOCR only, as for an unlabelled line")
     distill.add_argument("--seed", type=int, default=0,

@@ -13,7 +13,9 @@
    number of optimisation steps, so the same frames, seed and steps give the same student on
    a quiet or a busy machine; a wall-time cap is only a safety net, and says so loudly when it
    cuts training short. Every `eval_every` steps the network reads the *selection* frames'
-   lines and the checkpoint with the lowest fallback there is kept.
+   lines and the checkpoint with the lowest fallback there is kept. `restarts` networks train
+   so, from different seeds, each in its own process, and the best of their kept checkpoints
+   wins: which seed a line gets moved its fallback on unseen lots several-fold.
 3. Calibration. On the *calibration* frames' lines (as printed and under strong nuisances),
    which neither training nor the checkpoint choice saw, each field's threshold is set just
    above the most confident read of that field that the parser would accept but that is wrong
@@ -46,7 +48,7 @@ import numpy as np
 
 from oanet.dataset import Dataset, ManifestEntry
 from stream.ocr import crops as cropping
-from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_STEPS
+from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_RESTARTS, DEFAULT_STEPS
 from stream.ocr.calibration import (
     KIND_NUISANCE,
     KIND_PRINTED,
@@ -112,6 +114,9 @@ class DistillConfig:
     # Spliced copies of each training text-field line (`stream.ocr.splice`: the value redrawn
     # with other glyphs of its frame, so the student sees letters its lots never print); 0: none.
     splice_copies: int = 0
+    # Networks trained on the same split from different seeds (restart r from seed + r *
+    # RESTART_SEED_STEP), side by side in their own processes; the selection lines keep the best.
+    restarts: int = DEFAULT_RESTARTS
     # torch threads. One by default: on the 2-core box, with another job on a core, two threads
     # made 1.9 steps/s against 6.2-6.9 with one (docs/benchmarks.md); the result is the same bit
     # for bit only with the same thread count.
@@ -127,6 +132,8 @@ class DistillConfig:
             found.append(f"--max-minutes must be positive, got {self.max_minutes}")
         if self.batch < 2:
             found.append(f"--batch must be at least 2, got {self.batch}")
+        if self.restarts < 1:
+            found.append(f"--restarts must be at least 1, got {self.restarts}")
         if self.splice_copies < 0:
             found.append(f"--splice must not be negative, got {self.splice_copies}")
         return found
@@ -149,6 +156,7 @@ class DistillReport:
     threshold: float = 0.0
     calibration: dict[str, Any] = field(default_factory=dict)
     spliced: int = 0  # spliced text-field lines added to training (`stream.ocr.splice`)
+    restarts: list[TrainResult] = field(default_factory=list)  # every restart's, `training` among them
 
 
 # -- labels ------------------------------------------------------------------------------
@@ -320,13 +328,14 @@ class TrainResult:
     checks: list[Checkpoint] = field(default_factory=list)
     capped: bool = False
     seconds: float = 0.0
+    seed: int = 0  # the training's: the network's initial weights, the order and the augmentations
 
     @property
     def kept_step(self) -> int:
         return self.best.step if self.best is not None else self.steps
 
     def to_json(self) -> dict[str, Any]:
-        return {"steps_planned": self.steps_planned, "steps": self.steps, "epochs": self.epochs,
+        return {"seed": self.seed, "steps_planned": self.steps_planned, "steps": self.steps, "epochs": self.epochs,
                 "kept_step": self.kept_step, "capped_by_wall_time": self.capped, "seconds": round(self.seconds, 1),
                 "checks": [dataclasses.asdict(c) for c in self.checks]}
 
@@ -363,7 +372,7 @@ def train(
     net = build_network(len(charset) + 1, height)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
-    result = TrainResult(steps_planned=config.steps, steps=0, epochs=0, best=None)
+    result = TrainResult(steps_planned=config.steps, steps=0, epochs=0, best=None, seed=config.seed)
     best_state: dict[str, Any] | None = None
     started = clock()
     cap_s = config.max_minutes * 60.0
@@ -449,6 +458,46 @@ def train(
     return net, result
 
 
+RESTART_SEED_STEP = 100
+
+
+def train_restarts(config: DistillConfig, progress: Callable[[TrainProgress], None] | None = None, **inputs):
+    """(network of the restart the selection lines liked best, its TrainResult, every restart's
+    TrainResult in seed order). `inputs` are `train`'s: lines, profile, charset, height, width,
+    selection and widths.
+
+    Restart 0 trains here with `progress`; the others at the same time in spawned processes
+    (fork is unsafe once torch has threads). Without selection lines there is nothing to choose
+    by, so only restart 0 trains.
+    """
+    configs = [dataclasses.replace(config, seed=config.seed + RESTART_SEED_STEP * r) for r in range(config.restarts)]
+    selection = inputs.get("selection")
+    if len(configs) == 1 or selection is None or not selection.views:
+        net, result = train(config=configs[0], progress=progress, **inputs)
+        return net, result, [result]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    with ProcessPoolExecutor(len(configs) - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_weights, c, inputs) for c in configs[1:]]
+        net, first = train(config=configs[0], progress=progress, **inputs)
+        others = [f.result() for f in futures]
+    results = [first, *(result for _, result in others)]
+    # A tie keeps the lower seed; a restart the wall-time cap stopped before its first check ranks last.
+    chosen = min(range(len(results)), key=lambda r: results[r].best.key if results[r].best else (2.0, 2.0))
+    if chosen:
+        net.load_state_dict({k: torch.from_numpy(v) for k, v in others[chosen - 1][0].items()})
+    return net, results[chosen], results
+
+
+def _train_weights(config: DistillConfig, inputs: dict[str, Any]):
+    """`train` in a restart's process -> (weights as numpy arrays, TrainResult): plain data to send back."""
+    net, result = train(config=config, **inputs)
+    return {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}, result
+
+
 def export(net, out: Path, meta: StudentMeta) -> None:
     import torch
 
@@ -522,8 +571,9 @@ def distill(
                             config.height)
     # One nuisance view per selection line: the check runs ten times, calibration once.
     selection = HeldOutViews.of(select_lines, 1, config.seed + 2, config.height, width)
-    net, training = train([*train_lines, *spliced], profile, charset, config.height, width, config, selection,
-                          on_step, widths=widths)
+    net, training, restarts = train_restarts(config, on_step, lines=[*train_lines, *spliced], profile=profile,
+                                             charset=charset, height=config.height, width=width,
+                                             selection=selection, widths=widths)
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
     thresholds, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width,
@@ -545,6 +595,8 @@ def distill(
         field_thresholds=thresholds.by_field,
         stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts,
                "split": frames, "spliced": len(spliced), "seed": config.seed, "batch": config.batch,
+               "restarts": [{"seed": r.seed, "kept_step": r.kept_step, "selection": dataclasses.asdict(r.best)
+                             if r.best else None} for r in restarts],
                "threads": config.threads,
                "epochs": training.epochs, "steps": training.steps, "training": training.to_json(),
                "calibration": calibration},
@@ -553,7 +605,7 @@ def distill(
     return DistillReport(
         out=Path(out), frames=len(entries), teacher_frames=teacher_frames, lines=len(lines), labelled=counts,
         unlabelled=len(lines) - len(labelled), training=training, seconds=seconds,
-        threshold=thresholds.default, calibration=calibration, spliced=len(spliced),
+        threshold=thresholds.default, calibration=calibration, spliced=len(spliced), restarts=restarts,
     )
 
 

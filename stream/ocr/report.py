@@ -22,7 +22,7 @@ def distill_command(args: argparse.Namespace) -> int:
     settings = ocr_settings(args)
     config = DistillConfig(steps=args.steps, eval_every=args.eval_every, max_minutes=args.max_minutes,
                            batch=args.batch, seed=args.seed, threads=settings.threads or 1,
-                           splice_copies=args.splice)
+                           splice_copies=args.splice, restarts=args.restarts)
     if config.problems():
         raise OanetError("; ".join(config.problems()))
     dataset, entries = select_frames(args)
@@ -63,6 +63,10 @@ def distill_command(args: argparse.Namespace) -> int:
             f"as printed, {100 * training.best.nuisance:.1f}% with nuisances)" if training.best
             else "kept the last step (no selection frames)")
     print(f"trained {training.steps} of {training.steps_planned} steps ({training.epochs} epoch(s)); {kept}")
+    if len(report.restarts) > 1:
+        print(f"restarts: kept seed {training.seed} of " + ", ".join(
+            f"seed {r.seed} ({100 * r.best.printed:.1f}% at step {r.best.step})" if r.best else f"seed {r.seed} (none)"
+            for r in report.restarts) + " (held-out selection fallback as printed)")
     _print_calibration(report.threshold, report.calibration, report.out)
     if training.capped:
         warning = (f"WARNING: the --max-minutes {config.max_minutes:g} cap stopped training after {training.steps} of "

@@ -72,6 +72,12 @@ def test_distill_writes_a_student_for_the_profile(student_dir: Path, line_t_prof
     # A line per check on stderr, on a terminal or not.
     assert (student_dir.parent / "stderr.txt").read_text().count("held-out fallback") == 2
     assert meta.stats["labelled"]["manifest"] > 0.9 * FRAMES * len(line_t_profile.fields)
+    # Two restarts by default; the one kept is the one the selection frames liked best.
+    restarts = meta.stats["restarts"]
+    assert [r["seed"] for r in restarts] == [0, 100] and training["seed"] in (0, 100)
+    kept = next(r for r in restarts if r["seed"] == training["seed"])
+    assert kept["kept_step"] == training["kept_step"]
+    assert kept["selection"]["printed"] == min(r["selection"]["printed"] for r in restarts)
 
 
 def test_student_reads_are_correct_fallback_or_missing(

@@ -188,6 +188,7 @@ def test_a_bad_budget_is_refused() -> None:
                                                            "--batch must be at least 2, got 1"]
     assert DistillConfig(steps=3000).every == 300 and DistillConfig(steps=5).every == 1
     assert DistillConfig(splice_copies=-1).problems() == ["--splice must not be negative, got -1"]
+    assert DistillConfig(restarts=0).problems() == ["--restarts must be at least 1, got 0"]
 
 
 
@@ -226,3 +227,48 @@ def test_a_wrong_read_with_the_printed_values_length_is_a_substitution(line_prof
     assert right.correct and not right.substitution and right.confidence > 0.99
     assert not swapped.correct and swapped.substitution and swapped.confidence > 0.99
     assert not longer.correct and not longer.substitution
+
+
+class _RatedByWeights(HeldOutViews):
+    """Selection lines whose fallback is a function of the network's first weights: the same
+    in any process, and different for networks of different seeds."""
+
+    def __init__(self, line: Line) -> None:
+        super().__init__((line,), (KIND_PRINTED,), ((np.zeros((HEIGHT, 16), np.float32), 1),))
+
+    def outcomes(self, net, profile, charset, widths=None):
+        first = float(next(iter(net.parameters())).detach().sum())
+        fallbacks = int(abs(first) * 1e4) % 100  # of 100 lines
+        return [Outcome(KIND_PRINTED, "temp", 0.9 if i >= fallbacks else None, True) for i in range(100)]
+
+
+def test_restarts_train_each_seed_and_keep_the_one_the_selection_lines_like_best(
+    lines: list[Line], line_t_profile: LineProfile
+) -> None:
+    from stream.ocr.distill import RESTART_SEED_STEP, train_restarts
+
+    charset, width = profile_charset(line_t_profile), input_width(lines, HEIGHT)
+    selection = _RatedByWeights(lines[0])
+    config = DistillConfig(steps=6, batch=8, eval_every=3, restarts=3, seed=7)
+    net, kept, results = train_restarts(config, lines=lines, profile=line_t_profile, charset=charset, height=HEIGHT,
+                                        width=width, selection=selection)
+    # Each restart (two in other processes) is what `train` gives for its seed, here.
+    alone = [_train(lines, line_t_profile, selection, seed=7 + RESTART_SEED_STEP * r) for r in range(3)]
+    assert [r.seed for r in results] == [7, 7 + RESTART_SEED_STEP, 7 + 2 * RESTART_SEED_STEP]
+    assert [r.best.key for r in results] == [r.best.key for _, r in alone]
+    assert len({r.best.key for r in results}) == 3  # else the test would not tell them apart
+    best = min(range(3), key=lambda r: alone[r][1].best.key)
+    assert best != 0  # the kept weights come back from another process
+    assert kept.seed == results[best].seed
+    assert _same(_weights(net), _weights(alone[best][0]))
+
+
+def test_without_selection_lines_one_network_trains(lines: list[Line], line_t_profile: LineProfile) -> None:
+    from stream.ocr.distill import train_restarts
+
+    config = DistillConfig(steps=3, batch=8, restarts=2)
+    net, kept, results = train_restarts(config, lines=lines, profile=line_t_profile,
+                                        charset=profile_charset(line_t_profile), height=HEIGHT,
+                                        width=input_width(lines, HEIGHT))
+    assert results == [kept] and kept.seed == 0 and kept.best is None
+    assert _same(_weights(net), _weights(_train(lines, line_t_profile, steps=3)[0]))
