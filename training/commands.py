@@ -21,6 +21,8 @@ ENCODERS = ("compact", "compact-multiscale", "resnet18", "vgg16", "alexnet")
 SUGGESTED_BANK_SIZE = 10_000
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENTS = ("dihedral", "flips", "none")
+AUTO_AUGMENT = "auto"
+ANISOTROPY_LIMIT = 1.2  # training.cnn's
 TREE_KINDS = ("gbdt", "dart", "goss", "rf")
 FEATURE_SOURCES = ("truth", "ocr")
 
@@ -125,9 +127,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-pos-weight", default="balanced", metavar="W",
                         help="weight of the defect class in the image head's loss: 'balanced' = good/defect frame ratio "
                         "of the train split, or a number (1 = the plain loss) (default balanced)")
-    parser.add_argument("--augment", choices=AUGMENTS, default="dihedral",
+    parser.add_argument("--augment", choices=(AUTO_AUGMENT, *AUGMENTS), default=AUTO_AUGMENT,
                         help="CNN image symmetries: 'dihedral' = flips and 90-degree turns (square objects whose "
-                        "defects look alike in any orientation), 'flips', or 'none' (default dihedral)")
+                        "defects look alike in any orientation), 'flips', 'none', or 'auto': dihedral unless the "
+                        "good training objects' horizontal and vertical detail differ by more than "
+                        f"{ANISOTROPY_LIMIT:g}x (an "
+                        "orientation a turn would break, as Magnetic-tile's grinding streaks at 2x), then flips "
+                        "(default auto)")
     parser.add_argument("--epochs", type=int, default=15, metavar="N", help="CNN epochs (default 15; the paper: 30)")
     parser.add_argument("--cnn-restarts", type=int, default=2, metavar="N",
                         help="restart the CNN with fresh initial weights when its validation AUROC is still under "

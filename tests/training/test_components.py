@@ -12,7 +12,18 @@ import torch
 from training import commands as options
 from training.augment import add_synthetic_anomalies, grid_mask, grid_mask_one, ocr_dropout, synthetic_anomaly
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
-from training.cnn import AUGMENTS, BestEpoch, balanced_pos_weight, expected_targets, grid_mask_probability, symmetries
+from training.cnn import (
+    ANISOTROPY_LIMIT,
+    AUGMENTS,
+    AUTO_AUGMENT,
+    BestEpoch,
+    balanced_pos_weight,
+    choose_symmetries,
+    detail_anisotropy,
+    expected_targets,
+    grid_mask_probability,
+    symmetries,
+)
 from training.data import FEATURE_SOURCES
 from training.encoders import (
     COMPACT_WIDTHS,
@@ -38,7 +49,13 @@ from training.fusion import (
     threshold_for_recall,
 )
 from training.metrics import binary_metrics, defect_kinds
-from training.train import choose_base_weights, export_torchscript, image_branch_note, validation_views
+from training.train import (
+    choose_base_weights,
+    export_torchscript,
+    image_branch_note,
+    resolve_augment,
+    validation_views,
+)
 from triton_models.oanet_fusion import core
 
 
@@ -47,6 +64,7 @@ def test_option_mirrors_match_the_modules():
     assert options.TREE_KINDS == KINDS
     assert options.FEATURE_SOURCES == FEATURE_SOURCES
     assert options.AUGMENTS == AUGMENTS
+    assert (options.AUTO_AUGMENT, options.ANISOTROPY_LIMIT) == (AUTO_AUGMENT, ANISOTROPY_LIMIT)
     assert options.OPTIMIZERS == OPTIMIZERS
     assert set(RECIPES) == set(ENCODERS)
 
@@ -65,6 +83,30 @@ def test_dihedral_symmetries_keep_pixels_and_reach_all_eight_orientations():
     assert symmetries(image, "none", rng).tobytes() == image.tobytes()
     with pytest.raises(ValueError, match="unknown augmentation"):
         symmetries(image, "rotate", rng)
+
+
+def test_auto_augment_keeps_quarter_turns_only_for_objects_that_look_alike_turned():
+    rng = np.random.default_rng(0)
+    # Streaks down the image, as ground tiles: much more detail across than down.
+    streaks = np.repeat(rng.integers(0, 256, (12, 1, 48, 1)), 48, axis=1).astype(np.uint8)
+    streaks = np.repeat(streaks, 3, axis=3)
+    assert choose_symmetries(streaks)[0] == "flips"
+    assert choose_symmetries(streaks.transpose(0, 2, 1, 3))[0] == "flips"  # across the image, the same
+    speckle = rng.integers(0, 256, (12, 48, 48, 3)).astype(np.uint8)  # alike in every direction
+    choice, anisotropy = choose_symmetries(speckle)
+    assert choice == "dihedral" and abs(anisotropy - 1.0) < 0.05
+    # Speckle averaged over pairs of rows has half the vertical detail: oriented, past the limit.
+    paired = np.repeat(speckle[:, ::2], 2, axis=1)
+    assert detail_anisotropy(paired) > 1.5 * ANISOTROPY_LIMIT and choose_symmetries(paired)[0] == "flips"
+    # A blank image, or none at all, has nothing a turn could break.
+    assert choose_symmetries(np.full((4, 16, 16, 3), 128, np.uint8)) == ("dihedral", 1.0)
+    assert choose_symmetries(speckle[:0]) == ("dihedral", 1.0)
+    # `oanet train --augment auto` records the choice in its arguments; an explicit choice stands.
+    train = SimpleNamespace(rois=np.concatenate([streaks, speckle]), labels=np.array([0] * 12 + [1] * 12))
+    args = SimpleNamespace(augment=AUTO_AUGMENT)
+    assert "flips" in resolve_augment(args, train) and args.augment == "flips"  # the good ones are streaked
+    args = SimpleNamespace(augment="none")
+    assert resolve_augment(args, train) is None and args.augment == "none"
 
 
 def _receptive_field(widths: tuple[int, ...] | None = None, size: int = 192) -> int:
