@@ -23,6 +23,7 @@ share a state folder and its pid files; the binaries, errors and set-up check ar
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -503,16 +504,26 @@ def _signal_all(processes: list[psutil.Process], sig: int) -> None:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` different TCP ports nothing listens on now. Every socket stays bound until all are
+    picked: one at a time, the OS can hand out the same port twice (a test's stack once got
+    38497 for two of its four ports)."""
+    with contextlib.ExitStack() as bound:
+        sockets = [bound.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def free_port_settings(state_dir: Path, model_repository: Path, **overrides) -> StackSettings:
     """Settings of a stack of its own: free ports and its own state directory, so it never
     meets the user's `oanet stack` on the default ports (tests, benchmarks, the demo)."""
-    values = dict(state_dir=state_dir, broker_port=free_port(), triton_http_port=free_port(),
-                  triton_grpc_port=free_port(), triton_metrics_port=free_port(), model_repository=model_repository)
+    broker, http, grpc, metrics = free_ports(4)
+    values = dict(state_dir=state_dir, broker_port=broker, triton_http_port=http, triton_grpc_port=grpc,
+                  triton_metrics_port=metrics, model_repository=model_repository)
     return StackSettings(**{**values, **overrides})
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from deploy.embedded import binaries
 from deploy.embedded.errors import StackError
-from deploy.embedded.stack import BROKER, TRITON, EmbeddedStack, StackAlreadyRunning, broker_topics
+from deploy.embedded.stack import BROKER, TRITON, EmbeddedStack, StackAlreadyRunning, broker_topics, free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -155,3 +155,11 @@ def test_one_service_stops_and_starts_while_the_other_keeps_running(stack_settin
         assert broker.healthy and broker.pid == broker_pid
     finally:
         stack.down()
+
+
+def test_a_stack_of_its_own_gets_ports_that_all_differ_and_are_free():
+    ports = free_ports(64)
+    assert len(set(ports)) == 64
+    for port in ports[:4]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))  # nothing holds it once chosen
