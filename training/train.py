@@ -232,7 +232,8 @@ def resolve_augment(args: argparse.Namespace, train: Frames) -> str | None:
     checkpoint and args.json record the choice); the line saying why, or None if there was no choice."""
     if args.augment != AUTO_AUGMENT:
         return None
-    args.augment, anisotropy = choose_symmetries(train.rois[train.labels == 0][:AUTO_AUGMENT_IMAGES])
+    good = np.flatnonzero(train.labels == 0)[:AUTO_AUGMENT_IMAGES]  # indices: no copy of every good ROI
+    args.augment, anisotropy = choose_symmetries(train.rois[good])
     why = ("their detail has an orientation a quarter turn would break" if args.augment == "flips"
            else "they look alike turned")
     return (f"augment auto: {args.augment} (good training objects' horizontal/vertical detail {anisotropy:.2f}, "
