@@ -164,9 +164,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gate-margin", type=float, default=2.0,
                         help="a modality is switched off above margin x the 99.5th percentile of validation KLs (default 2)")
     parser.add_argument("--gate-weights", default="auto", metavar="I,P,F",
-                        help="base weights of the image, params and fused branches, or 'auto': the grid point "
-                        "with the best mean average precision over the validation frames as printed, with GridMask "
-                        "on every image, with 60%% of the fields missing, and both (default auto)")
+                        help="'auto' (default): the gate adds the branches' logits with weights learned on the "
+                        "validation frames as printed and with 60%% of the fields missing; or three base weights "
+                        "of the image, params and fused branches: the gate then averages their probabilities "
+                        "with the soft KL weights (docs/method.md)")
     parser.add_argument("--ocr-mask-rate", type=float, default=0.3, metavar="P",
                         help="mask learning: OCR-field dropout rate of the augmented copies (default 0.3)")
     parser.add_argument("--grid-mask", type=float, default=0.3, metavar="P",

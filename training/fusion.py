@@ -9,7 +9,9 @@ Trained on top of a frozen image encoder and the out-of-fold predictions of the 
 2. Refinement: PCA of the aligned features f_0 = [a_img, a_tab], the components appended
    (f_{r+1} = [f_r, PCA_r(f_r)]), `refine_rounds` times (0 = `--no-refine`).
 3. Fused classifier: MLP on [f_R, logit(out-of-fold p_params), present fraction].
-4. Gate calibration on validation frames (see core.gate); threshold for the target recall.
+4. Gate on validation frames: the modalities' KL constants, and the weights of the logit
+   combination of the three branches (`fit_combination`, see core.combine); threshold for the
+   target recall.
 
 Every row of the training table is a (frame, copy) pair: copy 0 is the clean frame, copies
 1..K carry OCR-field dropout and GridMask (mask learning), so the classifier learns to lean
@@ -181,6 +183,43 @@ def fit_fusion(rows: FusionRows, ref: dict[str, np.ndarray], opts: FusionOptions
                         ("cls_b2", clf.fc2.bias)):
         weights[name] = layer.detach().double().numpy()
     return weights, {"alignment": align_hist, "fused_classifier": fused_hist}
+
+
+# L2 penalty of the logit combination's branch weights: sklearn's LogisticRegression default
+# (C = 1), as the late-fusion baseline it is compared with (`training/ablation.py`).
+COMBINATION_L2 = 1.0
+
+
+def fit_combination(views: list[tuple[np.ndarray, dict[str, np.ndarray]]], gate_params: dict) -> dict | None:
+    """The gate's logit combination (`core.combine`, "logit") learned on validation frames:
+    `views` are (labels, fusion outputs) of the validation frames in each state; returns the gate
+    keys {"combine", "base_weights", "intercept"}, or None when the labels hold one class.
+
+    A logistic regression of the labels on the switched-on branch logits s_b logit(p_b), with the
+    branch weights held >= 0 (a branch never counts against its own verdict). In logit space a
+    defect that one modality alone shows keeps its evidence; the probability mean halved it."""
+    from scipy.optimize import minimize
+
+    labels = np.concatenate([np.asarray(y, dtype=np.float64) for y, _ in views])
+    if len(set(labels.tolist())) < 2:
+        return None
+    x = np.concatenate([
+        core.switches(out["kl_scores"][:, 0], out["kl_scores"][:, 1], out["present_fraction"], gate_params)
+        * core.logit(out["branch_probabilities"]) for _, out in views])
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        weights, intercept = theta[:-1], theta[-1]
+        z = x @ weights + intercept
+        residual = core.sigmoid(z) - labels
+        value = np.sum(np.logaddexp(0.0, z) - labels * z) + 0.5 * COMBINATION_L2 * weights @ weights
+        return float(value), np.append(x.T @ residual + COMBINATION_L2 * weights, residual.sum())
+
+    start = np.append(np.full(x.shape[1], 0.5), 0.0)
+    bounds = [(0.0, None)] * x.shape[1] + [(None, None)]
+    theta = minimize(loss, start, jac=True, bounds=bounds, method="L-BFGS-B").x
+    return {"combine": core.COMBINE_LOGIT,
+            "base_weights": {b: float(w) for b, w in zip(core.BRANCHES, theta[:-1], strict=True)},
+            "intercept": float(theta[-1])}
 
 
 def threshold_for_recall(labels: np.ndarray, scores: np.ndarray, target: float) -> float:

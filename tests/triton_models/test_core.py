@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,52 @@ def test_gate_params_weight_follows_present_fields_and_falls_back_when_all_off()
     assert np.allclose(w.sum(axis=1), 1.0)
     off = np.full(1, 1e6)
     assert np.allclose(core.gate(off, off, np.ones(1), params), [[0.0, 0.0, 1.0]])
+
+
+def _logit_gate(base=(1.0, 0.5, 2.0), intercept=-0.3):
+    return {**_gate_params(base), "combine": core.COMBINE_LOGIT, "intercept": intercept}
+
+
+def test_logit_combination_adds_the_switched_on_branch_logits():
+    params = _logit_gate()
+    off = params["image"]["off"]
+    branches = np.array([[0.99, 0.5, 0.7], [0.99, 0.5, 0.7], [0.2, 0.9, 0.6], [0.2, 0.9, 0.6], [0.3, 0.4, 0.8]])
+    kl = np.array([[0.1, 0.1], [off + 1, 0.1], [0.1, 0.1], [0.1, 0.1], [off + 1, off + 1]])
+    present = np.array([1.0, 1.0, 1.0, 0.0, 1.0])
+    p, w = core.combine(branches, kl, present, params)
+    lg = core.logit(branches)
+    expected = [-0.3 + lg[0] @ [1.0, 0.5, 2.0],
+                -0.3 + 0.5 * lg[1, 1],  # image off: its logit and the fused one are not heard
+                -0.3 + lg[2] @ [1.0, 0.5, 2.0],
+                -0.3 + lg[3] @ [1.0, 0.0, 2.0],  # no field read: the params branch is off, the fused one is not
+                lg[4, 2]]  # every branch off: the fused branch alone, without the intercept
+    assert np.allclose(core.logit(p), expected)
+    assert np.allclose(w, [[1 / 3.5, 0.5 / 3.5, 2 / 3.5], [0, 1, 0], [1 / 3.5, 0.5 / 3.5, 2 / 3.5], [1 / 3, 0, 2 / 3],
+                           [0, 0, 1]])
+    # What the mean of probabilities lost: a defect that one modality alone shows keeps its evidence.
+    mean_p, _ = core.combine(branches[:1], kl[:1], present[:1], {**params, "combine": core.COMBINE_PROBABILITY})
+    assert p[0] > 0.99 > mean_p[0]
+
+
+def test_gate_without_combine_is_the_probability_mean_of_format_2():
+    params = _gate_params()
+    branches = np.array([[0.9, 0.2, 0.6]])
+    kl, present = np.full((1, 2), 0.1), np.ones(1)
+    p, w = core.combine(branches, kl, present, params)
+    assert np.allclose(w, core.gate(kl[:, 0], kl[:, 1], present, params))
+    assert p[0] == pytest.approx((w * branches).sum())
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"combine": "median"}, "gate combine must be one of logit, probability, got 'median'"),
+    ({"combine": "logit"}, "gate lacks or garbles 'intercept'"),
+    ({"combine": "logit", "intercept": 0.0, "base_weights": {"image": -1.0, "params": 1.0, "fused": 1.0}},
+     "base weights must be finite and >= 0"),
+    ({"combine": "logit", "intercept": float("nan")}, "the intercept finite"),
+])
+def test_a_gate_the_core_cannot_apply_is_refused_at_load(tmp_path, change, words):
+    with pytest.raises(core.CoreError, match=re.escape(words)):
+        make_core(tmp_path, gate=change)
 
 
 def test_soft_gate_is_one_below_center_and_zero_above_off():
@@ -176,7 +223,7 @@ def test_the_parameter_branch_scores_the_spec_features(tmp_path):
 
 
 def make_core(tmp_path: Path, gate_enabled: bool = True, n_features: int = 3, emb: int = 5, booster=None,
-              spec_ranges=None) -> core.FusionCore:
+              spec_ranges=None, gate: dict | None = None) -> core.FusionCore:
     """A fusion folder with random small layers and one tiny LightGBM model (raw values unless
     `booster` and its `spec_ranges` are given)."""
     import lightgbm
@@ -211,7 +258,7 @@ def make_core(tmp_path: Path, gate_enabled: bool = True, n_features: int = 3, em
         "embedding_dim": emb, "image_size": 32, "refine_rounds": 1, "trees": ["trees/gbdt_fold0.txt"],
         "spec_ranges": None if spec_ranges is None else [None if r is None else list(r) for r in spec_ranges],
         "gate": {"enabled": gate_enabled, "image": cal, "params": cal,
-                 "base_weights": {"image": 1.0, "params": 1.0, "fused": 2.0}},
+                 "base_weights": {"image": 1.0, "params": 1.0, "fused": 2.0}, **(gate or {})},
         "threshold": 0.5,
     }
     (tmp_path / core.CONFIG_FILE).write_text(json.dumps(config))
@@ -247,6 +294,19 @@ def test_fusion_core_outputs_are_per_frame_and_deterministic(tmp_path):
     # NaN in values counts as missing even when the mask says present
     nan_unmasked = fc.predict(emb[1:2], logit[1:2], values[1:2], np.zeros((1, 3), bool))
     assert np.allclose(nan_unmasked["defect_probability"], out["defect_probability"][1])
+
+
+def test_fusion_core_with_the_logit_gate_serves_the_combination(tmp_path):
+    fc = make_core(tmp_path, gate={"combine": core.COMBINE_LOGIT, "intercept": 0.4,
+                                   "base_weights": {"image": 0.7, "params": 1.5, "fused": 0.2}})
+    rng = np.random.default_rng(6)
+    missing = np.zeros((4, 3), bool)
+    missing[3] = True
+    out = fc.predict(rng.normal(size=(4, 5)), rng.normal(size=4), rng.normal(size=(4, 3)), missing)
+    p, w = core.combine(out["branch_probabilities"].astype(np.float64), out["kl_scores"].astype(np.float64),
+                        out["present_fraction"].astype(np.float64), fc.gate_params)
+    assert np.allclose(out["defect_probability"], p, atol=1e-6) and np.allclose(out["gate_weights"], w, atol=1e-6)
+    assert out["gate_weights"][3, 1] == 0.0 and out["gate_weights"][0, 1] > 0
 
 
 def test_fusion_core_without_gate_returns_the_fused_branch(tmp_path):

@@ -32,21 +32,28 @@ order (text fields such as `lot_id` are not features).
    a_img = normalize(P_img e); tabular encoder MLP(t) -> a_tab = normalize(P_tab h);
    f_0 = [a_img, a_tab]; refinement round r: f_{r+1} = [f_r, (f_r - pca_mean_r) @ pca_comp_r^T];
    fused classifier MLP([f_R, logit(p_params), present_fraction]) -> p_fused.
-5. Gate (per frame, deterministic, no running state; see `gate`):
+5. Gate (per frame, deterministic, no running state; see `combine`):
    KL_m = KL( N(x, diag s^2) || N(mu, diag s^2) ) averaged over dimensions
         = mean over dims of ((x - mu) / s)^2 / 2,
    for m = image (x = the embedding, all E dims) and m = params (x = the present numeric
    fields only; KL_params = 0 when none is present), with mu, s the per-dimension mean and
-   standard deviation of the training frames.  Soft weight
-   g_m = 0 if KL_m > off_m else exp(-max(0, KL_m - center_m) / tau_m),
-   center_m = median validation KL, off_m = margin x 99.5th percentile of validation KLs,
-   tau_m = (99.5th percentile - median).  Branch weights
-   w_image = b_image g_image, w_params = b_params g_params present_fraction,
-   w_fused = b_fused min(g_image, g_params); normalised to sum 1 (all zero: the fused branch
-   alone).  Final probability = sum_b w_b p_b.  With the gate disabled the final probability
-   is p_fused and the weights are (0, 0, 1); KL scores are still reported.
-6. Calibration (`calibrate`): defect_probability = sigmoid(slope * logit(p) + intercept), Platt
-   constants fitted on the validation frames (`fusion.json` "calibration").
+   standard deviation of the training frames; off_m = margin x 99.5th percentile of the
+   validation KLs.  Gate "combine" (`fusion.json`):
+   "logit" (what `oanet train` writes by default): switches s_image = [KL_image <= off_image],
+   s_params = [KL_params <= off_params and a field is present], s_fused = [both modalities
+   on]; z = intercept + sum_b b_b s_b logit(p_b) (every s_b = 0: z = logit(p_fused)), with
+   base weights b >= 0 and the intercept learned on the validation frames; weights reported
+   b_b s_b normalised to sum 1.
+   "probability" (explicit base weights): soft weight g_m = 0 if KL_m > off_m else
+   exp(-max(0, KL_m - center_m) / tau_m), center_m = median validation KL, tau_m = (99.5th
+   percentile - median); w_image = b_image g_image, w_params = b_params g_params
+   present_fraction, w_fused = b_fused min(g_image, g_params); normalised to sum 1 (all zero:
+   the fused branch alone); gated probability = sum_b w_b p_b.
+   With the gate disabled the gated probability is p_fused and the weights are (0, 0, 1); KL
+   scores are still reported.
+6. Calibration (`calibrate`): defect_probability = sigmoid(slope * logit(p) + intercept) of the
+   gated probability p, Platt constants fitted on the validation frames (`fusion.json`
+   "calibration").
 
 Outputs (all float32): `defect_probability` [N], `branch_probabilities` [N, 3]
 (image, params, fused), `gate_weights` [N, 3] (same order), `kl_scores` [N, 2]
@@ -68,7 +75,8 @@ from typing import Any
 import numpy as np
 
 # 2: the tree input carries spec-range features ("spec_ranges" in fusion.json, null = raw values).
-FORMAT_VERSION = 2
+# 3: the gate may add the branches' logits ("combine": "logit", with a learned "intercept").
+FORMAT_VERSION = 3
 CONFIG_FILE = "fusion.json"
 WEIGHTS_FILE = "fusion_weights.npz"
 TREES_DIR = "trees"
@@ -308,6 +316,45 @@ def gate(
     return np.where(total > 0, w / np.where(total > 0, total, 1.0), fallback)
 
 
+# How the gate combines the branches (`fusion.json` gate "combine"): "logit", a weighted sum of
+# the switched-on branches' logits (weights learned on validation frames at training), or
+# "probability", the soft gate's weighted mean of their probabilities (explicit base weights).
+COMBINE_LOGIT = "logit"
+COMBINE_PROBABILITY = "probability"
+COMBINE_MODES = (COMBINE_LOGIT, COMBINE_PROBABILITY)
+
+
+def switches(kl_image: np.ndarray, kl_params: np.ndarray, present_fraction: np.ndarray,
+             params: Mapping[str, Any]) -> np.ndarray:
+    """[N, 3] 0/1 (image, params, fused): which branches the logit combination hears. A modality
+    whose KL is above its `off` is switched off, and the fused branch with it; the params branch
+    is also off when no field was read (its trees would only see NaN)."""
+    image_on = np.asarray(kl_image, dtype=np.float64) <= params["image"]["off"]
+    params_ok = np.asarray(kl_params, dtype=np.float64) <= params["params"]["off"]
+    params_on = params_ok & (np.asarray(present_fraction, dtype=np.float64) > 0)
+    return np.stack([image_on, params_on, image_on & params_ok], axis=1).astype(np.float64)
+
+
+def combine(branches: np.ndarray, kl: np.ndarray, present: np.ndarray,
+            params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(gated probability [N], normalised branch weights [N, 3]) of the enabled gate.
+
+    "logit": z = intercept + sum_b base_b s_b logit(p_b) with the 0/1 switches s (`switches`);
+    the weights reported are base_b s_b normalised. Every branch off: the fused branch alone.
+    "probability" (artifacts with explicit base weights): sum_b w_b p_b with the soft `gate`."""
+    if params.get("combine", COMBINE_PROBABILITY) == COMBINE_PROBABILITY:
+        weights = gate(kl[:, 0], kl[:, 1], present, params)
+        return (weights * branches).sum(axis=1), weights
+    base = np.array([float(params["base_weights"][b]) for b in BRANCHES])
+    raw = switches(kl[:, 0], kl[:, 1], present, params) * base
+    total = raw.sum(axis=1)
+    logits = logit(branches)
+    z = np.where(total > 0, float(params["intercept"]) + (raw * logits).sum(axis=1), logits[:, 2])
+    fallback = np.tile(np.array([0.0, 0.0, 1.0]), (len(raw), 1))
+    weights = np.where(total[:, None] > 0, raw / np.where(total > 0, total, 1.0)[:, None], fallback)
+    return sigmoid(z), weights
+
+
 def calibrate(p: np.ndarray, calibration: Mapping[str, float] | None) -> np.ndarray:
     """Platt scaling of the gated probability: sigmoid(slope * logit(p) + intercept).
 
@@ -336,6 +383,25 @@ def gate_calibration(kl: np.ndarray, margin: float, quantile: float = 99.5) -> d
         "quantile": quantile,
         "margin": margin,
     }
+
+
+def check_gate(params: Mapping[str, Any]) -> None:
+    """Raises CoreError unless `fusion.json`'s gate can be applied (checked once, at load, so a
+    bad artifact is refused by the model and never charged to a frame)."""
+    if not params.get("enabled", True):
+        return
+    mode = params.get("combine", COMBINE_PROBABILITY)
+    if mode not in COMBINE_MODES:
+        raise CoreError(f"{CONFIG_FILE}: gate combine must be one of {', '.join(COMBINE_MODES)}, got {mode!r}")
+    try:
+        base = [float(params["base_weights"][b]) for b in BRANCHES]
+        offs = [float(params[m]["off"]) for m in MODALITIES]
+        intercept = float(params["intercept"]) if mode == COMBINE_LOGIT else 0.0
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CoreError(f"{CONFIG_FILE}: gate lacks or garbles {exc} (base_weights per branch, off per modality"
+                        f"{', intercept' if mode == COMBINE_LOGIT else ''})") from None
+    if not all(math.isfinite(b) and b >= 0 for b in base) or not math.isfinite(intercept) or any(map(math.isnan, offs)):
+        raise CoreError(f"{CONFIG_FILE}: gate base weights must be finite and >= 0 and the intercept finite")
 
 
 # --------------------------------------------------------------------------- model
@@ -383,6 +449,7 @@ class FusionCore:
             raise CoreError(f"{WEIGHTS_FILE} does not match {CONFIG_FILE} ({F} features, embedding {E})")
         if not self.boosters:
             raise CoreError("the parameter branch has no LightGBM boosters")
+        check_gate(self.gate_params)
         columns = tree_features(np.zeros((0, F)), self.spec_ranges).shape[1]
         widths = sorted({int(b.num_feature()) for b in self.boosters})
         if widths != [columns]:
@@ -483,10 +550,11 @@ class FusionCore:
         kl = self.kl_scores(embedding, values, missing)
         branches = np.stack([p_image, p_params, p_fused], axis=1) if n else np.zeros((0, 3))
         if self.gate_params.get("enabled", True):
-            weights = gate(kl[:, 0], kl[:, 1], present, self.gate_params)
+            gated, weights = combine(branches, kl, present, self.gate_params)
         else:
             weights = np.tile(np.array([0.0, 0.0, 1.0]), (n, 1))
-        final = calibrate((weights * branches).sum(axis=1), self.config.get("calibration"))
+            gated = branches[:, 2]
+        final = calibrate(gated, self.config.get("calibration"))
         return {
             "defect_probability": final.astype(np.float32),
             "branch_probabilities": branches.astype(np.float32),
