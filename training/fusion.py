@@ -197,7 +197,7 @@ def fit_combination(views: list[tuple[np.ndarray, dict[str, np.ndarray]]], gate_
 
     A logistic regression of the labels on the switched-on branch logits s_b logit(p_b), with the
     branch weights held >= 0 (a branch never counts against its own verdict). In logit space a
-    defect that one modality alone shows keeps its evidence; the probability mean halved it."""
+    defect that one modality alone shows keeps its evidence; the probability mean pulled it down."""
     from scipy.optimize import minimize
 
     labels = np.concatenate([np.asarray(y, dtype=np.float64) for y, _ in views])
