@@ -475,10 +475,9 @@ def _gate_outputs(labels: np.ndarray, p_image: np.ndarray, p_params: np.ndarray)
 
 
 def test_the_logit_combination_weighs_each_branch_by_what_it_tells():
-    """The image branch ranks the frames, the params branch is noise, the fused one is a weaker
-    copy of the image's evidence, and a fourth frame-level signal is absent: the learned weights
-    put the image first, hold the noise near 0 and never below, and the combination ranks the
-    frames at least as well as the best branch."""
+    """The image branch ranks the frames, the params branch is noise and the fused one is weaker
+    evidence of the same: the learned weights put the image first, hold the noise near 0 and
+    never below, and the combination ranks the frames at least as well as the best branch."""
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(0)
@@ -513,8 +512,8 @@ def test_the_logit_combination_learns_from_every_view_it_is_given():
     image = core.sigmoid(1.0 * labels + rng.normal(size=300))
     gate_params = {"image": {"center": 0.0, "tau": 1.0, "off": 10.0},
                    "params": {"center": 0.0, "tau": 1.0, "off": 10.0}}
-    printed = {**_gate_outputs(labels, image, informative)}
-    blind = {**_gate_outputs(labels, image, core.sigmoid(rng.normal(size=300)))}
+    printed = _gate_outputs(labels, image, informative)
+    blind = _gate_outputs(labels, image, core.sigmoid(rng.normal(size=300)))
     alone = fit_combination([(labels, printed)], gate_params)["base_weights"]
     both = fit_combination([(labels, printed), (labels, blind)], gate_params)["base_weights"]
     assert both["params"] < alone["params"]

@@ -107,7 +107,7 @@ def test_logit_combination_adds_the_switched_on_branch_logits():
     assert p[0] > 0.99 > mean_p[0]
 
 
-def test_gate_without_combine_is_the_probability_mean_of_format_2():
+def test_gate_without_combine_is_the_probability_mean():
     params = _gate_params()
     branches = np.array([[0.9, 0.2, 0.6]])
     kl, present = np.full((1, 2), 0.1), np.ones(1)

@@ -311,9 +311,15 @@ def gate(
         ],
         axis=1,
     )
-    total = w.sum(axis=1, keepdims=True)
-    fallback = np.tile(np.array([0.0, 0.0, 1.0]), (len(w), 1))
-    return np.where(total > 0, w / np.where(total > 0, total, 1.0), fallback)
+    return normalised(w)
+
+
+def normalised(raw: np.ndarray) -> np.ndarray:
+    """Branch weights [N, 3] scaled to sum 1 per frame; a frame whose weights are all zero gets
+    the fused branch alone (0, 0, 1)."""
+    total = raw.sum(axis=1, keepdims=True)
+    fallback = np.tile(np.array([0.0, 0.0, 1.0]), (len(raw), 1))
+    return np.where(total > 0, raw / np.where(total > 0, total, 1.0), fallback)
 
 
 # How the gate combines the branches (`fusion.json` gate "combine"): "logit", a weighted sum of
@@ -347,12 +353,9 @@ def combine(branches: np.ndarray, kl: np.ndarray, present: np.ndarray,
         return (weights * branches).sum(axis=1), weights
     base = np.array([float(params["base_weights"][b]) for b in BRANCHES])
     raw = switches(kl[:, 0], kl[:, 1], present, params) * base
-    total = raw.sum(axis=1)
     logits = logit(branches)
-    z = np.where(total > 0, float(params["intercept"]) + (raw * logits).sum(axis=1), logits[:, 2])
-    fallback = np.tile(np.array([0.0, 0.0, 1.0]), (len(raw), 1))
-    weights = np.where(total[:, None] > 0, raw / np.where(total > 0, total, 1.0)[:, None], fallback)
-    return sigmoid(z), weights
+    z = np.where(raw.sum(axis=1) > 0, float(params["intercept"]) + (raw * logits).sum(axis=1), logits[:, 2])
+    return sigmoid(z), normalised(raw)
 
 
 def calibrate(p: np.ndarray, calibration: Mapping[str, float] | None) -> np.ndarray:
