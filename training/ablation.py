@@ -135,8 +135,8 @@ def _frames_scored(frames, variant: str) -> np.ndarray:
 def run_ablation(args: argparse.Namespace, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from training.cnn import extract
-    from training.train import fusion_stage, image_stage, validate_args
+    from training.cnn import AUTO_ENCODER, extract
+    from training.train import fusion_stage, image_stage, resolve_encoder, validate_args
 
     if args.repeats < 1:
         raise TrainingError("--repeats must be at least 1")
@@ -145,6 +145,16 @@ def run_ablation(args: argparse.Namespace, progress: bool = True) -> dict[str, A
     bundles: dict[int, data_mod.DataBundle] = {}
     results: list[dict[str, Any]] = []
     plots: dict[str, Any] = {}
+    if AUTO_ENCODER in args.encoders:  # chosen once, so the tables name the encoder that ran
+        probe = copy.copy(args)
+        probe.encoder = AUTO_ENCODER
+        validate_args(probe)
+        bundles[probe.image_size] = data_mod.load_bundle(args.data, probe.image_size, probe.features,
+                                                         progress=progress)
+        chose = resolve_encoder(probe, bundles[probe.image_size].splits["train"])
+        if progress:
+            print(chose, flush=True)
+        args.encoders = list(dict.fromkeys(probe.encoder if e == AUTO_ENCODER else e for e in args.encoders))
     jobs = [(enc, r) for enc in args.encoders for r in range(args.repeats)]
     bar = tqdm(jobs, desc="ablation", unit="run", disable=not progress)
     for encoder, repeat in bar:
@@ -154,8 +164,8 @@ def run_ablation(args: argparse.Namespace, progress: bool = True) -> dict[str, A
         validate_args(a)
         if a.image_size not in bundles:
             bundles[a.image_size] = data_mod.load_bundle(args.data, a.image_size, a.features, progress=progress)
-            data_mod.check_trainable(bundles[a.image_size], max(a.folds, a.crossfit_folds))
         bundle = bundles[a.image_size]
+        data_mod.check_trainable(bundle, max(a.folds, a.crossfit_folds))
         started = time.perf_counter()
         stage = image_stage(bundle, a, progress=False)
         test = bundle.splits["test"]

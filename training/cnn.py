@@ -97,6 +97,48 @@ def detail_anisotropy(images: np.ndarray) -> float:
     return (across + 1e-6) / (down + 1e-6)
 
 
+# `oanet train --encoder auto`: "compact-array" for objects that repeat a cell, else "compact".
+AUTO_ENCODER = "auto"
+# How clearly the good objects repeat a cell (`cell_periodicity`): BGA packages 0.62-0.93 (median
+# 0.78 over 200 frames of `oanet synth`), Magnetic-tile crops and the tile line -0.07 to -0.003
+# (docs/benchmarks.md, "Cell-to-cell comparison").
+ARRAY_PERIODICITY = 0.3
+AUTO_ENCODER_IMAGES = 256
+
+
+def cell_periodicity(images: np.ndarray) -> float:
+    """How clearly NHWC images repeat a cell along both axes: per image and axis, the normalised
+    autocorrelation's highest peak within `PITCH_RANGE` over its lowest value at a shorter lag
+    (a repeating cell dips between one copy and the next; a merely smooth image falls steadily
+    and scores at most 0), the weaker axis counted; the median over the images."""
+    from training.encoders import PITCH_RANGE
+
+    if not len(images):
+        return 0.0
+    grey = np.asarray(images, dtype=np.float32).mean(axis=3)
+    grey -= grey.mean(axis=(1, 2), keepdims=True)
+    spectrum = np.fft.rfft2(grey)
+    correlation = np.fft.irfft2(np.abs(spectrum) ** 2, s=grey.shape[1:])
+    correlation /= np.maximum(correlation[:, :1, :1], 1e-12)
+
+    def prominence(profile: np.ndarray, side: int) -> np.ndarray:
+        low, high = max(2, int(side * PITCH_RANGE[0])), max(4, int(side * PITCH_RANGE[1]))
+        peak = low + np.argmax(profile[:, low:high], axis=1)
+        dips = np.array([row[1:lag].min() for row, lag in zip(profile, peak, strict=True)])
+        return profile[np.arange(len(profile)), peak] - dips
+
+    across = prominence(correlation[:, 0, :], grey.shape[2])
+    down = prominence(correlation[:, :, 0], grey.shape[1])
+    return float(np.median(np.minimum(across, down)))
+
+
+def choose_encoder(good_images: np.ndarray) -> tuple[str, float]:
+    """("compact-array" or "compact", the periodicity it was chosen by) for objects like
+    `good_images`: cell-to-cell comparison where they repeat a cell."""
+    periodicity = cell_periodicity(good_images)
+    return ("compact-array" if periodicity >= ARRAY_PERIODICITY else "compact"), periodicity
+
+
 def choose_symmetries(good_images: np.ndarray) -> tuple[str, float]:
     """("dihedral" or "flips", the anisotropy it was chosen by) for objects like `good_images`
     (uint8 NHWC): flips where their detail has an orientation a quarter turn would break."""

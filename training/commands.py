@@ -15,7 +15,7 @@ from oanet.profile import DEFAULT_PROFILE_PATH, PROFILE_FILENAME
 
 # Mirrors of training.encoders.ENCODERS, training.bagging.KINDS and training.data.FEATURE_SOURCES
 # (tests check they agree), kept here so building the parser imports nothing heavy.
-ENCODERS = ("compact", "compact-multiscale", "resnet18", "vgg16", "alexnet")
+ENCODERS = ("compact", "compact-multiscale", "compact-array", "resnet18", "vgg16", "alexnet")
 # Windows a patch memory of a 1,000-frame data set keeps well (training/patch_memory.py; here so
 # --help stays light).
 SUGGESTED_BANK_SIZE = 10_000
@@ -23,6 +23,8 @@ OPTIMIZERS = ("sgd", "adamw")
 AUGMENTS = ("dihedral", "flips", "none")
 AUTO_AUGMENT = "auto"
 ANISOTROPY_LIMIT = 1.2  # training.cnn's
+AUTO_ENCODER = "auto"
+ARRAY_PERIODICITY = 0.3  # training.cnn's
 TREE_KINDS = ("gbdt", "dart", "goss", "rf")
 FEATURE_SOURCES = ("truth", "ocr")
 
@@ -111,12 +113,15 @@ def _synth(args: argparse.Namespace) -> int:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Model/training options, shared by `train` and `ablation`."""
-    parser.add_argument("--encoder", choices=ENCODERS, default="compact",
+    parser.add_argument("--encoder", choices=(AUTO_ENCODER, *ENCODERS), default=AUTO_ENCODER,
                         help="image encoder: 'compact' = a small VGG-style CNN with global max pooling that learns "
-                        "from scratch on CPU in minutes; 'compact-multiscale' = the same plus a context path "
-                        "of two more stages for large, low-contrast defects (stains, missing balls); resnet18, "
+                        "from scratch on CPU in minutes; 'compact-array' = the same reading, beside the ROI, how "
+                        "unlike its neighbouring cells each pixel is (cell-to-cell comparison, for parts that "
+                        "repeat a cell: BGA balls, dies); 'compact-multiscale' = compact plus a context path "
+                        "of two more stages for large, low-contrast defects; resnet18, "
                         "vgg16 (with batch norm), alexnet = the paper's (torchvision, no pretrained weights; need "
-                        "a GPU budget) (default compact)")
+                        "a GPU budget); 'auto' = compact-array where the good training objects repeat a cell "
+                        f"(periodicity >= {ARRAY_PERIODICITY:g}), else compact (default auto)")
     parser.add_argument("--image-size", type=int, default=192, metavar="N",
                         help="object ROI side in pixels the CNN sees; the compact CNN's strided first convolution "
                         "takes a large ROI down to about 96 px, so small defects keep their contrast at little "
@@ -275,8 +280,9 @@ def _register_ablation(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset folder")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="report folder to write")
     p.add_argument("--repeats", type=int, default=5, metavar="N", help="repeats with different seeds (default 5)")
-    p.add_argument("--encoders", nargs="+", choices=ENCODERS, default=["compact"], metavar="ENC",
-                   help=f"image encoders among {', '.join(ENCODERS)} (default compact)")
+    p.add_argument("--encoders", nargs="+", choices=(AUTO_ENCODER, *ENCODERS), default=[AUTO_ENCODER],
+                   metavar="ENC", help=f"image encoders among {AUTO_ENCODER}, {', '.join(ENCODERS)} ('auto' as "
+                   "in train, chosen on the training split) (default auto)")
     p.add_argument("--missing-rate", type=float, default=0.6, metavar="P",
                    help="Table 2: share of OCR fields made missing (default 0.6, the paper's)")
     p.add_argument("--eval-grid-mask", type=float, default=1.0, metavar="P",

@@ -32,8 +32,9 @@ import torch
 from training import data as data_mod
 from training.augment import grid_mask, ocr_dropout
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
-from training.cnn import (ANISOTROPY_LIMIT, AUTO_AUGMENT, BestEpoch, Restarts, build_encoder, choose_symmetries,
-                          extract, image_scored, image_targets, make_optimizer, train_cnn)
+from training.cnn import (ANISOTROPY_LIMIT, ARRAY_PERIODICITY, AUTO_AUGMENT, AUTO_ENCODER, AUTO_ENCODER_IMAGES,
+                          BestEpoch, Restarts, build_encoder, choose_encoder, choose_symmetries, extract, image_scored,
+                          image_targets, make_optimizer, train_cnn)
 from training.crossfit import FoldEncoders, crossfit
 from training.data import DataBundle, Frames
 from training.encoders import MIN_IMAGE_SIZE, RECIPES, ImageEncoder
@@ -65,8 +66,9 @@ RUN_ARGS = (
 
 
 def apply_recipe(args: argparse.Namespace) -> None:
-    """Fill the optimiser settings the user left unset from the encoder's recipe."""
-    recipe = RECIPES[args.encoder]
+    """Fill the optimiser settings the user left unset from the encoder's recipe ('auto' chooses
+    between compact CNNs, which share theirs)."""
+    recipe = RECIPES["compact" if args.encoder == AUTO_ENCODER else args.encoder]
     for key in ("optimizer", "lr", "weight_decay"):
         if getattr(args, key, None) is None:
             setattr(args, key, getattr(recipe, key))
@@ -77,8 +79,9 @@ def validate_args(args: argparse.Namespace) -> None:
     checks = [
         (args.lr > 0, "--lr must be positive"),
         (args.weight_decay >= 0, "--weight-decay must be >= 0"),
-        (args.image_size >= MIN_IMAGE_SIZE[args.encoder],
-         f"--image-size must be at least {MIN_IMAGE_SIZE[args.encoder]} for {args.encoder}"),
+        (args.image_size >= MIN_IMAGE_SIZE.get(args.encoder, MIN_IMAGE_SIZE["compact"]),
+         f"--image-size must be at least {MIN_IMAGE_SIZE.get(args.encoder, MIN_IMAGE_SIZE['compact'])} for "
+         f"{args.encoder}"),
         (args.image_size <= 1024, "--image-size must be at most 1024"),
         (args.epochs >= 1, "--epochs must be at least 1"),
         (args.cnn_restarts >= 0, "--cnn-restarts must be >= 0"),
@@ -241,6 +244,19 @@ def resolve_augment(args: argparse.Namespace, train: Frames) -> str | None:
             f"limit {ANISOTROPY_LIMIT:g}x: {why})")
 
 
+def resolve_encoder(args: argparse.Namespace, train: Frames) -> str | None:
+    """Turn `--encoder auto` into the compact CNN the good training objects call for, in `args`
+    (recorded like `resolve_augment`'s choice); the line saying why, or None if there was no choice."""
+    if args.encoder != AUTO_ENCODER:
+        return None
+    good = np.flatnonzero(train.labels == 0)[:AUTO_ENCODER_IMAGES]
+    args.encoder, periodicity = choose_encoder(train.rois[good])
+    why = ("they repeat a cell: each pixel is compared with its neighbouring cells" if args.encoder == "compact-array"
+           else "they repeat no cell")
+    return f"encoder auto: {args.encoder} (good training objects' periodicity {periodicity:.2f}, limit " \
+           f"{ARRAY_PERIODICITY:g}: {why})"
+
+
 # Good images `resolve_augment` measures: the ratio's spread over 150 frames was 0.02.
 AUTO_AUGMENT_IMAGES = 256
 
@@ -251,6 +267,7 @@ def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Pat
     set_seed(args.seed)
     train, val = bundle.splits["train"], bundle.splits["val"]
     resolve_augment(args, train)  # `main` has, and said so; the ablation's copies of the arguments come here
+    resolve_encoder(args, train)
     model, optimizer = fresh_cnn(train, args)
     start, history, attempt, best = 0, [], 0, BestEpoch()
     if resume is not None:
@@ -542,9 +559,9 @@ def main(args: argparse.Namespace) -> int:
     validate_args(args)
     bundle = data_mod.load_bundle(args.data, args.image_size, args.features, progress=progress)
     data_mod.check_trainable(bundle, max(args.folds, args.crossfit_folds))
-    chose = resolve_augment(args, bundle.splits["train"])
-    if chose and progress:
-        print(chose, flush=True)
+    for chose in (resolve_encoder(args, bundle.splits["train"]), resolve_augment(args, bundle.splits["train"])):
+        if chose and progress:
+            print(chose, flush=True)
     write_json(run / "args.json", {**run_args(args), "data": str(args.data)})
     loaded = time.perf_counter()
     stage = image_stage(bundle, args, checkpoint=run / CHECKPOINT, resume=resume, progress=progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -14,10 +15,14 @@ from training.augment import add_synthetic_anomalies, grid_mask, grid_mask_one, 
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
 from training.cnn import (
     ANISOTROPY_LIMIT,
+    ARRAY_PERIODICITY,
     AUGMENTS,
     AUTO_AUGMENT,
+    AUTO_ENCODER,
     BestEpoch,
     balanced_pos_weight,
+    cell_periodicity,
+    choose_encoder,
     choose_symmetries,
     detail_anisotropy,
     expected_targets,
@@ -32,11 +37,13 @@ from training.encoders import (
     OPTIMIZERS,
     RECIPES,
     AlignmentNet,
+    CellComparison,
     FusedClassifier,
     ImageEncoder,
     compact_cnn,
     cosine_alignment_loss,
     infonce_alignment_loss,
+    normalised_input,
 )
 from training.errors import TrainingError
 from training.fusion import (
@@ -55,6 +62,7 @@ from training.train import (
     export_torchscript,
     image_branch_note,
     resolve_augment,
+    resolve_encoder,
     validation_views,
 )
 from triton_models.oanet_fusion import core
@@ -66,6 +74,7 @@ def test_option_mirrors_match_the_modules():
     assert options.FEATURE_SOURCES == FEATURE_SOURCES
     assert options.AUGMENTS == AUGMENTS
     assert (options.AUTO_AUGMENT, options.ANISOTROPY_LIMIT) == (AUTO_AUGMENT, ANISOTROPY_LIMIT)
+    assert (options.AUTO_ENCODER, options.ARRAY_PERIODICITY) == (AUTO_ENCODER, ARRAY_PERIODICITY)
     assert options.OPTIMIZERS == OPTIMIZERS
     assert set(RECIPES) == set(ENCODERS)
 
@@ -110,6 +119,27 @@ def test_auto_augment_keeps_quarter_turns_only_for_objects_that_look_alike_turne
     assert resolve_augment(args, train) is None and args.augment == "none"
 
 
+def test_auto_encoder_compares_cells_only_for_objects_that_repeat_one():
+    rng = np.random.default_rng(0)
+    grids = np.stack([_ball_grid(pitch, offset=int(rng.integers(0, 8))) for pitch in (16, 21, 27, 33)])
+    choice, periodicity = choose_encoder(grids)
+    assert choice == "compact-array" and periodicity > 2 * ARRAY_PERIODICITY
+    # A smooth, unrepeated surface (a ground tile's shading and grain) falls steadily: at most 0.
+    shading = cv2.GaussianBlur(rng.normal(128, 40, (4, 192, 192)).astype(np.float32), (0, 0), 12)
+    smooth = np.repeat(np.clip(shading, 0, 255).astype(np.uint8)[..., None], 3, axis=3)
+    assert cell_periodicity(smooth) <= 0.0 and choose_encoder(smooth)[0] == "compact"
+    assert choose_encoder(smooth[:0]) == ("compact", 0.0)
+    # `oanet train --encoder auto` records the choice in its arguments, from the good frames only.
+    train = SimpleNamespace(rois=np.concatenate([grids, smooth]), labels=np.array([0] * 4 + [1] * 4))
+    args = SimpleNamespace(encoder=AUTO_ENCODER)
+    assert "compact-array" in resolve_encoder(args, train) and args.encoder == "compact-array"
+    train = SimpleNamespace(rois=train.rois, labels=1 - train.labels)
+    args = SimpleNamespace(encoder=AUTO_ENCODER)
+    assert "repeat no cell" in resolve_encoder(args, train) and args.encoder == "compact"
+    args = SimpleNamespace(encoder="resnet18")
+    assert resolve_encoder(args, train) is None and args.encoder == "resnet18"
+
+
 def _receptive_field(widths: tuple[int, ...] | None = None, size: int = 192) -> int:
     """Side in input pixels that one position of the compact CNN's last map depends on, from
     the kernels and strides of the network as built."""
@@ -144,6 +174,53 @@ def test_the_multiscale_cnn_sees_the_compact_windows_and_ones_near_the_roi_size(
     multi, _ = multiscale_cnn(stride=stem_stride(192))
     for a, b in zip(compact.parameters(), multi.local.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def _ball_grid(pitch: int, size: int = 192, missing: tuple[int, int] | None = None, offset: int = 0) -> np.ndarray:
+    """A grey uint8 [size, size, 3] image of bright balls on a dark mask every `pitch` px, one
+    of them left out."""
+    image = np.full((size, size, 3), 40, np.uint8)
+    centres = range(offset + pitch // 2, size - pitch // 2, pitch)
+    for row, y in enumerate(centres):
+        for col, x in enumerate(centres):
+            if (row, col) != missing:
+                cv2.circle(image, (x, y), pitch // 4, (200, 200, 200), -1, cv2.LINE_AA)
+    return image
+
+
+@pytest.mark.parametrize("pitch", [14, 19, 24, 40])
+def test_cell_comparison_finds_each_images_pitch_and_marks_only_the_missing_ball(pitch):
+    image = _ball_grid(pitch, missing=(2, 1))  # inside the array: every neighbour is a ball
+    x = normalised_input(torch.from_numpy(image[None]))
+    out = CellComparison()(x)
+    assert out.shape == (1, 4, 192, 192)
+    assert torch.equal(out[:, :3], x)  # the ROI itself goes on unchanged
+    difference = out[0, 3].numpy()
+    y, x_ = np.unravel_index(np.argmax(difference), difference.shape)
+    centre = (pitch // 2 + pitch, pitch // 2 + 2 * pitch)  # (x, y) of ball (row 2, col 1)
+    assert abs(x_ - centre[0]) <= pitch // 4 + 1 and abs(y - centre[1]) <= pitch // 4 + 1
+    # the other balls and the array's edge repeat a neighbour: far below the missing one
+    far = np.ones_like(difference, bool)
+    far[centre[1] - pitch // 2 : centre[1] + pitch // 2, centre[0] - pitch // 2 : centre[0] + pitch // 2] = False
+    assert difference[far].max() < 0.25 * difference.max()
+
+
+def test_cell_comparison_is_per_image_in_the_traced_graph(tmp_path):
+    # The trace must not bake the example's pitch in: each image of a batch gets its own.
+    torch.manual_seed(0)
+    model = ImageEncoder("compact-array", embedding_dim=8, image_size=192).eval()
+    export_torchscript(model, 192, tmp_path / "enc.pt")
+    loaded = torch.jit.load(str(tmp_path / "enc.pt"))
+    batch = torch.from_numpy(np.stack([_ball_grid(17, missing=(1, 1)), _ball_grid(31, missing=(4, 2)),
+                                       _ball_grid(23, offset=5)]))
+    with torch.no_grad():
+        eager = model(batch)
+        served = loaded(batch)
+        alone = [model(batch[i : i + 1]) for i in range(3)]
+    for a, b in zip(eager, served, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    for i in range(3):
+        assert torch.allclose(alone[i][0], eager[0][i : i + 1], atol=1e-5)
 
 
 def test_the_compact_cnn_windows_are_the_size_docs_method_states():
@@ -317,14 +394,14 @@ def test_alignment_loss_pulls_the_modalities_together():
 
 
 @pytest.mark.parametrize("name,size", [("compact", 32), ("compact-multiscale", 32), ("compact-multiscale", 192),
-                                       ("resnet18", 32), ("alexnet", 64), ("vgg16", 32)])
+                                       ("compact-array", 64), ("resnet18", 32), ("alexnet", 64), ("vgg16", 32)])
 def test_image_encoder_takes_uint8_nhwc_and_traces(tmp_path, name, size):
     torch.manual_seed(0)
     model = ImageEncoder(name, embedding_dim=8, image_size=size).eval()
     x = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
     emb, logit = model(x)
     assert emb.shape == (2, 8) and logit.shape == (2, 1)
-    if name in ("compact", "compact-multiscale", "resnet18"):
+    if name in ("compact", "compact-multiscale", "compact-array", "resnet18"):
         traced = export_torchscript(model, size, tmp_path / "enc.pt")
         loaded = torch.jit.load(str(tmp_path / "enc.pt"))
         e2, l2 = loaded(x)
