@@ -218,7 +218,9 @@ def build_rows(model: ImageEncoder, train: Frames, args: argparse.Namespace, pro
 
 
 def fresh_cnn(train: Frames, args: argparse.Namespace) -> tuple[ImageEncoder, torch.optim.Optimizer]:
-    """An untrained encoder (normalised with `train`'s ROI statistics) and its optimiser."""
+    """An untrained encoder (normalised with `train`'s ROI statistics) and its optimiser; `--encoder
+    auto` is resolved on `train` first, whoever builds the CNN."""
+    resolve_encoder(args, train)
     model = build_encoder(args.encoder, args.embedding_dim, train.rois).to(args.device)
     return model, make_optimizer(model, args.lr, args.weight_decay, args.momentum, args.optimizer)
 
@@ -267,7 +269,6 @@ def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Pat
     set_seed(args.seed)
     train, val = bundle.splits["train"], bundle.splits["val"]
     resolve_augment(args, train)  # `main` has, and said so; the ablation's copies of the arguments come here
-    resolve_encoder(args, train)
     model, optimizer = fresh_cnn(train, args)
     start, history, attempt, best = 0, [], 0, BestEpoch()
     if resume is not None:
