@@ -65,10 +65,15 @@ RUN_ARGS = (
 )
 
 
+def recipe_encoder(name: str) -> str:
+    """The encoder whose recipe and size limit `name` has: 'auto' chooses between compact CNNs,
+    which share both."""
+    return "compact" if name == AUTO_ENCODER else name
+
+
 def apply_recipe(args: argparse.Namespace) -> None:
-    """Fill the optimiser settings the user left unset from the encoder's recipe ('auto' chooses
-    between compact CNNs, which share theirs)."""
-    recipe = RECIPES["compact" if args.encoder == AUTO_ENCODER else args.encoder]
+    """Fill the optimiser settings the user left unset from the encoder's recipe."""
+    recipe = RECIPES[recipe_encoder(args.encoder)]
     for key in ("optimizer", "lr", "weight_decay"):
         if getattr(args, key, None) is None:
             setattr(args, key, getattr(recipe, key))
@@ -76,12 +81,11 @@ def apply_recipe(args: argparse.Namespace) -> None:
 
 def validate_args(args: argparse.Namespace) -> None:
     apply_recipe(args)
+    min_size = MIN_IMAGE_SIZE[recipe_encoder(args.encoder)]
     checks = [
         (args.lr > 0, "--lr must be positive"),
         (args.weight_decay >= 0, "--weight-decay must be >= 0"),
-        (args.image_size >= MIN_IMAGE_SIZE.get(args.encoder, MIN_IMAGE_SIZE["compact"]),
-         f"--image-size must be at least {MIN_IMAGE_SIZE.get(args.encoder, MIN_IMAGE_SIZE['compact'])} for "
-         f"{args.encoder}"),
+        (args.image_size >= min_size, f"--image-size must be at least {min_size} for {args.encoder}"),
         (args.image_size <= 1024, "--image-size must be at most 1024"),
         (args.epochs >= 1, "--epochs must be at least 1"),
         (args.cnn_restarts >= 0, "--cnn-restarts must be >= 0"),
@@ -253,8 +257,8 @@ def resolve_encoder(args: argparse.Namespace, train: Frames) -> str | None:
         return None
     good = np.flatnonzero(train.labels == 0)[:AUTO_ENCODER_IMAGES]
     args.encoder, periodicity = choose_encoder(train.rois[good])
-    why = ("they repeat a cell: each pixel is compared with its neighbouring cells" if args.encoder == "compact-array"
-           else "they repeat no cell")
+    why = ("they repeat a cell: each pixel is compared with its neighbouring cells"
+           if periodicity >= ARRAY_PERIODICITY else "they repeat no cell")
     return f"encoder auto: {args.encoder} (good training objects' periodicity {periodicity:.2f}, limit " \
            f"{ARRAY_PERIODICITY:g}: {why})"
 
