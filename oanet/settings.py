@@ -197,8 +197,13 @@ class WorkerSettings(_Frozen):
     # stack.model_repository/oanet_fusion/<v>/recognizer/, checked against that version's
     # manifest) when the repository is readable here and holds one; otherwise PaddleOCR reads
     # every line. `off`: PaddleOCR only. ocr.recognizer (a folder) takes precedence over both.
-    # The student runs on CPU in the OCR processes.
     student: Literal["exported", "off"] = "exported"
+    # Where the student's network runs: `local`, onnxruntime in each OCR process (CPU, the
+    # default: cheaper than a round trip there); `triton`, the oanet_ocr_student model that
+    # `oanet export --recognizer` adds to the repository (a GPU's dynamic batcher serves every
+    # worker). It must serve the same student (checked at start); a call it does not answer
+    # is read by PaddleOCR. Needs inference `triton`.
+    student_inference: Literal["local", "triton"] = "local"
     # Decompression-bomb guard: width x height read from the PNG/JPEG header before decoding.
     max_pixels: int = Field(40_000_000, ge=1)
     # Colour models accepted; others are dead-lettered as unusable. CMYK/YCCK JPEGs (print
@@ -252,6 +257,8 @@ class WorkerSettings(_Frozen):
     def _backoff_bounds(self) -> WorkerSettings:
         if self.retry_initial_s > self.retry_max_s:
             raise ValueError("retry_initial_s must not exceed retry_max_s")
+        if self.student_inference == "triton" and self.inference != "triton":
+            raise ValueError("student_inference 'triton' needs inference 'triton' (a model server to run it on)")
         return self
 
 

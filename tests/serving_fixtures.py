@@ -13,9 +13,22 @@ from pathlib import Path
 import pytest
 
 from deploy.embedded.stack import EmbeddedStack
+from oanet.profile import LineProfile
 from oanet.settings import TritonSettings
 
 SERVED_FRAMES = 96
+
+
+def make_student(profile: LineProfile, out: Path, threshold: float = 0.9) -> Path:
+    """An untrained OCR student of `profile`, written as `oanet ocr distill` writes one."""
+    from stream.ocr.distill import build_network, export
+    from stream.ocr.student import StudentMeta, profile_charset, profile_sha256
+
+    charset = profile_charset(profile)
+    meta = StudentMeta(profile=profile.name, profile_sha256=profile_sha256(profile), charset=charset, height=32,
+                       width=64, threshold=threshold, stats={"steps": 0, "training": {"capped_by_wall_time": False}})
+    export(build_network(len(charset) + 1, 32), out, meta)
+    return out
 
 
 @pytest.fixture(scope="session")

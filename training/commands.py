@@ -317,7 +317,8 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
                    "(default 1: scale with --instances)")
     p.add_argument("--recognizer", type=Path, metavar="DIR",
                    help="also export this line's distilled OCR recogniser (`oanet ocr distill --out DIR`) into the "
-                   "version, hashed in its manifest; the worker's OCR processes read it from there (worker.student)")
+                   "version, hashed in its manifest; the worker's OCR processes read it from there (worker.student), "
+                   "and Triton serves it as oanet_ocr_student (worker.student_inference=triton)")
     p.add_argument("--verify", action="store_true", help="verify version --version (default latest) of REPO and exit")
     p.set_defaults(func=_export)
 

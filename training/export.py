@@ -17,7 +17,10 @@ REPO/oanet_fusion/<v>/profile.yaml             the line profile
 REPO/oanet_fusion/<v>/integrity.py            the load-time check (each model.py runs it before any import)
 REPO/oanet_fusion/<v>/recognizer/             with --recognizer DIR: the line's distilled OCR recogniser
                                                (recognizer.onnx, recognizer.json; `oanet ocr distill`), which
-                                               the worker's OCR processes read; Triton ignores it
+                                               the worker's OCR processes read
+REPO/oanet_ocr_student/config.pbtxt, <v>/      with --recognizer DIR: the same recognizer.onnx served by Triton
+                                               (worker.student_inference=triton): Python-backend runner with
+                                               its helpers, or the ONNX Runtime backend (--cnn-backend libtorch)
 REPO/oanet_fusion/<v>/manifest.json            sha256 of every file above and of the config.pbtxt files (paths
                                                relative to REPO), profile, feature order, threshold, metrics,
                                                training args, tensors
@@ -50,6 +53,7 @@ from triton_models.oanet_fusion import core, integrity, serving
 
 SOURCE_DIR = Path(core.__file__).parent  # triton_models/oanet_fusion
 ENCODER_SOURCE_DIR = SOURCE_DIR.parent / "oanet_image_encoder"  # its Python-backend runner
+STUDENT_SOURCE_DIR = SOURCE_DIR.parent / "oanet_ocr_student"  # the OCR student's runner
 CNN_BACKENDS = ("python", "libtorch")
 DEVICES = ("cpu", "gpu")
 # Chosen with `oanet bench triton` (docs/benchmarks.md): each Python-backend execution has a fixed
@@ -60,7 +64,8 @@ DEFAULT_MAX_QUEUE_DELAY_US = 1000
 
 
 def existing_versions(repo: Path) -> set[int]:
-    return {version for model in serving.MODELS for version in serving.model_versions(repo, model)}
+    models = (*serving.MODELS, *serving.OPTIONAL_MODELS)
+    return {version for model in models for version in serving.model_versions(repo, model)}
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,10 @@ def _batched_model(name: str, spec: dict, opts: ServingOptions, kind: str) -> mc
     return config
 
 
-def model_configs(io: dict, opts: ServingOptions, info: dict[str, str]) -> dict[str, mc.ModelConfig]:
-    """Triton ModelConfig protobufs of the three models; `info` (serving.info_parameters) goes into
+def model_configs(io: dict, opts: ServingOptions, info: dict[str, str],
+                  student: dict[str, str] | None = None) -> dict[str, mc.ModelConfig]:
+    """Triton ModelConfig protobufs of the three models, and of the OCR student when `student`
+    (its `serving.student_parameters`) is given; `info` (serving.info_parameters) goes into
     oanet_fusion's parameters, where clients read it and the fusion model checks it at load."""
     encoder = _batched_model(core.ENCODER_MODEL, io[core.ENCODER_MODEL], opts,
                              "KIND_GPU" if opts.device == "gpu" else "KIND_CPU")
@@ -156,22 +163,60 @@ def model_configs(io: dict, opts: ServingOptions, info: dict[str, str]) -> dict[
             step.input_map[tensor["name"]] = tensor["name"]
         for tensor in io[model]["outputs"]:
             step.output_map[tensor["name"]] = tensor["name"]
-    return {core.ENCODER_MODEL: encoder, core.FUSION_MODEL: fusion, core.ENSEMBLE_MODEL: ensemble}
+    configs = {core.ENCODER_MODEL: encoder, core.FUSION_MODEL: fusion, core.ENSEMBLE_MODEL: ensemble}
+    if student is not None:
+        configs[core.STUDENT_MODEL] = _student_config(io[core.STUDENT_MODEL], opts, student)
+    return configs
 
 
-def pbtxt_configs(io: dict, opts: ServingOptions, info: dict[str, str]) -> dict[str, str]:
-    """config.pbtxt texts of the three models (protobuf text format of Triton's ModelConfig)."""
+def _student_config(spec: dict, opts: ServingOptions, params: dict[str, str]) -> mc.ModelConfig:
+    # A neural network like the CNN: on the CNN's device, and with the NGC container's native
+    # backend where the CNN gets libtorch.
+    config = _batched_model(core.STUDENT_MODEL, spec, opts, "KIND_GPU" if opts.device == "gpu" else "KIND_CPU")
+    if opts.cnn_backend == "libtorch":
+        config.backend = "onnxruntime"
+        config.default_model_filename = core.STUDENT_FILE
+        if opts.cpu_threads:
+            config.parameters["intra_op_thread_count"].string_value = str(opts.cpu_threads)
+    else:
+        config.backend = "python"
+        config.parameters[serving.CPU_THREADS].string_value = str(opts.cpu_threads)
+    for key, value in params.items():
+        config.parameters[key].string_value = value
+    return config
+
+
+def pbtxt_configs(io: dict, opts: ServingOptions, info: dict[str, str],
+                  student: dict[str, str] | None = None) -> dict[str, str]:
+    """config.pbtxt texts of the models (protobuf text format of Triton's ModelConfig)."""
     return {model: text_format.MessageToString(config, use_short_repeated_primitives=True)
-            for model, config in model_configs(io, opts, info).items()}
+            for model, config in model_configs(io, opts, info, student).items()}
 
 
-def runner_files(opts: ServingOptions) -> dict[str, list[Path]]:
+def runner_files(opts: ServingOptions, student: bool = False) -> dict[str, list[Path]]:
     """Source files export copies into each model's version folder (all listed in the manifest)."""
     shared = [SOURCE_DIR / "integrity.py", SOURCE_DIR / "core.py", SOURCE_DIR / "serving.py"]
     files = {core.FUSION_MODEL: [*shared, SOURCE_DIR / "model.py"], core.ENCODER_MODEL: []}
     if opts.cnn_backend == "python":
         files[core.ENCODER_MODEL] = [*shared, ENCODER_SOURCE_DIR / "model.py"]
+    if student:
+        files[core.STUDENT_MODEL] = [*shared, STUDENT_SOURCE_DIR / "model.py"] if opts.cnn_backend == "python" else []
     return files
+
+
+def student_io(recognizer: Path, height: int, width: int) -> dict:
+    """The served student's tensors, its output shape read from one run of its ONNX graph."""
+    import numpy as np
+
+    from stream.ocr.errors import StudentError
+    from stream.ocr.student import OnnxStudentNetwork
+
+    blank = np.zeros((1, 1, height, width), np.float32)
+    try:
+        logits = OnnxStudentNetwork(recognizer / core.STUDENT_FILE, threads=1).logits(blank)
+    except (StudentError, RuntimeError) as exc:
+        raise ExportError(f"--recognizer {recognizer}: {exc}") from None
+    return core.student_io_spec(height, width, int(logits.shape[1]), int(logits.shape[2]))
 
 
 def _versions_info() -> dict[str, str]:
@@ -231,6 +276,8 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
     opts = options or ServingOptions(cnn_backend=cnn_backend, device=device, max_batch=max_batch, instances=instances)
     import yaml
 
+    from stream.ocr.student import load_meta, student_digest
+
     from training.outputs import ENCODER_FILE, FUSION_DIR, MODEL_DIR
 
     model_dir = run / MODEL_DIR
@@ -264,8 +311,16 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
     cfg = fusion.config
     student, student_entry = student_files(Path(recognizer), profile) if recognizer is not None else ([], None)
     io = core.io_spec(int(cfg["image_size"]), int(cfg["embedding_dim"]), len(cfg["feature_names"]))
+    served_student = None  # config.pbtxt parameters of oanet_ocr_student, with --recognizer
+    models = serving.MODELS
+    if student_entry:
+        io[core.STUDENT_MODEL] = student_io(Path(recognizer), student_entry["input"]["height"],
+                                            student_entry["input"]["width"])
+        served_student = serving.student_parameters(version, student_digest(Path(recognizer)),
+                                                    load_meta(Path(recognizer)).to_json())
+        models = (*models, core.STUDENT_MODEL)
 
-    staging = {m: repo / m / f".staging-{version}-{os.getpid()}" for m in serving.MODELS}
+    staging = {m: repo / m / f".staging-{version}-{os.getpid()}" for m in models}
     notes: list[str] = []
     if student_entry and student_entry["capped_by_wall_time"]:
         notes.append(f"the recogniser {recognizer} stopped training at its wall-time cap, short of its steps: it is "
@@ -278,7 +333,7 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
         shutil.copyfile(encoder_src, staging[core.ENCODER_MODEL] / "model.pt")
         fus = staging[core.FUSION_MODEL]
         shutil.copytree(fusion_src, fus, dirs_exist_ok=True)
-        for model, sources in runner_files(opts).items():
+        for model, sources in runner_files(opts, student=bool(student)).items():
             for source in sources:
                 shutil.copyfile(source, staging[model] / source.name)
         if profile_path.is_file():
@@ -287,7 +342,8 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
             (fus / RECOGNIZER_FOLDER).mkdir()
             for source in student:
                 shutil.copyfile(source, fus / RECOGNIZER_FOLDER / source.name)
-        configs = pbtxt_configs(io, opts, serving.info_parameters(version, cfg, profile))
+            shutil.copyfile(Path(recognizer) / core.STUDENT_FILE, staging[core.STUDENT_MODEL] / core.STUDENT_FILE)
+        configs = pbtxt_configs(io, opts, serving.info_parameters(version, cfg, profile), served_student)
         files: dict[str, str] = {}
         for model, folder in staging.items():
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -299,7 +355,7 @@ def export_run(run: Path, repo: Path, version: int | None = None, *, cnn_backend
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "paths_relative_to": "model repository root",
             "models": {"ensemble": core.ENSEMBLE_MODEL, "image_encoder": core.ENCODER_MODEL,
-                       "fusion": core.FUSION_MODEL},
+                       "fusion": core.FUSION_MODEL, **({"ocr_student": core.STUDENT_MODEL} if student else {})},
             "files": files,
             integrity.CONFIGS_KEY: {f"{model}/config.pbtxt": integrity.sha256_bytes(text.encode("utf-8"))
                               for model, text in configs.items()},
@@ -393,11 +449,13 @@ def main(args: argparse.Namespace) -> int:
                           max_queue_delay_us=args.max_queue_delay_us, cpu_threads=args.cpu_threads)
     version, notes = export_run(Path(args.run), repo, args.version, options=opts, signing_key=key,
                                 recognizer=args.recognizer)
+    models = (*serving.MODELS, core.STUDENT_MODEL) if args.recognizer is not None else serving.MODELS
     print(f"exported {args.run} as version {version} of {repo} "
-          f"({', '.join(serving.MODELS)}); manifest: {repo / core.FUSION_MODEL / str(version) / core.MANIFEST_FILE}")
+          f"({', '.join(models)}); manifest: {repo / core.FUSION_MODEL / str(version) / core.MANIFEST_FILE}")
     if args.recognizer is not None:
         print(f"with the OCR recogniser {args.recognizer}: {repo / core.FUSION_MODEL / str(version) / RECOGNIZER_FOLDER} "
-              "(the worker's OCR processes use it; worker.student=off turns it off)")
+              f"(the worker's OCR processes use it; worker.student=off turns it off), also served as "
+              f"{core.STUDENT_MODEL} (worker.student_inference=triton)")
     for note in notes:
         print(f"note: {note}")
     return 0

@@ -167,8 +167,10 @@ def run(options: BenchOptions, progress: Callable[[str], None] = lambda line: No
         create_topics(settings.kafka, settings.topics)
 
         bench = StageBench(settings, frames, infos, exported, options.seconds, options.ocr_processes, options.window)
-        lines.append(f"OCR student: {bench.config.ocr.recognizer} (exported with the version; the worker reads with "
-                     "it, PaddleOCR reads the lines it is not sure of)" if bench.student else
+        server = bench.config.student_server
+        where = f"; its network on Triton, {server.model} version {server.version}" if server is not None else ""
+        lines.append(f"OCR student: {bench.config.ocr.recognizer or 'served only'} (exported with the version; the "
+                     f"worker reads with it, PaddleOCR reads the lines it is not sure of{where})" if bench.student else
                      "OCR student: none in this version (PaddleOCR reads every line)")
         stages: list[Stage] = []
         for name in STAGES:

@@ -29,7 +29,7 @@ from stream.worker import ocr_stage
 from stream.worker.frames import Frame, SourceRef
 from stream.worker.messages import ModelOutputs, Verdict
 from stream.worker.ocr_stage import executor_pids
-from stream.worker.repository import ocr_settings_for
+from stream.worker.repository import ocr_settings_for, student_server_for
 
 STAGES = ("consume", "decode", "ocr pool", "inference", "produce")
 # With an OCR student in the served version: the OCR pool once more, PaddleOCR reading every line.
@@ -118,13 +118,14 @@ class StageBench:
         self.settings, self.frames, self.infos, self.exported = settings, frames, infos, exported
         self.seconds, self.processes, self.window = seconds, ocr_processes, window
         # The worker's OCR settings: with the student exported with the served version, if any.
-        self.config = ocr_stage.StageConfig(exported.profile, ocr_settings_for(settings, exported.model),
-                                            exported.model.image_size)
+        ocr = ocr_settings_for(settings, exported.model)
+        self.config = ocr_stage.StageConfig(exported.profile, ocr, exported.model.image_size,
+                                            student_server_for(settings, ocr, exported.model, exported.profile))
         self.prepared: list = []
 
     @property
     def student(self) -> bool:
-        return self.config.ocr.recognizer is not None
+        return self.config.ocr.recognizer is not None or self.config.student_server is not None
 
     def measure(self, name: str) -> Stage:
         processes = self.processes

@@ -14,17 +14,23 @@ from stream.ocr.reader import FrameResult
 from stream.ocr.report import Run, print_engines, progress_bar
 from stream.ocr.scoring import fmt_pct
 from stream.ocr.student import teacher_settings
+from stream.ocr.student_server import StudentServer
 from stream.stats import percentile
 
 BLOCK = 10  # frames per engine turn
+SERVED = "served"  # the student's network on Triton (--student-server)
 
 
-def engines_to_compare(profile, settings: OcrSettings) -> dict[str, OcrEngine]:
+def engines_to_compare(profile, settings: OcrSettings, server: StudentServer | None = None) -> dict[str, OcrEngine]:
     """PaddleOCR template mode against the distilled recogniser (with its own fallback) when one
-    is set, else template against full mode."""
+    is set, and the same recogniser served by Triton with `server`; else template against full
+    mode."""
     if settings.recognizer is not None:
-        return {"paddleocr": OcrEngine(profile, teacher_settings(settings), mode="template"),
-                "student": OcrEngine(profile, settings, mode="template")}
+        engines = {"paddleocr": OcrEngine(profile, teacher_settings(settings), mode="template"),
+                   "student": OcrEngine(profile, settings, mode="template")}
+        if server is not None:
+            engines[SERVED] = OcrEngine(profile, settings, mode="template", student_server=server)
+        return engines
     return {mode: OcrEngine(profile, settings, mode=mode) for mode in OCR_MODES}
 
 
@@ -72,9 +78,9 @@ def _print_row(name: str, run: Run, median_ms: float, per_line_ms: float) -> Non
         print(f"  {len(run.unreadable)} unreadable frame(s), e.g. {run.unreadable[0][0]}: {run.unreadable[0][1]}")
 
 
-def run(dataset, entries, settings: OcrSettings, data: Path) -> int:
+def run(dataset, entries, settings: OcrSettings, data: Path, server: StudentServer | None = None) -> int:
     fields = len(dataset.profile.fields)
-    engines = engines_to_compare(dataset.profile, settings)
+    engines = engines_to_compare(dataset.profile, settings, server)
     runs, floors = alternate(dataset, entries, engines)
     print(f"oanet bench ocr: {len(entries)} frames of {data}, {fields} fields per frame, no cache, "
           f"{' and '.join(engines)} alternating in blocks of {BLOCK} frames")
@@ -86,13 +92,17 @@ def run(dataset, entries, settings: OcrSettings, data: Path) -> int:
         per_line[name] = statistics.median(one.recognition_ms) / fields if one.recognition_ms else float("nan")
         _print_row(name, one, medians[name], per_line[name])
     if "student" in runs:
-        student = runs["student"]
-        print_engines(student, student=True)
-        alone = statistics.median(student.student_ms) / fields if student.student_ms else float("nan")
-        print(f"student is {per_line['paddleocr'] / per_line['student']:.1f}x cheaper per field line than PaddleOCR "
-              "template mode (OCR stage, fallbacks included; median ms/frame "
-              f"{medians['paddleocr'] / medians['student']:.1f}x); "
-              f"its network alone {alone:.3f} ms per line (one call per frame)")
+        print_engines(runs["student"], student=True)
+        for name in ("student", SERVED):
+            if name not in runs:
+                continue
+            one = runs[name]
+            alone = statistics.median(one.student_ms) / fields if one.student_ms else float("nan")
+            where = f"served by Triton at {server.url}" if name == SERVED and server is not None else "in this process"
+            print(f"{name} is {per_line['paddleocr'] / per_line[name]:.1f}x cheaper per field line than PaddleOCR "
+                  "template mode (OCR stage, fallbacks included; median ms/frame "
+                  f"{medians['paddleocr'] / medians[name]:.1f}x); "
+                  f"its network {where} {alone:.3f} ms per line (one call per frame)")
     else:
         print(f"template is {medians['full'] / medians['template']:.2f}x faster than full (median ms/frame, "
               "decode included; ms/line: OCR stage alone / fields per frame)")

@@ -15,6 +15,8 @@ With a distilled recogniser (`OcrSettings.recognizer`, `oanet ocr distill`), tem
 reads every field line with it first, in one batched call, and gives PaddleOCR only the lines
 whose read is below its field's calibrated threshold (`Student.threshold_for`), that the ink
 check refuses, or that the parser rejects. Each reading records the engine that produced it.
+With `student_server` the student's network runs on Triton (`stream.ocr.student_server`); a
+call it does not answer sends those lines to PaddleOCR, with a warning at most once a minute.
 
 Models load once per process and are shared by every engine (one per profile).
 
@@ -38,7 +40,7 @@ import numpy as np
 
 from oanet.profile import LineProfile
 from stream.ocr import crops as cropping
-from stream.ocr.errors import OcrError
+from stream.ocr.errors import OcrError, StudentUnavailable
 from stream.ocr.parse import PARSER_VERSION, match_field, normalize, parse_field, parse_lines
 from stream.ocr.records import (
     ENGINE_PADDLE,
@@ -57,6 +59,7 @@ from stream.ocr.records import (
 )
 from stream.ocr.settings import OcrMode, OcrSettings
 from stream.ocr.student import Student, other_labels_of, student_digest, unexplained_ink, well_formed_read
+from stream.ocr.student_server import StudentServer, TritonStudentNetwork, served_meta
 from stream.ocr_models import DET_MODEL, MODEL_FILE, REC_MODEL, model_dirs
 
 log = logging.getLogger(__name__)
@@ -178,7 +181,8 @@ class OcrEngine:
     it from one thread; scale out with processes (one stream worker per partition set).
     """
 
-    def __init__(self, profile: LineProfile, settings: OcrSettings | None = None, mode: OcrMode | None = None):
+    def __init__(self, profile: LineProfile, settings: OcrSettings | None = None, mode: OcrMode | None = None,
+                 student_server: StudentServer | None = None):
         self.profile = profile
         self.settings = settings or OcrSettings()
         self.mode: OcrMode = mode or self.settings.mode
@@ -193,12 +197,23 @@ class OcrEngine:
         )
         self.student: Student | None = None
         self._student_ms = 0.0
-        if self.settings.recognizer is not None and self.mode == "template":
-            self.student = Student(self.settings.recognizer, profile, self.settings.threads)
+        # Calls the served student did not answer since the last warning (lines went to PaddleOCR).
+        self._student_misses = 0
+        self._next_miss_warning = 0.0
+        if self.mode == "template" and self.settings.recognizer is not None:
+            network = TritonStudentNetwork(student_server) if student_server is not None else None
+            self.student = Student(self.settings.recognizer, profile, self.settings.threads, network=network)
+        elif self.mode == "template" and student_server is not None:  # no files here: all from the server
+            self.student = Student.from_meta(served_meta(student_server), profile,
+                                             TritonStudentNetwork(student_server), student_server.digest,
+                                             f"{student_server.model} version {student_server.version}")
 
     @property
     def version(self) -> str:
-        return engine_version(self.settings)
+        version = engine_version(self.settings)
+        if self.student is not None and self.settings.recognizer is None:  # the served student's
+            version += f";{self.student.version}"
+        return version
 
     def warm_up(self) -> None:
         """Load the models this engine's mode needs (otherwise done on first use)."""
@@ -304,7 +319,12 @@ class OcrEngine:
         left_jobs: list[tuple[int, int]] = []
         left_slots: list[np.ndarray] = []
         started = time.perf_counter()
-        reads = self.student.recognize(slots)
+        try:
+            reads = self.student.recognize(slots)
+        except StudentUnavailable as exc:
+            self._student_ms += (time.perf_counter() - started) * 1000
+            self._student_missed(exc, len(slots))
+            return jobs, slots
         self._student_ms += (time.perf_counter() - started) * 1000
         for job, slot, read in zip(jobs, slots, reads, strict=True):
             f_index, i = job
@@ -317,6 +337,17 @@ class OcrEngine:
                 left_jobs.append(job)
                 left_slots.append(slot)
         return left_jobs, left_slots
+
+    def _student_missed(self, exc: StudentUnavailable, lines: int) -> None:
+        """The served student did not answer: its lines go to PaddleOCR (correct, slower); say so
+        once a minute, not once per frame, while it lasts."""
+        self._student_misses += 1
+        now = time.monotonic()
+        if now >= self._next_miss_warning:
+            log.warning("the served OCR student did not answer %d call(s), PaddleOCR read their lines instead "
+                        "(last: %d lines): %s", self._student_misses, lines, exc)
+            self._student_misses = 0
+            self._next_miss_warning = now + 60.0
 
     def _recognize(self, slots: list[np.ndarray]) -> list[tuple[str, float]]:
         """PaddleOCR's recognizer on trimmed line crops -> (raw text, confidence) per crop."""

@@ -32,3 +32,8 @@ class StudentError(OcrError):
 
     exit_code = 2
     code = "ocr_recognizer_invalid"  # a start-up failure (the worker exits), never a dead letter
+
+
+class StudentUnavailable(OcrError):
+    """The Triton-served student did not answer a call (`stream.ocr.student_server`): the lines
+    it was sent are read by PaddleOCR instead; never a frame's fault."""

@@ -37,12 +37,14 @@ from stream.ocr.ink import GlyphWidths, InkRun, count_value_ink, ink_runs, misfi
 from stream.ocr.parse import parse_field
 from stream.ocr.records import FieldReading
 from stream.ocr.settings import OcrSettings
+from triton_models.oanet_fusion import core
 
-STUDENT_MODEL_FILE = "recognizer.onnx"
+STUDENT_MODEL_FILE = core.STUDENT_FILE
 STUDENT_META_FILE = "recognizer.json"
 STUDENT_FORMAT = 1
-INPUT_NAME = "lines"
-OUTPUT_NAME = "logits"
+# The ONNX graph's tensor names are the served model's (one table: triton_models/oanet_fusion/core.py).
+INPUT_NAME = core.STUDENT_INPUT
+OUTPUT_NAME = core.STUDENT_OUTPUT
 # Horizontal down-sampling of the network: one CTC time step per this many input columns.
 TIME_STRIDE = 4
 # Ink is stretched to [0, 1] above the background by at least this many grey levels, so a
@@ -500,17 +502,10 @@ def student_digest(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-class Student:
-    """Runs a distilled recogniser: every line of a frame in one onnxruntime call."""
+class OnnxStudentNetwork:
+    """The student's ONNX graph run by onnxruntime in this process (CPU)."""
 
-    def __init__(self, folder: Path, profile: LineProfile, threads: int = 0):
-        self.folder = Path(folder)
-        self.meta = load_meta(self.folder)
-        if self.meta.profile_sha256 != profile_sha256(profile):
-            raise StudentError(
-                f"the recogniser in {self.folder} was distilled for line profile {self.meta.profile!r} "
-                f"as it was then, not for {profile.name!r} as it is now; distill it again for this profile"
-            )
+    def __init__(self, model_path: Path, threads: int = 0):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -518,12 +513,47 @@ class Student:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(
-                str(self.folder / STUDENT_MODEL_FILE), options, providers=["CPUExecutionProvider"]
-            )
+            self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-            raise StudentError(f"cannot load {self.folder / STUDENT_MODEL_FILE}: {exc}") from None
-        self.version = f"student={student_digest(self.folder)}"
+            raise StudentError(f"cannot load {model_path}: {exc}") from None
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        (logits,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        return np.asarray(logits)
+
+
+class Student:
+    """Runs a distilled recogniser: every line of a frame in one network call.
+
+    The network is the folder's ONNX graph run with onnxruntime here, or `network` (anything
+    with `logits(batch)`, such as `stream.ocr.student_server.TritonStudentNetwork`) serving the
+    same weights; the charset, thresholds and glyph widths come from the folder either way.
+    """
+
+    def __init__(self, folder: Path, profile: LineProfile, threads: int = 0, network: Any = None):
+        folder = Path(folder)
+        self._bind(load_meta(folder), profile, student_digest(folder), f"the recogniser in {folder}")
+        self.network = network if network is not None else OnnxStudentNetwork(folder / STUDENT_MODEL_FILE, threads)
+
+    @classmethod
+    def from_meta(cls, meta: StudentMeta, profile: LineProfile, network: Any, digest: str, where: str) -> Student:
+        """A student whose files are elsewhere: its `recognizer.json` as `meta`, its network as
+        `network` (a served student read from Triton's model config: stream/ocr/student_server.py)."""
+        student = cls.__new__(cls)
+        student._bind(meta, profile, digest, where)
+        student.network = network
+        return student
+
+    def _bind(self, meta: StudentMeta, profile: LineProfile, digest: str, where: str) -> None:
+        if meta.format != STUDENT_FORMAT:
+            raise StudentError(f"{where} has format {meta.format}; this version reads format {STUDENT_FORMAT}")
+        if meta.profile_sha256 != profile_sha256(profile):
+            raise StudentError(
+                f"{where} was distilled for line profile {meta.profile!r} "
+                f"as it was then, not for {profile.name!r} as it is now; distill it again for this profile"
+            )
+        self.meta = meta
+        self.version = f"student={digest}"
 
     @property
     def threshold(self) -> float:
@@ -540,8 +570,7 @@ class Student:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """[N, 1, height, width] float32 inputs -> [N, T, C] logits."""
-        (logits,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
-        return np.asarray(logits)
+        return self.network.logits(batch)
 
     def recognize(self, crops: Sequence[np.ndarray]) -> list[StudentRead]:
         """Trimmed line crops -> one read each, one network call for all of them."""

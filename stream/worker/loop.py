@@ -60,7 +60,7 @@ from stream.worker.metrics import MetricsServer, WorkerMetrics
 from stream.worker.ocr_pool import OcrPool
 from stream.worker.offsets import Job, Offsets, names
 from stream.worker.pipeline import FramePipeline, ProduceFailed
-from stream.worker.repository import ocr_settings_for, served_profile
+from stream.worker.repository import ocr_settings_for, served_profile, student_server_for
 from stream.worker.runner import AsyncRunner
 
 log = logging.getLogger("stream.worker")
@@ -244,11 +244,15 @@ class StreamWorker:
                                  "profile": self.profile.name, "threshold": str(self.model.threshold)})
         self._started.set()
         student = self._ocr.config.ocr.recognizer if self._ocr is not None else None
+        server = self._ocr.config.student_server if self._ocr is not None else None
+        if server is not None:  # the network on Triton; its files here, or none (its calibration from there)
+            student = f"{server.model} version {server.version} at {server.url}" + (f" ({student})" if student else "")
         log.info("worker started", extra={
             "worker": self.worker_id, "group": self.group_id, "frames_topic": s.topics.frames,
             "model": f"{self.model.name}/{self.model.version}", "profile": self.profile.name,
             "inference": self.worker_settings.inference, "ocr_processes": self.worker_settings.ocr_processes,
             "ocr_student": str(student) if student is not None else "none (PaddleOCR reads every line)",
+            "ocr_student_inference": self.worker_settings.student_inference,
             "window": self.worker_settings.window,
             "metrics_port": self.metrics_port})
 
@@ -262,7 +266,9 @@ class StreamWorker:
 
     def _start_ocr(self) -> None:
         assert self.model is not None and self.profile is not None
-        config = ocr_stage.StageConfig(self.profile, ocr_settings_for(self.settings, self.model), self.model.image_size)
+        ocr = ocr_settings_for(self.settings, self.model)
+        config = ocr_stage.StageConfig(self.profile, ocr, self.model.image_size,
+                                       student_server_for(self.settings, ocr, self.model, self.profile))
         self._ocr = OcrPool(config, self.worker_settings.ocr_processes, self.worker_settings.ocr_timeout_s,
                             self.worker_settings.startup_timeout_s,
                             on_restart=lambda why: self.metrics.ocr_restarts.inc(), stage=self._ocr_stage_fn)

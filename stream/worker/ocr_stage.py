@@ -28,6 +28,7 @@ from oanet.profile import LineProfile
 from stream.ocr.errors import FrameMismatchError, OcrError
 from stream.ocr.records import ParameterRecord
 from stream.ocr.settings import OcrSettings
+from stream.ocr.student_server import StudentServer
 from stream.worker.errors import FrameRejected
 from stream.worker.imageinfo import ImageInfo
 from oanet.preprocess import crop_object_roi
@@ -38,6 +39,8 @@ class StageConfig:
     profile: LineProfile
     ocr: OcrSettings
     image_size: int
+    # The student's network on Triton (worker.student_inference=triton); None: in the process.
+    student_server: StudentServer | None = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def init_process(config: StageConfig, in_process: bool = False) -> None:
     try:
         from stream.ocr.engine import OcrEngine
 
-        _engine = OcrEngine(config.profile, config.ocr)
+        _engine = OcrEngine(config.profile, config.ocr, student_server=config.student_server)
         _engine.warm_up()
     except Exception as exc:  # noqa: BLE001 - reported by warm_up()
         _init_error = exc

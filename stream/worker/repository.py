@@ -25,6 +25,9 @@ from oanet.contracts import RECOGNIZER_FOLDER
 from oanet.ocr_settings import OcrSettings
 from oanet.profile import LineProfile, ProfileError, parse_profile
 from oanet.settings import Settings
+from stream.ocr.errors import StudentError
+from stream.ocr.student import profile_sha256, student_digest
+from stream.ocr.student_server import StudentNotServed, StudentServer, served_meta, served_student
 from stream.served_model import ServedModel
 from stream.worker.errors import WorkerError
 from triton_models.oanet_fusion import core, integrity, serving
@@ -151,6 +154,48 @@ def ocr_settings_for(settings: Settings, model: ServedModel) -> OcrSettings:
     key = settings.model.signing_key
     found = _verified_recognizer(folder, manifest, key.get_secret_value() if key else None)
     return ocr.model_copy(update={"recognizer": found}) if found is not None else ocr
+
+
+def student_server_for(settings: Settings, ocr: OcrSettings, model: ServedModel,
+                       profile: LineProfile) -> StudentServer | None:
+    """With worker.student_inference `triton`: the served OCR student the OCR processes send their
+    lines to; None when the student runs here, or there is none (PaddleOCR reads every line).
+
+    With a student here (`ocr.recognizer`, chosen by `ocr_settings_for`) Triton must serve its
+    very weights: WorkerError (one line) when it serves none or another one. Without one (the
+    repository is a remote Triton's) and worker.student `exported`, the student Triton serves
+    with `model`'s version is used, its calibration read from its model config.
+    """
+    if settings.worker.student_inference != "triton":
+        return None
+    grpc, timeout = settings.triton.grpc_client_kwargs(), settings.triton.request_timeout_s
+    try:
+        if ocr.recognizer is not None:
+            return served_student(grpc, student_digest(ocr.recognizer), timeout)
+    except StudentError as exc:
+        raise WorkerError(str(exc)) from None
+    if settings.worker.student != "exported":
+        return None
+    try:
+        server = served_student(grpc, None, timeout)
+    except StudentNotServed:
+        log.info("Triton serves no OCR student: PaddleOCR reads every line")
+        return None
+    except StudentError as exc:
+        raise WorkerError(str(exc)) from None
+    why = None
+    if server.version != model.version:
+        why = f"it belongs to version {server.version}, the model server serves version {model.version}"
+    else:
+        try:
+            if served_meta(server).profile_sha256 != profile_sha256(profile):
+                why = f"it was distilled for another line profile than {profile.name!r}, the one this worker reads"
+        except StudentError as exc:
+            why = str(exc)
+    if why:
+        log.warning("the OCR student %s serves is not used (%s): PaddleOCR reads every line", server.url, why)
+        return None
+    return server
 
 
 def _is_served(manifest: dict[str, Any], model: ServedModel) -> bool:

@@ -37,7 +37,7 @@ def test_bench_e2e_prints_stages_ratio_memory_and_latency(line_t_dataset, model_
 @pytest.mark.slow
 def test_bench_e2e_compares_the_worker_with_and_without_its_ocr_student(line_t_dataset, line_t_profile, model_repo,
                                                                         tmp_path, capsys):
-    from tests.training.test_export_recognizer import make_student
+    from tests.serving_fixtures import make_student
 
     # The model_repo's run again, with an (untrained) student of its line: every line falls back,
     # which is enough to pin the comparison's report, not its speed.

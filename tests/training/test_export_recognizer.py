@@ -19,26 +19,15 @@ from oanet.cli import main
 from oanet.contracts import RECOGNIZER_FOLDER
 from oanet.profile import DEFAULT_PROFILE_PATH, LineProfile, load_profile
 from oanet.settings import load_settings
-from stream.ocr.student import STUDENT_META_FILE, STUDENT_MODEL_FILE, Student, StudentMeta, profile_sha256
+from stream.ocr.student import STUDENT_META_FILE, STUDENT_MODEL_FILE, Student
 from stream.worker.errors import WorkerError
 from stream.worker.repository import exported_recognizer, ocr_settings_for, read_exported
+from tests.serving_fixtures import make_student
 from training.errors import ExportError
 from training.export import export_run, verify_export
 from triton_models.oanet_fusion import core, integrity
 
 STUDENT_REL = f"{core.FUSION_MODEL}/1/{RECOGNIZER_FOLDER}"
-
-
-def make_student(profile: LineProfile, out: Path, threshold: float = 0.9) -> Path:
-    """An untrained student of `profile`, written as `oanet ocr distill` writes one."""
-    from stream.ocr.distill import build_network, export
-    from stream.ocr.student import profile_charset
-
-    charset = profile_charset(profile)
-    meta = StudentMeta(profile=profile.name, profile_sha256=profile_sha256(profile), charset=charset, height=32,
-                       width=64, threshold=threshold, stats={"steps": 0, "training": {"capped_by_wall_time": False}})
-    export(build_network(len(charset) + 1, 32), out, meta)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +135,55 @@ def test_export_refuses_a_student_of_another_line(served_run: Path, tmp_path: Pa
     with pytest.raises(ExportError, match="recognizer.json is missing"):
         export_run(served_run, tmp_path / "repo", recognizer=tmp_path)
     assert not (tmp_path / "repo" / core.FUSION_MODEL / "1").exists()  # nothing half-written
+
+
+def _config(repo: Path, model: str):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    return text_format.Parse((repo / model / "config.pbtxt").read_text(), mc.ModelConfig())
+
+
+def test_the_student_is_also_a_model_of_the_version_for_triton(student_repo: Path, student: Path,
+                                                               served_run: Path, tmp_path: Path) -> None:
+    from stream.ocr.student import student_digest
+    from triton_models.oanet_fusion import serving
+
+    served = student_repo / core.STUDENT_MODEL / "1"
+    assert sorted(p.name for p in served.iterdir()) == ["core.py", "integrity.py", "model.py", core.STUDENT_FILE,
+                                                        "serving.py"]
+    assert (served / core.STUDENT_FILE).read_bytes() == (student / STUDENT_MODEL_FILE).read_bytes()
+    manifest = json.loads((student_repo / core.FUSION_MODEL / "1" / integrity.MANIFEST_FILE).read_text())
+    assert manifest["models"]["ocr_student"] == core.STUDENT_MODEL
+    assert manifest["files"][f"{core.STUDENT_MODEL}/1/{core.STUDENT_FILE}"] == integrity.sha256_file(
+        served / core.STUDENT_FILE)
+    config = _config(student_repo, core.STUDENT_MODEL)
+    assert config.backend == "python" and config.max_batch_size == 64 and config.HasField("dynamic_batching")
+    assert [(t.name, list(t.dims)) for t in config.input] == [(core.STUDENT_INPUT, [1, 32, 64])]
+    # The make_student network: 64 columns / 4 per step, blank + the profile's charset.
+    charset = json.loads((student / STUDENT_META_FILE).read_text())["charset"]
+    assert [(t.name, list(t.dims)) for t in config.output] == [(core.STUDENT_OUTPUT, [16, len(charset) + 1])]
+    params = {key: value.string_value for key, value in config.parameters.items()}
+    assert params[serving.STUDENT_DIGEST_KEY] == student_digest(student)
+    assert params[serving.STUDENT_VERSION_KEY] == "1"
+    # The NGC container serves the same file with its ONNX Runtime backend, next to libtorch.
+    ngc = tmp_path / "ngc"
+    export_run(served_run, ngc, cnn_backend="libtorch", recognizer=student)
+    config = _config(ngc, core.STUDENT_MODEL)
+    assert config.backend == "onnxruntime" and config.default_model_filename == core.STUDENT_FILE
+    assert [p.name for p in (ngc / core.STUDENT_MODEL / "1").iterdir()] == [core.STUDENT_FILE]
+    assert verify_export(ngc) == []
+    # Tampering with the served copy is what `oanet export --verify` (and Triton at load) refuses.
+    with open(ngc / core.STUDENT_MODEL / "1" / core.STUDENT_FILE, "ab") as handle:
+        handle.write(b"\0")
+    assert any(f"sha256 mismatch: {core.STUDENT_MODEL}/1/{core.STUDENT_FILE}" in p for p in verify_export(ngc))
+
+
+def test_a_version_without_a_student_leaves_the_older_student_where_it_is(student_repo: Path, served_run: Path,
+                                                                          tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(student_repo, repo)
+    assert export_run(served_run, repo)[0] == 2
+    assert not (repo / core.STUDENT_MODEL / "2").exists() and (repo / core.STUDENT_MODEL / "1").is_dir()
+    assert verify_export(repo) == [] and verify_export(repo, 1) == []
+    assert _config(repo, core.STUDENT_MODEL).parameters["oanet_version"].string_value == "1"

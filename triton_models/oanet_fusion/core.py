@@ -100,6 +100,13 @@ BRANCH_PROBABILITIES = "BRANCH_PROBABILITIES"  # FP32 [3] image, params, fused
 GATE_WEIGHTS = "GATE_WEIGHTS"  # FP32 [3] image, params, fused
 KL_SCORES = "KL_SCORES"  # FP32 [2] image, params
 
+# The line's OCR student (`oanet ocr distill`), served by Triton when exported with it
+# (`oanet export --recognizer`): one field line per row. The names are also the ONNX graph's.
+STUDENT_MODEL = "oanet_ocr_student"
+STUDENT_FILE = "recognizer.onnx"  # the ONNX graph, in the student's folder and the served model's
+STUDENT_INPUT = "lines"  # FP32 [1, H, W] per line: ink in [0, 1] on black (stream.ocr.student.line_input)
+STUDENT_OUTPUT = "logits"  # FP32 [T, C] per line: CTC time steps x (blank + charset)
+
 
 class CoreError(Exception):
     """Artifacts or inputs the fusion core cannot use (message meant for a user)."""
@@ -142,6 +149,14 @@ def io_spec(image_size: int, embedding_dim: int, n_features: int) -> dict[str, A
             ],
             "outputs": verdict_outputs,
         },
+    }
+
+
+def student_io_spec(height: int, width: int, steps: int, classes: int) -> dict[str, Any]:
+    """Tensor names, dtypes and per-line shapes of the OCR student model."""
+    return {
+        "inputs": [{"name": STUDENT_INPUT, "dtype": "FP32", "dims": [1, height, width]}],
+        "outputs": [{"name": STUDENT_OUTPUT, "dtype": "FP32", "dims": [steps, classes]}],
     }
 
 

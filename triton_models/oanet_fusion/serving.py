@@ -1,5 +1,6 @@
-"""Serving helpers of the two Python-backend models, `oanet_fusion` and the CNN runner of
-`oanet_image_encoder`, and the model facts they publish to clients.
+"""Serving helpers of the Python-backend models, `oanet_fusion`, the CNN runner of
+`oanet_image_encoder` and the OCR student's runner `oanet_ocr_student`, and the model facts
+they publish to clients.
 
 Like `core.py`, this file is self-contained (numpy + the standard library; `core` is its
 sibling): `oanet export` copies it beside each model's `model.py`, which imports both from its
@@ -38,6 +39,7 @@ PREDICT_OUTPUTS = {
 }
 FUSION_INPUTS = (core.EMBEDDING, core.IMAGE_LOGIT, core.PARAM_VALUES, core.PARAM_MISSING)
 ENCODER_INPUTS = (core.ROI_INPUT,)
+STUDENT_INPUTS = (core.STUDENT_INPUT,)
 
 # config.pbtxt `parameters` of oanet_fusion that describe the served version to clients; the
 # fusion model refuses to load when they disagree with its own artifacts.
@@ -48,6 +50,18 @@ PROFILE_KEY = "line_profile"
 CPU_THREADS = "cpu_threads"  # threads per instance; "0" = the machine's cores / instances; absent = 1
 GATE_METRIC = "oanet_gate_deactivations_total"
 MODELS = (core.ENCODER_MODEL, core.FUSION_MODEL, core.ENSEMBLE_MODEL)
+# config.pbtxt `parameters` of oanet_ocr_student: the version it belongs to and the digest of the
+# student files it was exported from (`stream.ocr.student.student_digest`), which a worker
+# compares with its own copy's before it sends lines (stream/ocr/student_server.py).
+STUDENT_VERSION_KEY = "oanet_version"
+STUDENT_DIGEST_KEY = "student_digest"
+# The student's recognizer.json (charset, thresholds, glyph widths), for workers that cannot read
+# the repository: they read with the served network and this calibration.
+STUDENT_META_KEY = "student_meta"
+# Not in MODELS: a version has an OCR student only when exported with one, and an older
+# version's student may stay served beside a newer version without one (the client checks
+# the digest it serves, never the version alone).
+OPTIONAL_MODELS = (core.STUDENT_MODEL,)
 
 
 class RequestRejected(Exception):
@@ -120,6 +134,23 @@ def check_fusion_request(arrays: Mapping[str, np.ndarray], feature_names: Sequen
             raise RequestRejected(f"{core.PARAM_VALUES} of frame {frame}, field {feature_names[field]!r}, {what}")
     if not (np.isfinite(embedding).all() and np.isfinite(logit).all()):
         raise RequestRejected(f"{core.EMBEDDING} and {core.IMAGE_LOGIT} must be finite")
+
+
+def check_student_request(arrays: Mapping[str, np.ndarray]) -> None:
+    """RequestRejected unless every line is what `stream.ocr.student.line_input` makes: finite
+    values in [0, 1] (Triton has checked the dtype and the [1, H, W] shape)."""
+    lines = arrays[core.STUDENT_INPUT]
+    if not np.isfinite(lines).all():
+        raise RequestRejected(f"{core.STUDENT_INPUT} must be finite")
+    if lines.size and (lines.min() < 0.0 or lines.max() > 1.0):
+        raise RequestRejected(f"{core.STUDENT_INPUT} must lie in [0, 1] (ink stretched on black), got "
+                              f"[{float(lines.min()):.3g}, {float(lines.max()):.3g}]")
+
+
+def student_parameters(version: int, digest: str, meta: Mapping[str, Any]) -> dict[str, str]:
+    """config.pbtxt parameters of oanet_ocr_student (see STUDENT_DIGEST_KEY, STUDENT_META_KEY)."""
+    return {STUDENT_VERSION_KEY: str(int(version)), STUDENT_DIGEST_KEY: digest,
+            STUDENT_META_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":"))}
 
 
 def fusion_outputs(prediction: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -213,7 +244,8 @@ def served_versions(repo: Path) -> dict[str, int | None]:
     return {model: max(model_versions(repo, model), default=None) for model in MODELS}
 
 
-def repository_problems(repo: str | Path, model: str, version: int, *, files: bool = True) -> list[str]:
+def repository_problems(repo: str | Path, model: str, version: int, *, files: bool = True,
+                        one_version: bool = True) -> list[str]:
     """Why version `version` of `model` must not be served from `repo`; [] when it may.
 
     The manifest (`oanet_fusion/<v>/manifest.json`) must be readable, of this format, for this
@@ -221,7 +253,8 @@ def repository_problems(repo: str | Path, model: str, version: int, *, files: bo
     fusion model, which holds the manifest; `model.py` has run that before importing this file,
     hence `files=False` at load). All three models must serve the same version: the fusion's
     reference statistics belong to one CNN, and a stray or missing version folder would
-    silently pair a CNN with another version's fusion stage.
+    silently pair a CNN with another version's fusion stage. `one_version=False` (the optional
+    OCR student, whose clients check what it serves) skips that last rule.
     """
     repo = Path(repo)
     manifest, problem = core.read_version_manifest(repo / core.FUSION_MODEL / str(version))
@@ -239,6 +272,8 @@ def repository_problems(repo: str | Path, model: str, version: int, *, files: bo
         only = None if model == core.FUSION_MODEL else model
         problems += integrity.version_problems(repo / model / str(version), integrity.environment_key(),
                                                only_model=only)
+    if not one_version:
+        return problems
     served = served_versions(repo)
     stray = {m: v for m, v in served.items() if v != version}
     if stray:
@@ -260,13 +295,15 @@ def info_mismatches(params: Mapping[str, str], version: int, fusion_config: Mapp
 # --------------------------------------------------------------------------- Triton glue
 
 
-def checked_version(pb_utils: Any, args: Mapping[str, str]) -> tuple[dict[str, Any], str, int, Path]:
+def checked_version(pb_utils: Any, args: Mapping[str, str],
+                    one_version: bool = True) -> tuple[dict[str, Any], str, int, Path]:
     """(model config, model name, version, version folder) of a model being loaded by Triton
     (`initialize(args)`), after `repository_problems` found nothing; else the load is refused."""
     config = json.loads(args["model_config"])
     name, version = args["model_name"], int(args["model_version"])
     model_dir = Path(args["model_repository"])
-    problems = repository_problems(model_dir.parent, name, version, files=False)  # model.py checked them
+    problems = repository_problems(model_dir.parent, name, version, files=False,  # model.py checked them
+                                   one_version=one_version)
     if problems:
         refuse(pb_utils, name, version, problems)
     return config, name, version, model_dir / str(version)

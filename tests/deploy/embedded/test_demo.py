@@ -43,7 +43,7 @@ def test_demo_verdicts_the_held_out_frames_and_leaves_nothing_running(run_oanet,
     every line falls back to PaddleOCR; tests/stream/ocr cover what a trained one reads)."""
     from oanet.dataset import load_dataset
     from oanet.profile import load_profile
-    from tests.training.test_export_recognizer import make_student
+    from tests.serving_fixtures import make_student
 
     student = make_student(load_profile(served_run / "model" / "profile.yaml"), tmp_path / "student")
     held_out = len(load_dataset(served_dataset).split("test"))
