@@ -49,6 +49,10 @@ class StudentServer:
         object.__setattr__(self, "url", str(self.grpc.get("url", "")))
 
 
+# gRPC statuses of a server that was not reached or did not reply in time.
+_NO_ANSWER = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"})
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "message", lambda: None)() or exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
@@ -72,6 +76,9 @@ def served_student(grpc: dict[str, Any], local_digest: str | None, timeout_s: fl
         max_batch = int(config.get("max_batch_size", 0))
         ready = version > 0 and client.is_model_ready(core.STUDENT_MODEL, str(version), client_timeout=timeout_s)
     except InferenceServerException as exc:
+        if str(exc.status()) in _NO_ANSWER:  # not an answer about the model: do not start on a guess
+            raise StudentError(f"Triton at {url} did not answer about {core.STUDENT_MODEL}: {_first_line(exc)}"
+                               ) from None
         raise StudentNotServed(f"Triton at {url} serves no OCR student {core.STUDENT_MODEL} ({_first_line(exc)}): "
                                "export the version with `oanet export --recognizer DIR`, or set "
                                "worker.student_inference=local") from None

@@ -24,7 +24,7 @@ from stream.ocr.engine import OcrEngine
 from stream.ocr.errors import StudentError
 from stream.ocr.records import ENGINE_PADDLE
 from stream.ocr.student import OnnxStudentNetwork, Student, student_digest
-from stream.ocr.student_server import StudentServer, TritonStudentNetwork, served_student
+from stream.ocr.student_server import StudentNotServed, StudentServer, TritonStudentNetwork, served_student
 from stream.worker import ocr_stage
 from stream.worker.errors import WorkerError
 from stream.worker.repository import ocr_settings_for, read_exported, student_server_for
@@ -118,8 +118,10 @@ def test_a_worker_does_not_start_with_another_served_student(grpc: dict, student
     with pytest.raises(StudentError, match=f"serves the student {student_digest(student)}, not the one this worker "
                                            f"reads with \\({student_digest(other)}\\)"):
         served_student(grpc, student_digest(other))
-    with pytest.raises(StudentError, match="serves no OCR student"):
-        served_student({"url": grpc["url"].rsplit(":", 1)[0] + ":1", "ssl": False}, student_digest(student), 2.0)
+    # No server there: not a "serves none", which a worker without files would take as PaddleOCR only.
+    with pytest.raises(StudentError, match=f"did not answer about {core.STUDENT_MODEL}") as unreached:
+        served_student({"url": grpc["url"].rsplit(":", 1)[0] + ":1", "ssl": False}, None, 2.0)
+    assert not isinstance(unreached.value, StudentNotServed)
 
 
 def test_the_worker_sends_its_student_lines_to_triton(student_stack: EmbeddedStack, student: Path) -> None:
