@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import BenchError
-from bench.e2e.stages import cpu_seconds
+from bench.e2e.stages import cpu_seconds_by_process
 from bench.e2e.traffic import Answers, Camera, Frames
 from oanet.settings import Settings
 
@@ -21,11 +21,20 @@ class EndToEnd:
     seconds: float = 0.0
     rss: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, bytes)
     backlog: list[int] = field(default_factory=list)  # frames waiting, sampled before each top-up
-    cpu_s: float = 0.0  # CPU time of the worker, its OCR processes, Triton and the broker while measured
+    # CPU time while measured, by process: the worker, its OCR processes, Triton and the broker
+    cpu_by_process: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self.cpu_by_process.values())
 
     @property
     def cpu_ms_per_frame(self) -> float:
         return self.cpu_s / self.verdicts * 1000 if self.verdicts else float("nan")
+
+    def cpu_ms_per_frame_by_process(self) -> dict[str, float]:
+        return {name: seconds / self.verdicts * 1000 if self.verdicts else float("nan")
+                for name, seconds in self.cpu_by_process.items()}
 
     @property
     def rate(self) -> float:
@@ -87,7 +96,7 @@ class Backlog:
 
 
 def end_to_end(settings: Settings, frames: Frames, worker, answers: Answers, backlog: int, warmup_s: float,
-               duration_s: float, progress: Callable[[str], None], service_pids: list[int],
+               duration_s: float, progress: Callable[[str], None], services: Mapping[str, int],
                prefix: str = "e2e", camera: Camera | None = None) -> tuple[EndToEnd, Camera]:
     """Verdicts/s over `duration_s` after `warmup_s`, with the worker's RSS and the backlog sampled
     every second; returns the figures and the camera (the latency runs reuse it; a later run may
@@ -100,8 +109,7 @@ def end_to_end(settings: Settings, frames: Frames, worker, answers: Answers, bac
     measure_from = start + warmup_s
     until = measure_from + duration_s
     counted_from = None
-    cpu_from = 0.0
-    pids = [worker.pid, *service_pids]
+    cpu_from: dict[str, float] = {}
     next_report = start + 30
     while True:
         if not worker.alive():
@@ -111,7 +119,7 @@ def end_to_end(settings: Settings, frames: Frames, worker, answers: Answers, bac
         now = time.monotonic()
         if now >= measure_from:
             if counted_from is None:
-                counted_from, cpu_from, measure_from = answers.count(), cpu_seconds(pids), now
+                counted_from, cpu_from, measure_from = answers.count(), cpu_seconds_by_process(worker.pid, services), now
                 until = measure_from + duration_s
             result.rss.append((now - measure_from, worker.family_rss()))
             result.backlog.append(left)
@@ -124,7 +132,8 @@ def end_to_end(settings: Settings, frames: Frames, worker, answers: Answers, bac
         time.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
     result.verdicts = answers.count() - (counted_from or 0)
     result.seconds = time.monotonic() - measure_from
-    result.cpu_s = cpu_seconds(pids) - cpu_from
+    cpu_to = cpu_seconds_by_process(worker.pid, services)
+    result.cpu_by_process = {name: cpu_to[name] - cpu_from.get(name, 0.0) for name in cpu_to}
     answers.wait_for(standing.frame_ids(), timeout_s=600)  # drain before the latency runs
     return result, camera
 

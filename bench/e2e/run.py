@@ -56,14 +56,14 @@ class BenchOptions:
 
 
 @contextmanager
-def _stack(repo: Path, state: Path) -> Iterator[tuple[Settings, list[int]]]:
-    """The embedded stack serving `repo` on free ports: (settings, the services' pids)."""
+def _stack(repo: Path, state: Path) -> Iterator[tuple[Settings, dict[str, int]]]:
+    """The embedded stack serving `repo` on free ports: (settings, each service's pid by name)."""
     stack_settings = free_port_settings(state / "stack", repo, startup_timeout_s=300)
     stack = EmbeddedStack(stack_settings)
     stack.up()
     try:
-        pids = [status.pid for status in stack.status() if status.pid is not None]
-        yield load_settings(stack=stack_settings.model_dump()), pids
+        services = {status.name: status.pid for status in stack.status() if status.pid is not None}
+        yield load_settings(stack=stack_settings.model_dump()), services
     finally:
         stack.down()
 
@@ -130,7 +130,13 @@ def _ratio_lines(slowest: Stage, again: Stage, e2e: EndToEnd, end_to_end_line: s
                      f"broker), {slowest.name} alone {slowest.cpu_ms_per_frame:.0f} ms: where CPU is the limit "
                      f"and the machine is the pipeline's alone, end to end / slowest = "
                      f"{slowest.cpu_ms_per_frame / e2e.cpu_ms_per_frame:.2f}")
+    lines.append(f"  {_by_process(e2e)}")
     return lines
+
+
+def _by_process(e2e: EndToEnd) -> str:
+    parts = ", ".join(f"{name} {ms:.0f} ms" for name, ms in e2e.cpu_ms_per_frame_by_process().items())
+    return f"CPU per frame by process: {parts}"
 
 
 def _student_line(student: EndToEnd, without: EndToEnd) -> str:
@@ -162,7 +168,7 @@ def run(options: BenchOptions, progress: Callable[[str], None] = lambda line: No
     say = progress
     progress = lambda line: say(f"{time.monotonic() - began:5.0f} s  {line}")  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="oanet-bench-e2e-") as tmp, ExitStack() as cleanup:
-        settings, service_pids = cleanup.enter_context(_stack(options.repo, Path(tmp)))
+        settings, services = cleanup.enter_context(_stack(options.repo, Path(tmp)))
         settings = _bench_settings(settings, options)
         create_topics(settings.kafka, settings.topics)
 
@@ -190,7 +196,7 @@ def run(options: BenchOptions, progress: Callable[[str], None] = lambda line: No
         progress(f"end to end: standing backlog of {backlog} frames, {options.warmup_s:g} s warm-up, "
                  f"{options.duration_s:g} s measured")
         e2e, camera = end_to_end(settings, frames, worker, answers, backlog, options.warmup_s, options.duration_s,
-                                 progress, service_pids)
+                                 progress, services)
         cleanup.callback(camera.close)
         end_to_end_line = (f"end to end (1 worker, {options.ocr_processes} OCR process(es), window {options.window}, "
                            f"frames waiting {min(e2e.backlog)}-{max(e2e.backlog)}, {e2e.seconds:.0f} s after "
@@ -218,9 +224,10 @@ def run(options: BenchOptions, progress: Callable[[str], None] = lambda line: No
             progress(f"end to end without the OCR student: {options.warmup_s:g} s warm-up, "
                      f"{options.duration_s:g} s measured")
             without, _ = end_to_end(settings, frames, paddle, answers, backlog, options.warmup_s, options.duration_s,
-                                    progress, service_pids, prefix="e2e-paddleocr", camera=camera)
+                                    progress, services, prefix="e2e-paddleocr", camera=camera)
             paddle.stop()
             report.append(_student_line(e2e, without))
+            report.append(f"  without the student, {_by_process(without)}")
         progress(f"stage alone again: {slowest.name}")
         again = bench.measure(slowest.name)
         lines += _ratio_lines(slowest, again, e2e, end_to_end_line)

@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import psutil
@@ -53,26 +53,41 @@ class Stage:
         return None if self.cpu_s is None or not self.frames else self.cpu_s / self.frames * 1000
 
 
+OCR_PROCESSES = "OCR processes"
+
+
+def _own_cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
+def _family(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def cpu_seconds_by_process(worker_pid: int, services: Mapping[str, int]) -> dict[str, float]:
+    """CPU time so far, user + system, of the worker's own process ("worker"), of the processes
+    it started (OCR_PROCESSES) and of each service with everything it started (by name). Where
+    the end-to-end CPU per frame goes: the OCR pool, Triton, the worker's loop or the broker.
+    A process that ended before the call is not counted."""
+    family = _family(worker_pid)
+    seconds = {"worker": sum(_own_cpu(p) for p in family[:1]), OCR_PROCESSES: sum(_own_cpu(p) for p in family[1:])}
+    for name, pid in services.items():
+        seconds[name] = sum(_own_cpu(p) for p in _family(pid))
+    return seconds
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of these processes and of everything they started, so far."""
-    seen: set[int] = set()
-    total = 0.0
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            family = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            continue
-        for process in family:
-            if process.pid in seen:
-                continue
-            seen.add(process.pid)
-            try:
-                times = process.cpu_times()
-            except psutil.Error:
-                continue
-            total += times.user + times.system
-    return total
+    processes = {p.pid: p for pid in pids for p in _family(pid)}
+    return sum(_own_cpu(p) for p in processes.values())
 
 
 def pool_stage(name: str, how: str, executor: concurrent.futures.Executor, call: Callable, frames: Frames,

@@ -3,12 +3,16 @@ Speed itself is not asserted: the command prints its figures (docs/benchmarks.md
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
 from oanet.cli import main
 from bench.e2e.endtoend import EndToEnd
+from bench.e2e.stages import OCR_PROCESSES, cpu_seconds_by_process
 
 
 @pytest.mark.slow
@@ -27,6 +31,8 @@ def test_bench_e2e_prints_stages_ratio_memory_and_latency(line_t_dataset, model_
                      r"\d+\.\d frames/s = \d+\.\d\d x the slowest stage alone \(target >= 0\.8: (met|missed)\)$",
                      out, re.MULTILINE), out
     assert re.search(r"^  CPU per frame: end to end \d+ ms .* end to end / slowest = \d+\.\d\d$", out, re.MULTILINE), out
+    assert re.search(r"^  CPU per frame by process: worker \d+ ms, OCR processes \d+ ms, broker \d+ ms, triton \d+ ms$",
+                     out, re.MULTILINE), out
     assert re.search(r"^memory .* largest deviation \d+\.\d% \(target \+-5%: (met|missed)\); second half [+-]\d+\.\d%$",
                      out, re.MULTILINE), out
     assert re.search(r"^latency produce-to-verdict: one frame alone \(2 frames\) median \d+ ms .* p99 \d+ ms = "
@@ -53,6 +59,8 @@ def test_bench_e2e_compares_the_worker_with_and_without_its_ocr_student(line_t_d
     assert re.search(r"^  ocr pool, PaddleOCR only +\d+\.\d frames/s", out, re.MULTILINE), out
     assert re.search(r"^frames/s per worker with the OCR student \d+\.\d \(\d+ ms CPU per frame\), without it "
                      r"\d+\.\d .*: \d+\.\d\dx$", out, re.MULTILINE), out
+    assert re.search(r"^  without the student, CPU per frame by process: worker \d+ ms, OCR processes \d+ ms, ",
+                     out, re.MULTILINE), out
     assert "exited with code" not in out
 
 
@@ -64,6 +72,25 @@ def test_memory_figures_are_relative_to_the_first_tenth(tmp_path):
     e2e.write_samples(tmp_path / "rss.csv")
     lines = (tmp_path / "rss.csv").read_text().splitlines()
     assert lines[0] == "seconds,rss_bytes,backlog" and lines[-1] == f"19.0,{105 * 2**20},3" and len(lines) == 21
+
+
+def test_cpu_by_process_splits_the_worker_from_the_processes_it_started():
+    # A real child that burns about 0.3 s of CPU and then waits: its time is the OCR processes'
+    # share, not the worker's, and a service is counted with its own family.
+    burn = "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nprint(1, flush=True)\nsys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == b"1"
+        seconds = cpu_seconds_by_process(os.getpid(), {"service": child.pid})
+    finally:
+        child.kill()
+        child.wait()
+    assert set(seconds) == {"worker", OCR_PROCESSES, "service"}
+    assert seconds[OCR_PROCESSES] >= 0.25 and seconds["service"] >= 0.25
+    assert seconds["worker"] == pytest.approx(sum(os.times()[:2]), abs=0.5)
+    e2e = EndToEnd(verdicts=10, cpu_by_process={"worker": 0.1, OCR_PROCESSES: 0.5})
+    assert e2e.cpu_ms_per_frame == pytest.approx(60.0)
+    assert e2e.cpu_ms_per_frame_by_process() == pytest.approx({"worker": 10.0, OCR_PROCESSES: 50.0})
 
 
 @pytest.mark.parametrize(("args", "message"), [(["--duration", "0"], "--duration must be positive"),
