@@ -119,7 +119,8 @@ def end_to_end(settings: Settings, frames: Frames, worker, answers: Answers, bac
         now = time.monotonic()
         if now >= measure_from:
             if counted_from is None:
-                counted_from, cpu_from, measure_from = answers.count(), cpu_seconds_by_process(worker.pid, services), now
+                counted_from, measure_from = answers.count(), now
+                cpu_from = cpu_seconds_by_process(worker.pid, services)
                 until = measure_from + duration_s
             result.rss.append((now - measure_from, worker.family_rss()))
             result.backlog.append(left)

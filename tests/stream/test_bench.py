@@ -77,7 +77,8 @@ def test_memory_figures_are_relative_to_the_first_tenth(tmp_path):
 def test_cpu_by_process_splits_the_worker_from_the_processes_it_started():
     # A real child that burns about 0.3 s of CPU and then waits: its time is the OCR processes'
     # share, not the worker's, and a service is counted with its own family.
-    burn = "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nprint(1, flush=True)\nsys.stdin.read()"
+    burn = ("import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+            "print(1, flush=True)\nsys.stdin.read()")
     child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert child.stdout.readline().strip() == b"1"
