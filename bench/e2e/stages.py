@@ -53,6 +53,7 @@ class Stage:
         return None if self.cpu_s is None or not self.frames else self.cpu_s / self.frames * 1000
 
 
+WORKER = "worker"
 OCR_PROCESSES = "OCR processes"
 
 
@@ -73,12 +74,12 @@ def _family(pid: int) -> list[psutil.Process]:
 
 
 def cpu_seconds_by_process(worker_pid: int, services: Mapping[str, int]) -> dict[str, float]:
-    """CPU time so far, user + system, of the worker's own process ("worker"), of the processes
+    """CPU time so far, user + system, of the worker's own process (WORKER), of the processes
     it started (OCR_PROCESSES) and of each service with everything it started (by name). Where
     the end-to-end CPU per frame goes: the OCR pool, Triton, the worker's loop or the broker.
     A process that ended before the call is not counted."""
     family = _family(worker_pid)
-    seconds = {"worker": sum(_own_cpu(p) for p in family[:1]), OCR_PROCESSES: sum(_own_cpu(p) for p in family[1:])}
+    seconds = {WORKER: sum(_own_cpu(p) for p in family[:1]), OCR_PROCESSES: sum(_own_cpu(p) for p in family[1:])}
     for name, pid in services.items():
         seconds[name] = sum(_own_cpu(p) for p in _family(pid))
     return seconds
