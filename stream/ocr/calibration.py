@@ -11,8 +11,8 @@ lines) fall back whatever their confidence, so they do not set it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from stream.ocr.student import (
     line_steps,
     other_labels_of,
     unexplained_ink,
+    value_charset,
     value_glyphs,
     value_text,
     well_formed_read,
@@ -133,8 +134,10 @@ class HeldOutViews:
                 out.append(Outcome(kind, spec.name, None, correct, ink_refused=True))
             else:
                 # As many characters as the printed value: a glyph read as another.
-                swapped = not correct and len(value_text(spec, reading.value)) == len(value_text(spec, line.value))
-                out.append(Outcome(kind, spec.name, reading.confidence, correct, substitution=swapped))
+                printed, read_value = value_text(spec, line.value), value_text(spec, reading.value)
+                swapped = not correct and len(read_value) == len(printed)
+                swaps = frozenset((a, b) for a, b in zip(printed, read_value) if a != b) if swapped else frozenset()
+                out.append(Outcome(kind, spec.name, reading.confidence, correct, substitution=swapped, swaps=swaps))
         return out
 
 
@@ -149,6 +152,9 @@ class Outcome:
     ink_refused: bool = False  # well formed, but refused by the ink check (`unexplained_ink`)
     # wrong with as many characters as the printed value: a glyph read as another ("6" for "8")
     substitution: bool = False
+    # a substitution's (printed, read) characters where they differ; empty: not known, so the
+    # substitution counts for every field
+    swaps: frozenset[tuple[str, str]] = frozenset()
 
 
 # A field gets a threshold of its own only when at least this many of its calibration views
@@ -164,11 +170,13 @@ MIN_FIELD_VIEWS = 200
 class Thresholds:
     """The confidence a student read of each field needs: `by_field` where calibration set
     one, else `default` (the pooled threshold, above every field's wrong reads). `floor`: the
-    least any field's own threshold may be (above every field's substitutions)."""
+    highest of the floors, above every substitution; `floor_by_field`: the least each field's
+    own threshold may be (above the substitutions its characters allow)."""
 
     default: float
     by_field: dict[str, float]
     floor: float = 0.0
+    floor_by_field: dict[str, float] = field(default_factory=dict)
 
     def of(self, name: str) -> float:
         return self.by_field.get(name, self.default)
@@ -178,12 +186,21 @@ def _just_above(confidences: Sequence[float], floor: float) -> float:
     return max(floor, float(np.nextafter(max(confidences), 1.0)) if confidences else 0.0)
 
 
+def _swap_possible(outcome: Outcome, chars: frozenset[str] | None) -> bool:
+    """Whether `outcome`'s substitution could happen in a field whose values hold `chars` (None
+    or no swaps recorded: assume it could)."""
+    return chars is None or not outcome.swaps or any(a in chars and b in chars for a, b in outcome.swaps)
+
+
 def calibrate_outcomes(
-    outcomes: Sequence[Outcome], min_threshold: float, min_field_views: int = MIN_FIELD_VIEWS
+    outcomes: Sequence[Outcome], min_threshold: float, min_field_views: int = MIN_FIELD_VIEWS,
+    value_chars: Mapping[str, frozenset[str]] | None = None,
 ) -> tuple[Thresholds, dict[str, Any]]:
     """Each field's lowest threshold above every wrong well-formed read of that field and above
-    every field's substitutions (never below `min_threshold`), and what they leave to
-    PaddleOCR, by kind of view.
+    every field's substitutions that its characters allow (never below `min_threshold`), and
+    what they leave to PaddleOCR, by kind of view. `value_chars`: field name -> the characters
+    its value part holds (`student.value_charset`); without it every substitution counts for
+    every field.
 
     A field with fewer than `min_field_views` views that reach a threshold keeps the pooled one
     (`Thresholds.default`: above every field's wrong reads). One pooled threshold for all fields
@@ -193,25 +210,33 @@ def calibrate_outcomes(
     Substitutions (a glyph read as another: "PRESSURE102.6kPa" for 102.8, "VAC-78.8kPa" for
     -78.6) set every field's floor: the digits are the same glyphs in every field, and the ink
     check cannot see them. With a field's own wrong reads only, a student whose pressure lines
-    had no wrong calibration read accepted "102.6" for 102.8 at 0.70 on test frames.
+    had no wrong calibration read accepted "102.6" for 102.8 at 0.70 on test frames. But a
+    substitution only floors the fields where both of its glyphs can be printed: a spliced
+    student's most confident wrong reads were letters of unseen lot ids, and with them in every
+    field's floor, 14% of the clean number lines of unseen lots fell back (docs/benchmarks.md).
     """
     wrong = [o for o in outcomes if o.confidence is not None and not o.correct]
+    substitutions = [o for o in wrong if o.substitution]
     pooled = _just_above([o.confidence for o in wrong], min_threshold)
-    floor = _just_above([o.confidence for o in wrong if o.substitution], min_threshold)
+    floor = _just_above([o.confidence for o in substitutions], min_threshold)
     by_field: dict[str, int] = {}
     for o in wrong:
         by_field[o.field] = by_field.get(o.field, 0) + 1
     own: dict[str, float] = {}
+    floors: dict[str, float] = {}
     for name in sorted({o.field for o in outcomes}):
+        chars = value_chars.get(name) if value_chars is not None else None
+        floors[name] = _just_above([o.confidence for o in substitutions if _swap_possible(o, chars)], min_threshold)
         reachable = [o for o in outcomes if o.field == name and o.confidence is not None]
         if len(reachable) >= min_field_views:
-            own[name] = _just_above([o.confidence for o in reachable if not o.correct], floor)
-    thresholds = Thresholds(pooled, own, floor)
+            own[name] = _just_above([o.confidence for o in reachable if not o.correct], floors[name])
+    thresholds = Thresholds(pooled, own, floor, floors)
     refused = [o for o in outcomes if o.ink_refused]
     stats: dict[str, Any] = {"lines": sum(1 for o in outcomes if o.kind == KIND_PRINTED),
                              "wrong_but_well_formed": len(wrong), "wrong_by_field": dict(sorted(by_field.items())),
                              "thresholds_by_field": {k: round(v, 4) for k, v in own.items()},
                              "substitution_floor": round(floor, 4),
+                             "substitution_floor_by_field": {k: round(v, 4) for k, v in floors.items()},
                              "ink_refused": {"wrong": sum(1 for o in refused if not o.correct),
                                              "right": sum(1 for o in refused if o.correct)}}
     for kind in (KIND_PRINTED, KIND_NUISANCE):
@@ -271,7 +296,13 @@ def calibrate(
     """The thresholds above which no held-out read the engine would accept is wrong (views drawn
     with `seed`); `net`: the torch network, or a saved `Student` (`oanet ocr calibrate`)."""
     views = HeldOutViews.of(lines, CALIBRATION_NUISANCES, seed, height, width)
-    return calibrate_outcomes(views.outcomes(net, profile, charset, widths), min_threshold)
+    return calibrate_outcomes(views.outcomes(net, profile, charset, widths), min_threshold,
+                              value_chars=value_charsets(profile))
+
+
+def value_charsets(profile) -> dict[str, frozenset[str]]:
+    """Field name -> the characters its value part holds (`calibrate_outcomes`)."""
+    return {spec.name: value_charset(spec) for spec in profile.fields}
 
 
 def glyph_widths(lines: Sequence[Line], profile, height: int, width: int) -> GlyphWidths:

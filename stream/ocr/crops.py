@@ -16,8 +16,10 @@ from stream.ocr.errors import FrameMismatchError, ImageDecodeError
 # A frame is scaled to the profile frame when its aspect ratio is within this of the
 # profile's; beyond that the layout cannot be the profile's (e.g. portrait vs landscape).
 MAX_ASPECT_MISMATCH = 0.10
-# Ink: pixels this far (grey levels) from their column's background, at least.
+# Ink: pixels this far (grey levels) from their column's background, at least, and at least
+# this many times the slot's noise (the median distance of its pixels from their background).
 MIN_INK_CONTRAST = 28
+NOISE_FACTOR = 6.0
 # Connected ink blobs smaller than this many pixels are sensor noise, not strokes or dots.
 MIN_BLOB_AREA = 4
 # Rows holding at least this share of the densest row's ink belong to the text band.
@@ -82,22 +84,35 @@ def ink_mask(gray: np.ndarray) -> np.ndarray:
     """Pixels that differ from their column's background; either polarity of print."""
     # The median of a column is background as long as text covers less than half of it,
     # which holds for a line slot; per column so a lighting gradient does not read as ink.
-    background = np.median(gray, axis=0, keepdims=True)
+    background = _column_medians(gray)
     diff = np.abs(gray.astype(np.int16) - background.astype(np.int16))
-    noise = float(np.median(diff))
-    return (diff > max(MIN_INK_CONTRAST, 6.0 * noise)).astype(np.uint8)
+    threshold = MIN_INK_CONTRAST
+    # The noise only matters when it is high enough to raise the threshold: it cannot be when
+    # half the pixels are below that level, and a whole median costs more than counting them.
+    if np.count_nonzero(diff > MIN_INK_CONTRAST / NOISE_FACTOR) > (diff.size - 1) // 2:
+        threshold = max(MIN_INK_CONTRAST, NOISE_FACTOR * float(np.median(diff)))
+    return (diff > threshold).astype(np.uint8)
+
+
+def _column_medians(gray: np.ndarray) -> np.ndarray:
+    """np.median(gray, axis=0) of a grey image, partially sorting its columns as rows: numpy's
+    own works on the strided columns, and takes a third longer on a slot."""
+    rows = gray.shape[0]
+    middle = sorted({(rows - 1) // 2, rows // 2})
+    return np.partition(cv2.transpose(gray), middle, axis=1)[:, middle].mean(axis=1)
 
 
 def ink_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
     """[x, y, w, h] around the ink of a line slot, or None when the slot is blank."""
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    mask = ink_mask(gray)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    ink = ink_mask(gray)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= MIN_BLOB_AREA
     keep[0] = False  # label 0 is the background
     if not keep.any():
         return None
-    mask = keep[labels]
+    # Most slots have no speck to drop, and looking every pixel's blob up costs more than the rest.
+    mask = ink.astype(bool) if keep[1:].all() else keep[labels]
     # The text band: rows with a real share of the line's ink. Bounding boxes of blobs would
     # follow a thin artefact (a blur/JPEG streak, a neighbour's descender) to the slot edge
     # and shrink the text the recognizer sees; row projections ignore it.

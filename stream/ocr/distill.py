@@ -59,6 +59,7 @@ from stream.ocr.calibration import (
     glyph_widths,
     split_frames,
     text_groups,
+    value_charsets,
 )
 from stream.ocr.errors import OcrError, StudentError
 from stream.ocr.ink import GlyphWidths
@@ -365,6 +366,7 @@ def train(
     torch.set_num_threads(config.threads or torch.get_num_threads())
     rng = np.random.default_rng(config.seed)
     fields = profile.fields
+    value_chars = value_charsets(profile)
     targets = []
     for line in lines:
         ids = encode_text(target_text(fields[line.field], line.value), charset) if line.value is not None else None
@@ -388,7 +390,7 @@ def train(
             return None
         net.eval()
         outcomes = selection.outcomes(net, profile, charset, widths)
-        thresholds, stats = calibrate_outcomes(outcomes, config.min_threshold)
+        thresholds, stats = calibrate_outcomes(outcomes, config.min_threshold, value_chars=value_chars)
         net.train()
         point = Checkpoint(step, stats[KIND_PRINTED]["fallback_rate"] or 0.0,
                            stats[KIND_NUISANCE]["fallback_rate"] or 0.0, round(thresholds.default, 4),

@@ -84,9 +84,17 @@ def _print_calibration(threshold: float, calibration: dict[str, Any], out) -> No
     by_field = calibration.get("thresholds_by_field") or {}
     own = ", ".join(f"{name} {value:.3f}" for name, value in by_field.items())
     floor = calibration.get("substitution_floor")
-    print(f"confidence threshold {threshold:.4f} pooled"
-          + (f"; no field below {floor:.4f} (every field's substitutions)" if floor is not None and own else "")
-          + (f"; by field: {own}" if own else ""))
+    floors = calibration.get("substitution_floor_by_field") or {}
+    if floors and own:
+        least = min(floors.values())
+        raised = ", ".join(f"{name} {value:.3f}" for name, value in floors.items() if value > least)
+        floor_note = (f"; no field below {least:.4f} (the substitutions its characters allow"
+                      + (f"; higher for {raised}" if raised else "") + ")")
+    elif floor is not None and own:
+        floor_note = f"; no field below {floor:.4f} (every field's substitutions)"
+    else:
+        floor_note = ""
+    print(f"confidence threshold {threshold:.4f} pooled" + floor_note + (f"; by field: {own}" if own else ""))
     refused = calibration.get("ink_refused") or {}
     if refused:
         print(f"ink check (reads that leave a glyph out): refused {refused['wrong']} wrong and "

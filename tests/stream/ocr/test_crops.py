@@ -91,3 +91,23 @@ def test_group_rows_joins_boxes_of_one_line() -> None:
 
 def test_union_roi_is_clipped_to_the_frame() -> None:
     assert crops.union_roi([(10, 10, 20, 20), (100, 50, 10, 10)], 16, (105, 200)) == (0, 0, 105, 76)
+
+
+def test_noise_raises_the_ink_threshold() -> None:
+    """Rows alternating 100 and 110: every column's background is 105 (an even count's median is
+    the mean of its middle two), every pixel 5 from it, so ink must be 6 x 5 = 30 levels off."""
+    gray = np.tile(np.array([[100], [110]], np.uint8), (24, 60))
+    gray[1, 10], gray[3, 20] = 136, 134  # 31 and 29 levels off
+    assert np.flatnonzero(crops.ink_mask(gray)).tolist() == [1 * 60 + 10]
+
+
+@pytest.mark.parametrize("height", [1, 2, 47, 48])
+def test_column_backgrounds_are_the_medians(height: int) -> None:
+    gray = np.random.default_rng(height).integers(0, 256, (height, 33), np.uint8)
+    assert np.array_equal(crops._column_medians(gray), np.median(gray, axis=0))
+
+
+def test_a_speck_does_not_reach_the_box() -> None:
+    image = _line_image("TEMP: 172.4 C")
+    image[40:42, 480] = 20  # two pixels of noise, far right
+    assert crops.ink_box(image) == crops.ink_box(_line_image("TEMP: 172.4 C"))

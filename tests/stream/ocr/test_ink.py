@@ -196,3 +196,18 @@ def test_a_leading_plus_is_left_out_of_the_pairs() -> None:
     assert [c for c, _ in pairs] == list("1.59um")
     widths = dict(pairs)
     assert widths["1"] < widths["5"] and widths["."] < widths["5"]
+
+
+def test_runs_of_a_known_input() -> None:
+    """Runs are columns with ink, specks of fewer than 4 pixels dropped; a run's height spans its
+    first to its last ink row; two or more bands, each under half the text height, make a separator."""
+    image = np.zeros((HEIGHT, 60), np.float32)
+    image[4:24, 2:5] = 1.0  # a bar: the text height, 20 rows
+    image[8:12, 10:12] = image[16:20, 10:12] = 0.9  # ":"
+    image[4:12, 20:23] = image[16:24, 20:23] = 1.0  # two bands, each under half the text height
+    image[4:15, 30:32] = image[17:24, 30:32] = 1.0  # two bands, one longer than half of it
+    image[20, 40:43] = 1.0  # a speck of 3 pixels
+    image[5:9, 50:58] = 0.6  # cut at column 54 by `width`
+    assert ink_runs(image, 54) == [InkRun(2, 5, 20, False), InkRun(10, 12, 12, True), InkRun(20, 23, 20, True),
+                                   InkRun(30, 32, 20, False), InkRun(50, 54, 4, False)]
+    assert ink_runs(image[:, :1], None) == [] and ink_runs(np.full((3, 2), 0.5, np.float32)) == []

@@ -21,6 +21,7 @@ from stream.ocr.student import (
     split_value,
     step_confidence,
     target_text,
+    value_charset,
     well_formed_read,
 )
 from tests.stream.frames import DEFAULT_PROFILE
@@ -42,6 +43,13 @@ def test_charset_comes_from_the_profile(line_profile: LineProfile, line_b: LineP
     assert set("lmin/R") <= set(b) and "%" not in b and "%" in a
     assert a != b
     assert " " not in a and ":" not in a and "+" not in a
+
+
+def test_a_fields_value_charset_is_its_number_or_pattern_and_its_unit(line_profile: LineProfile) -> None:
+    assert value_charset(line_profile.field("pressure")) == set("0123456789.-+kPa")
+    lot = value_charset(line_profile.field("lot_id"))  # '^[A-Z]{2}[0-9]{4}-[0-9]{2}$'
+    assert lot == set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+    assert "Q" not in value_charset(line_profile.field("temp"))  # a lot's "Q" for "O" is no number's
 
 
 def test_targets_leave_spaces_separators_and_plus_to_the_blank(line_profile: LineProfile) -> None:
@@ -269,3 +277,41 @@ def test_the_learning_rate_holds_through_ctcs_blank_phase() -> None:
     assert learning_rate_factor(500, 1.0 - DECAY_SHARE) == 1.0
     assert learning_rate_factor(900, 0.8) == pytest.approx(0.5)
     assert learning_rate_factor(1000, 1.0) == pytest.approx(0.0)
+
+
+def test_a_blank_and_the_neighbours_count_where_the_collapsed_text_stays() -> None:
+    """Path 1 2 2 _: at step 1 the "2" emitted there and, blank there, the "2" emitted by the next
+    step are the same text, and so is a "1" held one step longer; at step 2 only blank is."""
+    probs = np.zeros((4, 4))
+    probs[0, 1] = probs[3, 0] = 1.0
+    probs[1, [2, 0, 1, 3]] = [0.5, 0.25, 0.125, 0.0625]
+    probs[2, [2, 0, 1, 3]] = [0.5, 0.25, 0.125, 0.0625]
+    assert step_confidence(probs, [1, 2, 2, 0]).tolist() == [1.0, 0.875, 0.75, 1.0]
+
+
+def test_lines_decoded_together_read_as_each_alone(line_profile: LineProfile) -> None:
+    charset = profile_charset(line_profile)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 4.0, (4, 30, len(charset) + 1)).astype(np.float32)
+    logits[..., 0] += 3.0  # blank often, as on a real line
+    steps = [30, 7, 1, 18]
+    together = ctc_decode(logits, charset, steps)
+    assert together == [ctc_decode(logits[i : i + 1], charset, [n])[0] for i, n in enumerate(steps)]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
+    paths = probs.argmax(axis=2)
+    assert np.allclose(step_confidence(probs, paths), np.stack([step_confidence(p, q) for p, q in zip(probs, paths)]),
+                       rtol=0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 640, 641, 9000])
+def test_line_input_levels_are_numpys(size: int) -> None:
+    """The background and the ink level `line_input` stretches between: numpy's median (to the
+    bit, from a histogram) and 99.5th percentile (linear, from one partial sort)."""
+    from stream.ocr.student import _median, _percentile
+
+    rng = np.random.default_rng(size)
+    gray = rng.integers(0, 256, (1, size), np.uint8)
+    assert _median(gray) == float(np.median(gray.astype(np.float32)))
+    scaled = (rng.random(size) ** 4 * 255).astype(np.float32)
+    for q in (99.5, 0.0, 50.0, 100.0):
+        assert _percentile(scaled, q) == pytest.approx(float(np.percentile(scaled, q)), rel=1e-6)

@@ -7,6 +7,7 @@ The wall-time cap is driven by a fake clock, so nothing here depends on the mach
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -183,6 +184,26 @@ def test_every_fields_substitutions_set_each_fields_floor() -> None:
     assert calibrate_outcomes(dropped, 0.5, min_field_views=2)[0].of("pressure") == 0.5
 
 
+def test_a_substitution_floors_only_the_fields_that_can_print_both_glyphs() -> None:
+    # An unseen lot's "Q" read "O" at 0.9 cannot make a wrong number; its "3" read "8" at 0.6 can.
+    numbers, lots = frozenset("0123456789.-+C"), frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+    outcomes = [Outcome(KIND_PRINTED, "lot_id", 0.95, True), Outcome(KIND_PRINTED, "lot_id", 0.93, True),
+                Outcome(KIND_NUISANCE, "lot_id", 0.9, False, substitution=True, swaps=frozenset({("Q", "O")})),
+                Outcome(KIND_NUISANCE, "lot_id", 0.6, False, substitution=True, swaps=frozenset({("3", "8")})),
+                Outcome(KIND_PRINTED, "temp", 0.95, True), Outcome(KIND_NUISANCE, "temp", 0.7, True)]
+    value_chars = {"lot_id": lots, "temp": numbers}
+    thresholds, stats = calibrate_outcomes(outcomes, 0.5, min_field_views=2, value_chars=value_chars)
+    assert 0.6 < thresholds.of("temp") < 0.6001  # above the digit swap only
+    assert 0.9 < thresholds.of("lot_id") < 0.9001
+    assert 0.9 < thresholds.floor < 0.9001 and stats["substitution_floor"] == 0.9
+    assert stats["substitution_floor_by_field"] == {"lot_id": 0.9, "temp": 0.6}
+    assert stats[KIND_NUISANCE]["accepted"] == 1  # temp's 0.7
+    # Without the swaps, or without the fields' characters, every substitution floors every field.
+    unknown = [dataclasses.replace(o, swaps=frozenset()) for o in outcomes]
+    assert calibrate_outcomes(unknown, 0.5, min_field_views=2, value_chars=value_chars)[0].of("temp") > 0.9
+    assert calibrate_outcomes(outcomes, 0.5, min_field_views=2)[0].of("temp") > 0.9
+
+
 def test_a_bad_budget_is_refused() -> None:
     assert DistillConfig(steps=0, batch=1).problems() == ["--steps must be at least 1, got 0",
                                                            "--batch must be at least 2, got 1"]
@@ -226,6 +247,7 @@ def test_a_wrong_read_with_the_printed_values_length_is_a_substitution(line_prof
     right, swapped, longer = outcomes
     assert right.correct and not right.substitution and right.confidence > 0.99
     assert not swapped.correct and swapped.substitution and swapped.confidence > 0.99
+    assert swapped.swaps == {("4", "6")}
     assert not longer.correct and not longer.substitution
 
 
