@@ -18,7 +18,7 @@ from typing import Any
 from oanet.contracts import SPLITS
 from oanet.flags import add_setting_flag, add_settings_flags, settings_from_args
 from oanet.ocr_settings import OCR_MODES
-from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_RESTARTS, DEFAULT_STEPS
+from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_RESTARTS, DEFAULT_STEPS, EMA_DECAY
 
 
 def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -197,12 +197,15 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--splice", type=int, default=0, metavar="N",
                          help="also train on N copies of each text-field line (lot ids) with its value redrawn from "
                          "other glyphs of its frame, so the student sees letters its lots never print (default 0: "
-                         "none; with 2, line-a's unseen lots fell back on 9 lines instead of 34, "
-                         "see docs/benchmarks.md)")
+                         "none; with 2, line-a and line-b fell back on 1.2-1.3%% of unseen lots' clean lines, but a "
+                         "third layout on 36%%: see docs/benchmarks.md)")
     distill.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS, metavar="N",
                          help="train N networks on the same frames from different seeds, side by side in their own "
                          "processes, and keep the one the held-out selection frames like best (default "
                          f"{DEFAULT_RESTARTS}: on 2 cores, about the wall time of one; 1: a single network)")
+    distill.add_argument("--ema-decay", type=float, default=EMA_DECAY, metavar="D",
+                         help="decay of the weights' moving average (a mean teacher) that guides the consistency "
+                         f"term and is the network checked and kept (default {EMA_DECAY}; 0: the raw network)")
     distill.add_argument("--teacher-only", action="store_true",
                          help="ignore the manifest's values: label with PaddleOCR only, as for an unlabelled line")
     distill.add_argument("--seed", type=int, default=0,

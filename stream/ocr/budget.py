@@ -18,3 +18,6 @@ DEFAULT_STEPS: Final = 3000
 DEFAULT_RESTARTS: Final = 2
 # The safety net of the training loop: it stops there whatever the steps, and says so loudly.
 DEFAULT_MAX_MINUTES: Final = 20.0
+# Decay of the weights' moving average that guides the consistency term and is the network kept:
+# about the last 200 steps, a tenth of the cosine's span at the default budget.
+EMA_DECAY: Final = 0.995

@@ -48,7 +48,7 @@ import numpy as np
 
 from oanet.dataset import Dataset, ManifestEntry
 from stream.ocr import crops as cropping
-from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_RESTARTS, DEFAULT_STEPS
+from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_RESTARTS, DEFAULT_STEPS, EMA_DECAY
 from stream.ocr.calibration import (
     KIND_NUISANCE,
     KIND_PRINTED,
@@ -109,6 +109,10 @@ class DistillConfig:
     calibration_share: float = 0.15
     selection_share: float = 0.10
     consistency_weight: float = 1.0
+    # Decay of the weights' exponential moving average (a "mean teacher"): the average guides the
+    # consistency term and is the network the checks read and the one kept; 0: the raw network
+    # does both (the rule before, docs/benchmarks.md "A mean teacher").
+    ema_decay: float = EMA_DECAY
     # The threshold is never below this, whatever the calibration lines allow.
     min_threshold: float = 0.5
     seed: int = 0
@@ -135,6 +139,8 @@ class DistillConfig:
             found.append(f"--batch must be at least 2, got {self.batch}")
         if self.restarts < 1:
             found.append(f"--restarts must be at least 1, got {self.restarts}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            found.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.splice_copies < 0:
             found.append(f"--splice must not be negative, got {self.splice_copies}")
         return found
@@ -354,7 +360,8 @@ def train(
     widths: GlyphWidths | None = None,
 ):
     """Returns (network in eval mode, TrainResult): `config.steps` steps, or fewer if the
-    wall-time cap is reached; the network is the checkpoint the selection lines liked best.
+    wall-time cap is reached; the network is the checkpoint the selection lines liked best (of
+    the weights' average, unless `config.ema_decay` is 0).
 
     Deterministic for given lines, config (seed, steps, batch) and thread count: the checks
     read fixed inputs and draw nothing from the training's random streams.
@@ -372,6 +379,9 @@ def train(
         ids = encode_text(target_text(fields[line.field], line.value), charset) if line.value is not None else None
         targets.append(ids if ids and 2 * len(ids) <= line_steps(line.trimmed, height, width) else None)
     net = build_network(len(charset) + 1, height)
+    # The average starts from the initial weights; early on, (1 + n) / (10 + n) lets it follow the
+    # fast-moving network instead of dragging the random start along.
+    average = _averaged(net, config.ema_decay)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     result = TrainResult(steps_planned=config.steps, steps=0, epochs=0, best=None, seed=config.seed)
@@ -388,8 +398,9 @@ def train(
         nonlocal best_state
         if selection is None or not selection.views:
             return None
-        net.eval()
-        outcomes = selection.outcomes(net, profile, charset, widths)
+        judged = average.module if average is not None else net
+        judged.eval()
+        outcomes = selection.outcomes(judged, profile, charset, widths)
         thresholds, stats = calibrate_outcomes(outcomes, config.min_threshold, value_chars=value_chars)
         net.train()
         point = Checkpoint(step, stats[KIND_PRINTED]["fallback_rate"] or 0.0,
@@ -399,7 +410,7 @@ def train(
         result.checks.append(point)
         if result.best is None or point.key <= result.best.key:  # a tie goes to the later, more trained one
             result.best = point
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in judged.state_dict().items()}
         return point
 
     net.train()
@@ -416,8 +427,11 @@ def train(
         share = step / config.steps
         for group in optimizer.param_groups:
             group["lr"] = config.lr * learning_rate_factor(step, share)
-        # The strong view learns the label (CTC) and, once the student reads, to agree
-        # with the weak view (consistency); the weak view only guides (no gradient).
+        # The strong view learns the label (CTC) and, once the student reads, to agree with
+        # the weak view (consistency); the weak view only guides (no gradient), read by the
+        # average where there is one: a network guiding itself on its own reads of unlabelled
+        # and hard lines can drift into its own mistakes (2 of 4 restarts never improved once
+        # the term began), the average moves slowly enough to hold it.
         strong = torch.from_numpy(np.stack([_training_view(lines[k], rng, True, height, width) for k in chosen])[:, None])
         steps = torch.tensor([line_steps(lines[k].trimmed, height, width) for k in chosen], dtype=torch.long)
         log_probs = F.log_softmax(net(strong), dim=2)  # [B, T, C]
@@ -433,13 +447,15 @@ def train(
             weak = torch.from_numpy(np.stack([_training_view(lines[k], rng, False, height, width)
                                               for k in chosen])[:, None])
             with torch.no_grad():
-                guide = F.log_softmax(net(weak), dim=2)
+                guide = F.log_softmax((average.module.eval() if average is not None else net)(weak), dim=2)
             mask = (torch.arange(log_probs.shape[1])[None, :] < steps[:, None]).float()
             kl = (guide.exp() * (guide - log_probs)).sum(dim=2)
             loss = loss + config.consistency_weight * (kl * mask).sum() / mask.sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update_parameters(net)
         step += 1
         result.steps = step
         loss_value = float(loss.detach())
@@ -456,8 +472,23 @@ def train(
     result.seconds = clock() - started
     if best_state is not None:
         net.load_state_dict(best_state)
+    elif average is not None:
+        net.load_state_dict(average.module.state_dict())
     net.eval()
     return net, result
+
+
+def _averaged(net, decay: float):
+    """An exponential moving average of `net`'s weights and batch-norm statistics (None: decay 0)."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel
+
+    def ema(averaged, current, updates):
+        rate = min(decay, (1.0 + float(updates)) / (10.0 + float(updates)))
+        return rate * averaged + (1.0 - rate) * current
+
+    return AveragedModel(net, avg_fn=ema, use_buffers=True)
 
 
 RESTART_SEED_STEP = 100
@@ -597,8 +628,10 @@ def distill(
         field_thresholds=thresholds.by_field,
         stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts,
                "split": frames, "spliced": len(spliced), "seed": config.seed, "batch": config.batch,
+               "ema_decay": config.ema_decay,
                "restarts": [{"seed": r.seed, "kept_step": r.kept_step, "selection": dataclasses.asdict(r.best)
-                             if r.best else None} for r in restarts],
+                             if r.best else None, "checks": [dataclasses.asdict(c) for c in r.checks]}
+                            for r in restarts],
                "threads": config.threads,
                "epochs": training.epochs, "steps": training.steps, "training": training.to_json(),
                "calibration": calibration},

@@ -22,7 +22,8 @@ def distill_command(args: argparse.Namespace) -> int:
     settings = ocr_settings(args)
     config = DistillConfig(steps=args.steps, eval_every=args.eval_every, max_minutes=args.max_minutes,
                            batch=args.batch, seed=args.seed, threads=settings.threads or 1,
-                           splice_copies=args.splice, restarts=args.restarts)
+                           splice_copies=args.splice, restarts=args.restarts,
+                           ema_decay=args.ema_decay)
     if config.problems():
         raise OanetError("; ".join(config.problems()))
     dataset, entries = select_frames(args)

@@ -17,7 +17,7 @@ import pytest
 from oanet.dataset import Dataset, load_dataset
 from oanet.profile import LineProfile
 from stream.ocr.calibration import KIND_NUISANCE, KIND_PRINTED, HeldOutViews, Outcome, calibrate_outcomes, split_frames
-from stream.ocr.distill import DistillConfig, TrainProgress, collect_lines, input_width, train
+from stream.ocr.distill import DistillConfig, TrainProgress, _averaged, collect_lines, input_width, train
 from stream.ocr.lines import Line
 from stream.ocr.student import profile_charset
 
@@ -98,6 +98,35 @@ def test_the_same_lines_seed_and_steps_make_the_same_student(lines: list[Line], 
     assert _same(_weights(first), _weights(second))
     other, _ = _train(lines, line_t_profile, seed=1)
     assert not _same(_weights(first), _weights(other))
+
+
+def test_the_weights_average_follows_the_network_then_settles_at_its_decay() -> None:
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    average = _averaged(net, decay=0.5)
+    expected_weight, expected_mean = 0.0, 0.0
+    for n, value in enumerate([4.0, 8.0, 2.0, 6.0]):
+        with torch.no_grad():
+            net[0].weight.fill_(value)
+            net[1].running_mean.fill_(-value)
+        average.update_parameters(net)
+        # The first update copies; then the rate is (1 + n) / (10 + n) until it reaches the decay.
+        rate = 0.0 if n == 0 else min(0.5, (1 + n) / (10 + n))
+        expected_weight = rate * expected_weight + (1 - rate) * value
+        expected_mean = rate * expected_mean + (1 - rate) * -value
+        assert average.module[0].weight.item() == pytest.approx(expected_weight)
+        assert average.module[1].running_mean.item() == pytest.approx(expected_mean)  # statistics too
+    assert average.module[0].weight.item() != net[0].weight.item()  # it lags the network
+    assert _averaged(net, decay=0.0) is None
+
+
+def test_the_average_is_the_network_kept(lines: list[Line], line_t_profile) -> None:
+    averaged, _ = _train(lines, line_t_profile)
+    raw, _ = _train(lines, line_t_profile, ema_decay=0.0)
+    again, _ = _train(lines, line_t_profile, ema_decay=0.0)
+    assert _same(_weights(raw), _weights(again)) and not _same(_weights(averaged), _weights(raw))
+    assert DistillConfig(ema_decay=1.0).problems() == ["--ema-decay must be in [0, 1), got 1.0"]
 
 
 class _Scripted(HeldOutViews):
