@@ -382,6 +382,7 @@ def train(
     # The average starts from the initial weights; early on, (1 + n) / (10 + n) lets it follow the
     # fast-moving network instead of dragging the random start along.
     average = _averaged(net, config.ema_decay)
+    guide_net = average.module if average is not None else net
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     result = TrainResult(steps_planned=config.steps, steps=0, epochs=0, best=None, seed=config.seed)
@@ -447,7 +448,7 @@ def train(
             weak = torch.from_numpy(np.stack([_training_view(lines[k], rng, False, height, width)
                                               for k in chosen])[:, None])
             with torch.no_grad():
-                guide = F.log_softmax((average.module.eval() if average is not None else net)(weak), dim=2)
+                guide = F.log_softmax(guide_net(weak), dim=2)
             mask = (torch.arange(log_probs.shape[1])[None, :] < steps[:, None]).float()
             kl = (guide.exp() * (guide - log_probs)).sum(dim=2)
             loss = loss + config.consistency_weight * (kl * mask).sum() / mask.sum()
@@ -488,7 +489,10 @@ def _averaged(net, decay: float):
         rate = min(decay, (1.0 + float(updates)) / (10.0 + float(updates)))
         return rate * averaged + (1.0 - rate) * current
 
-    return AveragedModel(net, avg_fn=ema, use_buffers=True)
+    average = AveragedModel(net, avg_fn=ema, use_buffers=True)
+    # Only ever read, never trained: batch norm from the averaged statistics, never the batch's.
+    average.module.eval()
+    return average
 
 
 RESTART_SEED_STEP = 100
