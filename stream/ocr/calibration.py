@@ -12,7 +12,7 @@ lines) fall back whatever their confidence, so they do not set it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -170,13 +170,12 @@ MIN_FIELD_VIEWS = 200
 class Thresholds:
     """The confidence a student read of each field needs: `by_field` where calibration set
     one, else `default` (the pooled threshold, above every field's wrong reads). `floor`: the
-    highest of the floors, above every substitution; `floor_by_field`: the least each field's
-    own threshold may be (above the substitutions its characters allow)."""
+    highest of the fields' floors, above every substitution (each field's own floor, above the
+    substitutions its characters allow, is in the calibration stats)."""
 
     default: float
     by_field: dict[str, float]
     floor: float = 0.0
-    floor_by_field: dict[str, float] = field(default_factory=dict)
 
     def of(self, name: str) -> float:
         return self.by_field.get(name, self.default)
@@ -230,7 +229,7 @@ def calibrate_outcomes(
         reachable = [o for o in outcomes if o.field == name and o.confidence is not None]
         if len(reachable) >= min_field_views:
             own[name] = _just_above([o.confidence for o in reachable if not o.correct], floors[name])
-    thresholds = Thresholds(pooled, own, floor, floors)
+    thresholds = Thresholds(pooled, own, floor)
     refused = [o for o in outcomes if o.ink_refused]
     stats: dict[str, Any] = {"lines": sum(1 for o in outcomes if o.kind == KIND_PRINTED),
                              "wrong_but_well_formed": len(wrong), "wrong_by_field": dict(sorted(by_field.items())),

@@ -383,7 +383,7 @@ def ctc_decode(
     lengths = [total if steps is None else max(1, min(total, int(steps[i]))) for i in range(count)]
     # Every line at once (a loop over each line's steps cost a millisecond a frame). Past its
     # length a line holds blank, so that its last character ends there.
-    on_line = np.arange(total) < np.minimum(lengths, total)[:, None]
+    on_line = np.arange(total) < np.array(lengths)[:, None]
     path = np.where(on_line, best, 0)
     emitting = path != 0
     before, after = np.zeros_like(path), np.zeros_like(path)
