@@ -18,7 +18,7 @@ from typing import Any
 from oanet.contracts import SPLITS
 from oanet.flags import add_setting_flag, add_settings_flags, settings_from_args
 from oanet.ocr_settings import OCR_MODES
-from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_RESTARTS, DEFAULT_STEPS, EMA_DECAY
+from stream.ocr.budget import DEFAULT_MAX_MINUTES, DEFAULT_RESTARTS, DEFAULT_STEPS, EMA_DECAY, MAX_NUMBER_WRONG_RATE
 
 
 def register(subparsers: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -197,8 +197,8 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--splice", type=int, default=0, metavar="N",
                          help="also train on N copies of each text-field line (lot ids) with its value redrawn from "
                          "other glyphs of its frame, so the student sees letters its lots never print (default 0: "
-                         "none; with 2, line-a and line-b fell back on 1.2-1.3%% of unseen lots' clean lines, but a "
-                         "third layout on 36%%: see docs/benchmarks.md)")
+                         "none; with 2, line-a and line-b fell back on 1.2-1.3%% of unseen lots' clean lines: see "
+                         "docs/benchmarks.md)")
     distill.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS, metavar="N",
                          help="train N networks on the same frames from different seeds, side by side in their own "
                          "processes, and keep the one the held-out selection frames like best (default "
@@ -208,6 +208,7 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
                          f"term and is the network checked and kept (default {EMA_DECAY}; 0: the raw network)")
     distill.add_argument("--teacher-only", action="store_true",
                          help="ignore the manifest's values: label with PaddleOCR only, as for an unlabelled line")
+    add_max_wrong_rate_flag(distill)
     distill.add_argument("--seed", type=int, default=0,
                          help="random seed of the held-out frames, the augmentations and the network (default 0)")
     add_setting_flag(distill, "--cache-dir", "ocr.cache_dir", type=Path, metavar="DIR",
@@ -230,9 +231,17 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
                            help="write the recalibrated recogniser here (default: over --recognizer's recognizer.json)")
     calibrate.add_argument("--teacher-only", action="store_true",
                            help="ignore the manifest's values, as `oanet ocr distill --teacher-only` did")
+    add_max_wrong_rate_flag(calibrate)
     add_setting_flag(calibrate, "--cache-dir", "ocr.cache_dir", type=Path, metavar="DIR",
                      help="OCR feature cache folder for the teacher's reads (default: .cache/ocr-features)")
     calibrate.set_defaults(func=_calibrate)
+
+
+def add_max_wrong_rate_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-wrong-rate", type=float, default=MAX_NUMBER_WRONG_RATE, metavar="R",
+                        help="write no recogniser when more than this share of its calibration reads of number "
+                        f"fields are wrong yet well formed: a network that did not learn the line (default "
+                        f"{MAX_NUMBER_WRONG_RATE}; 1: write it whatever it reads)")
 
 
 def _ocr(args: argparse.Namespace) -> int:

@@ -21,3 +21,13 @@ DEFAULT_MAX_MINUTES: Final = 20.0
 # Decay of the weights' moving average that guides the consistency term and is the network kept:
 # about the last 200 steps, a tenth of the cosine's span at the default budget.
 EMA_DECAY: Final = 0.995
+# A student whose well-formed reads of number fields are wrong on more than this share of its
+# calibration views is not written at all (`stream.ocr.calibration.unreliable`). Thresholds bound
+# the wrong reads the calibration lines show; a network that drops minus signs and digits all over
+# has more of them than a few hundred lines can show, at any confidence: one read an unseen
+# frame's "O2 := 243 ppm" as 43 at 0.9999, bold digits touching, so the ink check could not count
+# them (docs/benchmarks.md, "ocr19"). Measured on 18 students of line-a, line-b and line-c: the 9
+# that learnt their line 0.08-0.31%, the 9 that did not 1.97-8.7%. Number fields only: their
+# glyphs are printed on every lot, where a text field's wrong reads are mostly letters of lots the
+# student never saw (PaddleOCR reads those: `student.MIN_TEXT_VALUES`).
+MAX_NUMBER_WRONG_RATE: Final = 0.01

@@ -11,16 +11,19 @@ lines) fall back whatever their confidence, so they do not set it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from stream.ocr.budget import MAX_NUMBER_WRONG_RATE
 from stream.ocr.ink import GlyphWidths, ink_runs, learn_glyph_widths
 from stream.ocr.lines import Line, slot_view
 from stream.ocr.parse import values_equal
 from stream.ocr.student import (
+    MIN_TEXT_VALUES,
+    NEVER,
     TIME_STRIDE,
     StudentRead,
     ctc_decode,
@@ -125,19 +128,21 @@ class HeldOutViews:
         out = []
         for line, kind, read in zip(self.lines, self.kinds, read_lines(net, self.views, charset), strict=True):
             spec = profile.fields[line.field]
+            value = str(line.value) if spec.kind == "text" else ""
             reading = well_formed_read(read, spec, other_labels_of(profile, spec))
             if reading is None:
-                out.append(Outcome(kind, spec.name, None, False))
+                out.append(Outcome(kind, spec.name, None, False, value=value))
                 continue
             correct = values_equal(spec, reading.value, line.value)
             if unexplained_ink(read, spec, widths):
-                out.append(Outcome(kind, spec.name, None, correct, ink_refused=True))
+                out.append(Outcome(kind, spec.name, None, correct, ink_refused=True, value=value))
             else:
                 # As many characters as the printed value: a glyph read as another.
                 printed, read_value = value_text(spec, line.value), value_text(spec, reading.value)
                 swapped = not correct and len(read_value) == len(printed)
                 swaps = frozenset((a, b) for a, b in zip(printed, read_value) if a != b) if swapped else frozenset()
-                out.append(Outcome(kind, spec.name, reading.confidence, correct, substitution=swapped, swaps=swaps))
+                out.append(Outcome(kind, spec.name, reading.confidence, correct, substitution=swapped, swaps=swaps,
+                                   value=value))
         return out
 
 
@@ -155,6 +160,8 @@ class Outcome:
     # a substitution's (printed, read) characters where they differ; empty: not known, so the
     # substitution counts for every field
     swaps: frozenset[tuple[str, str]] = frozenset()
+    # a text field's printed value (a lot id): its distinct values are counted (`MIN_TEXT_VALUES`)
+    value: str = ""
 
 
 # A field gets a threshold of its own only when at least this many of its calibration views
@@ -193,13 +200,17 @@ def _swap_possible(outcome: Outcome, chars: frozenset[str] | None) -> bool:
 
 def calibrate_outcomes(
     outcomes: Sequence[Outcome], min_threshold: float, min_field_views: int = MIN_FIELD_VIEWS,
-    value_chars: Mapping[str, frozenset[str]] | None = None,
+    value_chars: Mapping[str, frozenset[str]] | None = None, number_fields: Collection[str] | None = None,
+    text_fields: Collection[str] | None = None,
 ) -> tuple[Thresholds, dict[str, Any]]:
     """Each field's lowest threshold above every wrong well-formed read of that field and above
     every field's substitutions that its characters allow (never below `min_threshold`), and
     what they leave to PaddleOCR, by kind of view. `value_chars`: field name -> the characters
     its value part holds (`student.value_charset`); without it every substitution counts for
-    every field.
+    every field. `number_fields`: the number fields' names, whose views and wrong well-formed
+    reads the stats then count (`number_views`, `number_wrong`: `unreliable`). `text_fields`: the
+    text fields' names; one whose views print fewer than `MIN_TEXT_VALUES` distinct values gets
+    `NEVER` (PaddleOCR reads it), and the stats count them (`text_values`).
 
     A field with fewer than `min_field_views` views that reach a threshold keeps the pooled one
     (`Thresholds.default`: above every field's wrong reads). One pooled threshold for all fields
@@ -229,6 +240,11 @@ def calibrate_outcomes(
         reachable = [o for o in outcomes if o.field == name and o.confidence is not None]
         if len(reachable) >= min_field_views:
             own[name] = _just_above([o.confidence for o in reachable if not o.correct], floors[name])
+    values: dict[str, int] = {}
+    for name in sorted(text_fields or ()):
+        values[name] = len({o.value for o in outcomes if o.field == name})
+        if values[name] < MIN_TEXT_VALUES:
+            own[name] = NEVER
     thresholds = Thresholds(pooled, own, floor)
     refused = [o for o in outcomes if o.ink_refused]
     stats: dict[str, Any] = {"lines": sum(1 for o in outcomes if o.kind == KIND_PRINTED),
@@ -238,6 +254,12 @@ def calibrate_outcomes(
                              "substitution_floor_by_field": {k: round(v, 4) for k, v in floors.items()},
                              "ink_refused": {"wrong": sum(1 for o in refused if not o.correct),
                                              "right": sum(1 for o in refused if o.correct)}}
+    if text_fields is not None:
+        stats["text_values"] = values
+    if number_fields is not None:
+        numbers = [o for o in outcomes if o.field in number_fields]
+        stats["number_views"] = len(numbers)
+        stats["number_wrong"] = sum(1 for o in numbers if o.confidence is not None and not o.correct)
     for kind in (KIND_PRINTED, KIND_NUISANCE):
         mine = [o for o in outcomes if o.kind == kind]
         accepted = [o for o in mine if o.confidence is not None and o.confidence >= thresholds.of(o.field)]
@@ -296,7 +318,21 @@ def calibrate(
     with `seed`); `net`: the torch network, or a saved `Student` (`oanet ocr calibrate`)."""
     views = HeldOutViews.of(lines, CALIBRATION_NUISANCES, seed, height, width)
     return calibrate_outcomes(views.outcomes(net, profile, charset, widths), min_threshold,
-                              value_chars=value_charsets(profile))
+                              value_chars=value_charsets(profile),
+                              number_fields={spec.name for spec in profile.fields if spec.kind == "number"},
+                              text_fields={spec.name for spec in profile.fields if spec.kind == "text"})
+
+
+def unreliable(calibration: Mapping[str, Any], limit: float = MAX_NUMBER_WRONG_RATE) -> str | None:
+    """Why a student's calibration (`calibrate`'s stats) says it is not to be trusted, or None:
+    more than `limit` of its number fields' views read wrong yet well formed. Stats without the
+    counts (a student calibrated before they were kept) pass."""
+    views, wrong = calibration.get("number_views"), calibration.get("number_wrong")
+    if not views or wrong is None or wrong / views <= limit:
+        return None
+    return (f"{wrong} of the {views} calibration reads of number fields were wrong yet well formed "
+            f"({100 * wrong / views:.2f}%, above the {100 * limit:g}% of --max-wrong-rate): this network did not "
+            "learn the line, and its confident wrong reads are more than its thresholds can hold back")
 
 
 def value_charsets(profile) -> dict[str, frozenset[str]]:

@@ -23,7 +23,7 @@ def distill_command(args: argparse.Namespace) -> int:
     config = DistillConfig(steps=args.steps, eval_every=args.eval_every, max_minutes=args.max_minutes,
                            batch=args.batch, seed=args.seed, threads=settings.threads or 1,
                            splice_copies=args.splice, restarts=args.restarts,
-                           ema_decay=args.ema_decay)
+                           ema_decay=args.ema_decay, max_wrong_rate=args.max_wrong_rate)
     if config.problems():
         raise OanetError("; ".join(config.problems()))
     dataset, entries = select_frames(args)
@@ -82,8 +82,10 @@ def distill_command(args: argparse.Namespace) -> int:
 
 def _print_calibration(threshold: float, calibration: dict[str, Any], out) -> None:
     """The thresholds `distill` or `calibrate` set, and what they leave to PaddleOCR."""
+    from stream.ocr.student import MIN_TEXT_VALUES, NEVER
+
     by_field = calibration.get("thresholds_by_field") or {}
-    own = ", ".join(f"{name} {value:.3f}" for name, value in by_field.items())
+    own = ", ".join(f"{name} {value:.3f}" for name, value in by_field.items() if value < NEVER)
     floor = calibration.get("substitution_floor")
     floors = calibration.get("substitution_floor_by_field") or {}
     if floors and own:
@@ -96,6 +98,14 @@ def _print_calibration(threshold: float, calibration: dict[str, Any], out) -> No
     else:
         floor_note = ""
     print(f"confidence threshold {threshold:.4f} pooled" + floor_note + (f"; by field: {own}" if own else ""))
+    few = {name: n for name, n in (calibration.get("text_values") or {}).items() if n < MIN_TEXT_VALUES}
+    if few:
+        print("read by PaddleOCR: " + ", ".join(f"{name} (its calibration lines print {n} distinct values)"
+                                               for name, n in few.items())
+              + f"; a text field's student reads are used from {MIN_TEXT_VALUES} on")
+    if calibration.get("number_views"):
+        print(f"number fields: {calibration['number_wrong']} of {calibration['number_views']} calibration reads wrong "
+              f"yet well formed ({100 * calibration['number_wrong'] / calibration['number_views']:.2f}%)")
     refused = calibration.get("ink_refused") or {}
     if refused:
         print(f"ink check (reads that leave a glyph out): refused {refused['wrong']} wrong and "
@@ -115,12 +125,15 @@ def calibrate_command(args: argparse.Namespace) -> int:
     settings = ocr_settings(args)
     if settings.recognizer is None:
         raise OanetError("--recognizer DIR is required (the distilled student to calibrate again)")
+    if not 0.0 <= args.max_wrong_rate <= 1.0:
+        raise OanetError(f"--max-wrong-rate must be in [0, 1], got {args.max_wrong_rate}")
     dataset, entries = select_frames(args)
     out = args.out or settings.recognizer
     with progress_bar(len(entries), "line crops") as bar:
         report = recalibrate(dataset, entries, settings.recognizer, out, settings,
                              use_manifest=not args.teacher_only,
-                             on_frame=lambda phase: bar.update(1) if phase == "crops" else None)
+                             on_frame=lambda phase: bar.update(1) if phase == "crops" else None,
+                             max_wrong_rate=args.max_wrong_rate)
     print(f"oanet ocr calibrate: {report.frames} frames of {args.data}, {report.calibration.get('lines', 0)} "
           f"calibration lines, {report.seconds:.0f} s")
     _print_calibration(report.threshold, report.calibration, report.out)

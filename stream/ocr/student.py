@@ -489,6 +489,17 @@ def input_batch(crops: Sequence[np.ndarray], height: int, width: int) -> tuple[n
 # -- the saved student -------------------------------------------------------------------
 
 
+# A text field (a lot or batch id) is read by the student only when its calibration lines printed
+# at least this many distinct values; otherwise PaddleOCR reads it. Its confident wrong reads are
+# letters a new lot combines in ways the training lots did not, and a calibration part holds two
+# or three lots: on 8 unseen lots every line-a student read some lot ids wrong at up to 0.99 (14
+# to 48 wrong values in 400 frames), and line-c's batch ids likewise (docs/benchmarks.md,
+# "ocr19"). Its views are many, but its distinct values are what the threshold is estimated on.
+MIN_TEXT_VALUES = 20
+# A threshold no read reaches (a confidence is at most 1).
+NEVER = 2.0
+
+
 @dataclass(frozen=True)
 class StudentMeta:
     """What `recognizer.json` holds next to the ONNX graph."""
@@ -610,6 +621,11 @@ class Student:
             )
         self.meta = meta
         self.version = f"student={digest}"
+        # Students calibrated before the distinct values were counted have none: their text
+        # fields go to PaddleOCR too.
+        values = (meta.stats.get("calibration") or {}).get("text_values") or {}
+        self._untrusted = {f.name for f in profile.fields
+                           if f.kind == "text" and values.get(f.name, 0) < MIN_TEXT_VALUES}
 
     @property
     def threshold(self) -> float:
@@ -617,7 +633,10 @@ class Student:
         return self.meta.threshold
 
     def threshold_for(self, name: str) -> float:
-        """The confidence a read of field `name` needs to be used."""
+        """The confidence a read of field `name` needs to be used (`NEVER` for a text field whose
+        calibration printed fewer than `MIN_TEXT_VALUES` distinct values)."""
+        if name in self._untrusted:
+            return NEVER
         return self.meta.field_thresholds.get(name, self.meta.threshold)
 
     @property

@@ -157,6 +157,13 @@ def test_calibrate_sets_the_thresholds_distill_set_on_the_same_frames(
     assert "not the ones" in capsys.readouterr().err
 
 
+def test_a_bad_max_wrong_rate_is_one_clear_error(line_t_dataset: Dataset, tmp_path: Path, capsys) -> None:
+    for action in (["distill", "--out", str(tmp_path / "s")], ["calibrate", "--recognizer", str(tmp_path)]):
+        assert main(["ocr", *action, "--data", str(line_t_dataset.root), "--max-wrong-rate", "1.5"]) == 1
+        assert "--max-wrong-rate must be in [0, 1], got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_student_refuses_another_profile(student_dir: Path, ocr_settings) -> None:
     from stream.ocr.engine import OcrEngine
 

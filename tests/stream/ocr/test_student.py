@@ -315,3 +315,26 @@ def test_line_input_levels_are_numpys(size: int) -> None:
     scaled = (rng.random(size) ** 4 * 255).astype(np.float32)
     for q in (99.5, 0.0, 50.0, 100.0):
         assert _percentile(scaled, q) == pytest.approx(float(np.percentile(scaled, q)), rel=1e-6)
+
+
+def test_a_students_text_fields_need_distinct_calibration_values(line_profile: LineProfile, tmp_path) -> None:
+    from dataclasses import replace as with_
+
+    from stream.ocr.student import MIN_TEXT_VALUES, NEVER, OnnxStudentNetwork, Student, load_meta
+    from tests.serving_fixtures import make_student
+
+    folder = make_student(line_profile, tmp_path / "s", threshold=0.8)
+    network = OnnxStudentNetwork(folder / "recognizer.onnx", threads=1)
+    text = [f.name for f in line_profile.fields if f.kind == "text"]
+    number = next(f.name for f in line_profile.fields if f.kind == "number")
+    assert text  # line-a prints a lot id
+
+    def student(values: dict | None) -> Student:
+        stats = {**load_meta(folder).stats, **({"calibration": {"text_values": values}} if values is not None else {})}
+        return Student.from_meta(with_(load_meta(folder), stats=stats), line_profile, network, "d", "test")
+
+    # Calibrated before the values were counted, or on too few of them: PaddleOCR reads the lot id.
+    for values in (None, {name: MIN_TEXT_VALUES - 1 for name in text}):
+        assert all(student(values).threshold_for(name) == NEVER for name in text)
+        assert student(values).threshold_for(number) == 0.8
+    assert all(student({name: MIN_TEXT_VALUES for name in text}).threshold_for(name) == 0.8 for name in text)

@@ -16,7 +16,15 @@ import pytest
 
 from oanet.dataset import Dataset, load_dataset
 from oanet.profile import LineProfile
-from stream.ocr.calibration import KIND_NUISANCE, KIND_PRINTED, HeldOutViews, Outcome, calibrate_outcomes, split_frames
+from stream.ocr.calibration import (
+    KIND_NUISANCE,
+    KIND_PRINTED,
+    HeldOutViews,
+    Outcome,
+    calibrate_outcomes,
+    split_frames,
+    unreliable,
+)
 from stream.ocr.distill import DistillConfig, TrainProgress, _averaged, collect_lines, input_width, train
 from stream.ocr.lines import Line
 from stream.ocr.student import profile_charset
@@ -233,12 +241,49 @@ def test_a_substitution_floors_only_the_fields_that_can_print_both_glyphs() -> N
     assert calibrate_outcomes(outcomes, 0.5, min_field_views=2)[0].of("temp") > 0.9
 
 
+def test_a_network_reading_numbers_wrong_too_often_is_unreliable() -> None:
+    # 200 views of number fields: 3 wrong yet well formed (1.5%), 1 wrong refused by the ink check
+    # (no confidence: the check stands against it, not the threshold); the lot id's wrong reads
+    # (letters no training lot printed) do not count.
+    outcomes = [Outcome(KIND_NUISANCE, "temp", 0.9, True)] * 196 + [Outcome(KIND_NUISANCE, "temp", 0.99, False)] * 3
+    outcomes += [Outcome(KIND_NUISANCE, "temp", None, False, ink_refused=True)]
+    outcomes += [Outcome(KIND_NUISANCE, "lot_id", 0.95, False)] * 50
+    _, stats = calibrate_outcomes(outcomes, 0.5, number_fields={"temp"})
+    assert stats["number_views"] == 200 and stats["number_wrong"] == 3
+    problem = unreliable(stats)  # the default limit, 1%
+    assert problem is not None and problem.startswith("3 of the 200 calibration reads of number fields")
+    assert "(1.50%, above the 1% of --max-wrong-rate)" in problem
+    assert unreliable(stats, limit=0.015) is None  # at the limit is not above it
+    assert unreliable({**stats, "number_wrong": 2}) is None
+    # Stats of a student calibrated before the counts were kept, or of a line without numbers.
+    assert "number_views" not in calibrate_outcomes(outcomes, 0.5)[1]
+    assert unreliable({"wrong_but_well_formed": 500}) is None
+    assert unreliable(calibrate_outcomes(outcomes[-50:], 0.5, number_fields={"temp"})[1]) is None
+
+
+def test_a_text_field_needs_many_distinct_values_before_the_student_reads_it() -> None:
+    from stream.ocr.student import MIN_TEXT_VALUES, NEVER
+
+    # Two lots on the calibration lines, read right at 0.99: too few values to know how a new lot's
+    # letters are misread, so PaddleOCR reads the lot id; numbers keep their own thresholds.
+    lots = [Outcome(KIND_NUISANCE, "lot_id", 0.99, True, value=f"AB{i % 2}") for i in range(300)]
+    temps = [Outcome(KIND_NUISANCE, "temp", 0.99, True)] * 300
+    thresholds, stats = calibrate_outcomes(lots + temps, 0.5, text_fields={"lot_id"})
+    assert thresholds.of("lot_id") == NEVER and thresholds.of("temp") == 0.5
+    assert stats["text_values"] == {"lot_id": 2} and stats[KIND_NUISANCE]["accepted"] == 300
+    many = [dataclasses.replace(o, value=f"AB{i % MIN_TEXT_VALUES}") for i, o in enumerate(lots)]
+    thresholds, stats = calibrate_outcomes(many + temps, 0.5, text_fields={"lot_id"})
+    assert thresholds.of("lot_id") == 0.5 and stats["text_values"] == {"lot_id": MIN_TEXT_VALUES}
+    assert "text_values" not in calibrate_outcomes(lots, 0.5)[1]  # not asked: not counted, not refused
+
+
 def test_a_bad_budget_is_refused() -> None:
     assert DistillConfig(steps=0, batch=1).problems() == ["--steps must be at least 1, got 0",
                                                            "--batch must be at least 2, got 1"]
     assert DistillConfig(steps=3000).every == 300 and DistillConfig(steps=5).every == 1
     assert DistillConfig(splice_copies=-1).problems() == ["--splice must not be negative, got -1"]
     assert DistillConfig(restarts=0).problems() == ["--restarts must be at least 1, got 0"]
+    assert DistillConfig(max_wrong_rate=1.5).problems() == ["--max-wrong-rate must be in [0, 1], got 1.5"]
 
 
 
