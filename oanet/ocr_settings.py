@@ -51,3 +51,8 @@ class OcrSettings(BaseModel):
     # template mode reads every field line with it first and gives PaddleOCR only the lines it
     # is not sure of. None: PaddleOCR reads every line.
     recognizer: Path | None = None
+    # A text field the student's calibration could not trust (a lot id; `student.MIN_TEXT_VALUES`):
+    # the student's read of it is used once PaddleOCR read the same value on an earlier line of
+    # the same process (`stream.ocr.confirm`); the newest this many values per field are kept.
+    # 0: PaddleOCR reads such fields on every line.
+    confirmed_text_values: int = Field(256, ge=0, le=65536)

@@ -14,7 +14,9 @@ Modes:
 With a distilled recogniser (`OcrSettings.recognizer`, `oanet ocr distill`), template mode
 reads every field line with it first, in one batched call, and gives PaddleOCR only the lines
 whose read is below its field's calibrated threshold (`Student.threshold_for`), that the ink
-check refuses, or that the parser rejects. Each reading records the engine that produced it.
+check refuses, or that the parser rejects. A text field its calibration could not trust (a lot
+id) is used from the student only for values PaddleOCR read the same on an earlier line
+(`stream.ocr.confirm`). Each reading records the engine that produced it.
 With `student_server` the student's network runs on Triton (`stream.ocr.student_server`); a
 call it does not answer sends those lines to PaddleOCR, with a warning at most once a minute.
 
@@ -40,6 +42,7 @@ import numpy as np
 
 from oanet.profile import LineProfile
 from stream.ocr import crops as cropping
+from stream.ocr.confirm import ConfirmedValues
 from stream.ocr.errors import OcrError, StudentUnavailable
 from stream.ocr.parse import PARSER_VERSION, match_field, normalize, parse_field, parse_lines
 from stream.ocr.records import (
@@ -200,6 +203,9 @@ class OcrEngine:
         # Calls the served student did not answer since the last warning (lines went to PaddleOCR).
         self._student_misses = 0
         self._next_miss_warning = 0.0
+        # Lot ids and other text fields the student may read once PaddleOCR confirmed the value.
+        capacity = self.settings.confirmed_text_values
+        self._confirmed = ConfirmedValues(capacity) if capacity else None
         if self.mode == "template" and self.settings.recognizer is not None:
             network = TritonStudentNetwork(student_server) if student_server is not None else None
             self.student = Student(self.settings.recognizer, profile, self.settings.threads, network=network)
@@ -304,39 +310,53 @@ class OcrEngine:
                 else:
                     jobs.append((f_index, i))
                     slots.append(trimmed)
+        to_confirm: dict[tuple[int, int], str] = {}
         if self.student is not None and jobs:
-            jobs, slots = self._read_with_student(jobs, slots, readings)
-        for (f_index, i), (text, score) in zip(jobs, self._recognize(slots), strict=True):
-            readings[f_index][i] = parse_field(text, fields[i], score).by(ENGINE_PADDLE)
+            jobs, slots, to_confirm = self._read_with_student(jobs, slots, readings)
+        for job, (text, score) in zip(jobs, self._recognize(slots), strict=True):
+            f_index, i = job
+            reading = parse_field(text, fields[i], score).by(ENGINE_PADDLE)
+            readings[f_index][i] = reading
+            if job in to_confirm and self._confirmed is not None:
+                self._confirmed.record(fields[i].name, to_confirm[job], None if reading.missing else reading.value)
         return [self._complete(image, row) for image, row in zip(images, readings, strict=True)]
 
     def _read_with_student(
         self, jobs: list[tuple[int, int]], slots: list[np.ndarray], readings: list[list[FieldReading | None]]
-    ) -> tuple[list[tuple[int, int]], list[np.ndarray]]:
-        """Student reads every line at once; returns the lines left for PaddleOCR."""
+    ) -> tuple[list[tuple[int, int]], list[np.ndarray], dict[tuple[int, int], str]]:
+        """Student reads every line at once; returns the lines left for PaddleOCR, and the text
+        reads among them that PaddleOCR's read of the same line confirms or disputes."""
         assert self.student is not None
         fields = self.profile.fields
         left_jobs: list[tuple[int, int]] = []
         left_slots: list[np.ndarray] = []
+        to_confirm: dict[tuple[int, int], str] = {}
         started = time.perf_counter()
         try:
             reads = self.student.recognize(slots)
         except StudentUnavailable as exc:
             self._student_ms += (time.perf_counter() - started) * 1000
             self._student_missed(exc, len(slots))
-            return jobs, slots
+            return jobs, slots, to_confirm
         self._student_ms += (time.perf_counter() - started) * 1000
         for job, slot, read in zip(jobs, slots, reads, strict=True):
             f_index, i = job
+            name = fields[i].name
             reading = well_formed_read(read, fields[i], self._other_labels[i])
+            bar = self.student.threshold_for(name)
+            confirmation_bar = self.student.confirmation_threshold(name) if self._confirmed is not None else None
+            if confirmation_bar is not None:
+                bar = confirmation_bar
             # A read that leaves ink unexplained (a dropped digit) falls back however sure it is.
-            if reading is not None and reading.confidence >= self.student.threshold_for(fields[i].name) and \
+            if reading is not None and reading.confidence >= bar and \
                     not unexplained_ink(read, fields[i], self.student.glyph_widths):
-                readings[f_index][i] = reading.by(ENGINE_STUDENT)
-            else:
-                left_jobs.append(job)
-                left_slots.append(slot)
-        return left_jobs, left_slots
+                if confirmation_bar is None or self._confirmed.trusts(name, str(reading.value)):  # type: ignore[union-attr]
+                    readings[f_index][i] = reading.by(ENGINE_STUDENT)
+                    continue
+                to_confirm[job] = str(reading.value)
+            left_jobs.append(job)
+            left_slots.append(slot)
+        return left_jobs, left_slots, to_confirm
 
     def _student_missed(self, exc: StudentUnavailable, lines: int) -> None:
         """The served student did not answer: its lines go to PaddleOCR (correct, slower); say so

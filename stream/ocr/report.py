@@ -100,9 +100,9 @@ def _print_calibration(threshold: float, calibration: dict[str, Any], out) -> No
     print(f"confidence threshold {threshold:.4f} pooled" + floor_note + (f"; by field: {own}" if own else ""))
     few = {name: n for name, n in (calibration.get("text_values") or {}).items() if n < MIN_TEXT_VALUES}
     if few:
-        print("read by PaddleOCR: " + ", ".join(f"{name} (its calibration lines print {n} distinct values)"
-                                               for name, n in few.items())
-              + f"; a text field's student reads are used from {MIN_TEXT_VALUES} on")
+        print(", ".join(f"{name} (its calibration lines print {n} distinct values)" for name, n in few.items())
+              + ": the student's reads are used once PaddleOCR read the same value on an earlier line "
+              + f"(a text field's reads are used on the threshold from {MIN_TEXT_VALUES} distinct values on)")
     if calibration.get("number_views"):
         print(f"number fields: {calibration['number_wrong']} of {calibration['number_views']} calibration reads wrong "
               f"yet well formed ({100 * calibration['number_wrong'] / calibration['number_views']:.2f}%)")

@@ -639,6 +639,17 @@ class Student:
             return NEVER
         return self.meta.field_thresholds.get(name, self.meta.threshold)
 
+    def confirmation_threshold(self, name: str) -> float | None:
+        """For a text field `threshold_for` refuses: the confidence its read needs to be used once
+        PaddleOCR has confirmed the value (`stream.ocr.confirm`); None for every other field.
+
+        The pooled threshold, above every wrong read of every field in calibration: the field's
+        own is `NEVER`, and the letters of unseen lots it was set against are what the
+        confirmation catches; what is left are digits read as others, which every field shares."""
+        if name not in self._untrusted:
+            return None
+        return self.meta.threshold
+
     @property
     def glyph_widths(self) -> dict[str, tuple[float, float]]:
         return self.meta.glyph_widths

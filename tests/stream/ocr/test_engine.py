@@ -142,15 +142,22 @@ class _ScriptedStudent:
     threshold = 0.9
     glyph_widths: dict[str, tuple[float, float]] = {}
 
-    def __init__(self, reads: list, field_thresholds: dict[str, float] | None = None):
+    def __init__(self, reads: list, field_thresholds: dict[str, float] | None = None,
+                 confirmation: dict[str, float] | None = None):
         from stream.ocr.student import StudentRead
 
         self.reads = [r if isinstance(r, StudentRead) else StudentRead.uniform(*r) for r in reads]
         self.calls: list[int] = []
         self.field_thresholds = field_thresholds or {}
+        self.confirmation = confirmation or {}  # text fields read only once PaddleOCR confirmed them
 
     def threshold_for(self, name: str) -> float:
-        return self.field_thresholds.get(name, self.threshold)
+        from stream.ocr.student import NEVER
+
+        return NEVER if name in self.confirmation else self.field_thresholds.get(name, self.threshold)
+
+    def confirmation_threshold(self, name: str) -> float | None:
+        return self.confirmation.get(name)
 
     def recognize(self, crops: list) -> list:
         self.calls.append(len(crops))
@@ -195,3 +202,44 @@ def test_student_reads_first_and_paddleocr_takes_what_it_is_not_sure_of(
     assert engines[2] == engines[4] == engines[5] == ENGINE_PADDLE
     assert engines[0] == engines[1] == engines[3] == ENGINE_STUDENT
     assert "student" in record.timings_ms
+
+
+def test_a_lot_id_is_read_by_the_student_only_once_paddleocr_confirmed_its_value(
+    line_profile: LineProfile, ocr_settings, make_frame
+) -> None:
+    from stream.ocr.records import ENGINE_PADDLE, ENGINE_STUDENT
+    from stream.ocr.student import target_text
+
+    lot = next(f for f in line_profile.fields if f.kind == "text")
+    index = line_profile.fields.index(lot)
+    frame, params = make_frame(4)
+    other_frame, other_params = make_frame(5)
+    assert params[lot.name] != other_params[lot.name]
+
+    def reads(lot_value: str, confidence: float = 0.99) -> list[tuple[str, float]]:
+        out = [(target_text(f, params[f.name]), 0.99) for f in line_profile.fields]
+        out[index] = (target_text(lot, lot_value), confidence)
+        return out
+
+    def lot_engine(engine: OcrEngine, frame_image: np.ndarray, script: list) -> tuple[str, object]:
+        engine.student = _ScriptedStudent(script, confirmation={lot.name: 0.9})  # type: ignore[assignment]
+        reading = engine.read(frame_image).reading(lot.name)
+        return reading.engine, reading.value
+
+    engine = OcrEngine(line_profile, ocr_settings)
+    right = reads(params[lot.name])
+    # First sight of the lot: PaddleOCR reads it (and agrees); from then on the student does.
+    assert lot_engine(engine, frame, right) == (ENGINE_PADDLE, params[lot.name])
+    assert lot_engine(engine, frame, right) == (ENGINE_STUDENT, params[lot.name])
+    # Below the field's calibrated threshold a confirmed value still goes to PaddleOCR.
+    assert lot_engine(engine, frame, reads(params[lot.name], 0.5)) == (ENGINE_PADDLE, params[lot.name])
+    # A confident misread of an unseen lot as another well-formed id: PaddleOCR disputes it, and
+    # the student's read of that id is never used, not even on a frame that prints it.
+    misread = other_params[lot.name]
+    assert lot_engine(engine, frame, reads(misread)) == (ENGINE_PADDLE, params[lot.name])
+    assert lot_engine(engine, other_frame, reads(misread)) == (ENGINE_PADDLE, misread)
+    assert lot_engine(engine, other_frame, reads(misread)) == (ENGINE_PADDLE, misread)
+    # With the memo off the lot id is never the student's.
+    off = OcrEngine(line_profile, ocr_settings.model_copy(update={"confirmed_text_values": 0}))
+    for _ in range(2):
+        assert lot_engine(off, frame, right) == (ENGINE_PADDLE, params[lot.name])
