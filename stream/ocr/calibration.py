@@ -323,6 +323,11 @@ def calibrate(
                               text_fields={spec.name for spec in profile.fields if spec.kind == "text"})
 
 
+def wrong_rate_problem(limit: float) -> str | None:
+    """What is wrong with a `--max-wrong-rate` value, or None (a share: 0 to 1)."""
+    return None if 0.0 <= limit <= 1.0 else f"--max-wrong-rate must be in [0, 1], got {limit}"
+
+
 def unreliable(calibration: Mapping[str, Any], limit: float = MAX_NUMBER_WRONG_RATE) -> str | None:
     """Why a student's calibration (`calibrate`'s stats) says it is not to be trusted, or None:
     more than `limit` of its number fields' views read wrong yet well formed. Stats without the

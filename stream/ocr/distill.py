@@ -64,6 +64,7 @@ from stream.ocr.calibration import (
     text_groups,
     unreliable,
     value_charsets,
+    wrong_rate_problem,
 )
 from stream.ocr.errors import OcrError, StudentError
 from stream.ocr.ink import GlyphWidths
@@ -152,8 +153,8 @@ class DistillConfig:
             found.append(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.splice_copies < 0:
             found.append(f"--splice must not be negative, got {self.splice_copies}")
-        if not 0.0 <= self.max_wrong_rate <= 1.0:
-            found.append(f"--max-wrong-rate must be in [0, 1], got {self.max_wrong_rate}")
+        if (problem := wrong_rate_problem(self.max_wrong_rate)) is not None:
+            found.append(problem)
         return found
 
     @property

@@ -120,13 +120,14 @@ def _print_calibration(threshold: float, calibration: dict[str, Any], out) -> No
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
+    from stream.ocr.calibration import wrong_rate_problem
     from stream.ocr.distill import recalibrate
 
     settings = ocr_settings(args)
     if settings.recognizer is None:
         raise OanetError("--recognizer DIR is required (the distilled student to calibrate again)")
-    if not 0.0 <= args.max_wrong_rate <= 1.0:
-        raise OanetError(f"--max-wrong-rate must be in [0, 1], got {args.max_wrong_rate}")
+    if (problem := wrong_rate_problem(args.max_wrong_rate)) is not None:
+        raise OanetError(problem)
     dataset, entries = select_frames(args)
     out = args.out or settings.recognizer
     with progress_bar(len(entries), "line crops") as bar:
