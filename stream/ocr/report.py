@@ -304,6 +304,10 @@ def print_engines(run: Run, student: bool) -> None:
         print("fallback to PaddleOCR (lines with ink): " + ", ".join(
             f"{g} {fmt_pct(score.fallback_rate(g)).strip()}" for g in ("clean", "nuisance")
         ) + f" (target <= {100 * FALLBACK_TARGET:.0f}% on clean)")
+        by_field = sorted(score.fallback_by_field("clean").items(), key=lambda item: -item[1])
+        if by_field and by_field[0][1] > 0:
+            print("  by field, clean: " + ", ".join(f"{name} {100 * share:.1f}%" for name, share in by_field[:5]
+                                                      if share > 0))
 
 
 def _print_targets(run: Run) -> None:

@@ -61,6 +61,8 @@ class Score:
     examples: list[tuple[str, str, object, str]] = field(default_factory=list)
     # (group, engine) -> tally of the fields that engine read (engine "" = none recorded).
     by_engine: dict[tuple[str, str], Tally] = field(default_factory=dict)
+    # (group, field, engine) -> fields read: which fields a student leaves to PaddleOCR.
+    field_engines: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def add(
         self,
@@ -79,6 +81,8 @@ class Score:
             ok = values_equal(spec, reading.value, truth[reading.name])  # type: ignore[arg-type]
             self.tallies.setdefault((group, reading.name), Tally()).add(ok, reading.missing)
             self.by_engine.setdefault((group, reading.engine), Tally()).add(ok, reading.missing)
+            key = (group, reading.name, reading.engine)
+            self.field_engines[key] = self.field_engines.get(key, 0) + 1
             if not ok and not reading.missing and group != "smudged" and len(self.examples) < 20:
                 self.examples.append((record.frame_id or "?", reading.name, truth[reading.name], reading.raw_text))
 
@@ -97,6 +101,17 @@ class Score:
         student = self.by_engine.get((group, ENGINE_STUDENT), Tally()).total
         paddle = sum(self.by_engine.get((group, e), Tally()).total for e in (ENGINE_PADDLE, ENGINE_PADDLE_DETECTION))
         return paddle / (student + paddle) if student + paddle else None
+
+    def fallback_by_field(self, group: str) -> dict[str, float]:
+        """With a student: per field, the share of its lines with ink that PaddleOCR read."""
+        paddle = (ENGINE_PADDLE, ENGINE_PADDLE_DETECTION)
+        out: dict[str, float] = {}
+        for spec in self.profile.fields:
+            student = self.field_engines.get((group, spec.name, ENGINE_STUDENT), 0)
+            teacher = sum(self.field_engines.get((group, spec.name, e), 0) for e in paddle)
+            if student + teacher:
+                out[spec.name] = teacher / (student + teacher)
+        return out
 
     def field_total(self, name: str, groups: Sequence[str] = GROUPS) -> Tally:
         return _sum(self.tallies.get((group, name)) for group in groups)
