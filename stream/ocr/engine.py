@@ -318,7 +318,7 @@ class OcrEngine:
             reading = parse_field(text, fields[i], score).by(ENGINE_PADDLE)
             readings[f_index][i] = reading
             if job in to_confirm and self._confirmed is not None:
-                self._confirmed.record(fields[i].name, to_confirm[job], None if reading.missing else reading.value)
+                self._confirmed.record(fields[i].name, to_confirm[job], None if reading.missing else str(reading.value))
         return [self._complete(image, row) for image, row in zip(images, readings, strict=True)]
 
     def _read_with_student(
@@ -343,14 +343,13 @@ class OcrEngine:
             f_index, i = job
             name = fields[i].name
             reading = well_formed_read(read, fields[i], self._other_labels[i])
-            bar = self.student.threshold_for(name)
-            confirmation_bar = self.student.confirmation_threshold(name) if self._confirmed is not None else None
-            if confirmation_bar is not None:
-                bar = confirmation_bar
+            memo = self._confirmed
+            confirmation_bar = self.student.confirmation_threshold(name) if memo is not None else None
+            bar = self.student.threshold_for(name) if confirmation_bar is None else confirmation_bar
             # A read that leaves ink unexplained (a dropped digit) falls back however sure it is.
             if reading is not None and reading.confidence >= bar and \
                     not unexplained_ink(read, fields[i], self.student.glyph_widths):
-                if confirmation_bar is None or self._confirmed.trusts(name, str(reading.value)):  # type: ignore[union-attr]
+                if memo is None or confirmation_bar is None or memo.trusts(name, str(reading.value)):
                     readings[f_index][i] = reading.by(ENGINE_STUDENT)
                     continue
                 to_confirm[job] = str(reading.value)
