@@ -58,6 +58,10 @@ class WorkerMetrics:
                                          "1 while the model server answers, 0 while the worker waits for it", registry=r)
         self.ocr_missing_ratio = Gauge("oanet_worker_ocr_missing_field_ratio",
                                        "Share of profile fields OCR could not read, over the last verdicts", registry=r)
+        self.ocr_fields = Counter("oanet_worker_ocr_fields",
+                                  "Field lines of the verdicts' frames, by field and by the engine that read them "
+                                  "(student, paddleocr, paddleocr-det; none: a blank slot)", ["field", "engine"],
+                                  registry=r)
         self.gate_weight = Gauge("oanet_worker_gate_weight", "Mean KL-gate weight per branch over the last verdicts",
                                  ["branch"], registry=r)
         self.model = Info("oanet_worker_model", "The model the worker serves", registry=r)
@@ -67,7 +71,11 @@ class WorkerMetrics:
         self._missing: deque[float] = deque(maxlen=window)
         self._weights: deque[Sequence[float]] = deque(maxlen=window)
 
-    def observe_verdict(self, missing_fields: int, total_fields: int, gate_weights: Sequence[float]) -> None:
+    def observe_verdict(self, missing_fields: int, total_fields: int, gate_weights: Sequence[float],
+                        engines: Sequence[tuple[str, str]] = ()) -> None:
+        """`engines`: (field, engine) of each reading of the verdict's record ("" for none)."""
+        for field, engine in engines:
+            self.ocr_fields.labels(field, engine or "none").inc()
         with self._lock:
             self._missing.append(missing_fields / max(1, total_fields))
             self._weights.append(tuple(gate_weights))

@@ -108,7 +108,7 @@ class FramePipeline:
             self._acked(job)
             self.metrics.verdicts.labels(verdict.verdict).inc()
             self.metrics.observe_verdict(len(prepared.record.missing), len(prepared.record.readings),
-                                         row.gate_weights)
+                                         row.gate_weights, [(r.name, r.engine) for r in prepared.record.readings])
             self.counts["verdicts"] += 1
             log.debug("verdict", extra=job.log_fields(verdict=verdict.verdict,
                                                       defect_probability=round(row.defect_probability, 4)))

@@ -94,6 +94,12 @@ def test_300_frames_in_300_schema_valid_verdicts_out(worker_settings, line_t_dat
                  "oanet_worker_ocr_missing_field_ratio", 'oanet_worker_gate_weight{branch="fused"}',
                  "oanet_worker_in_flight_frames"):
         assert name in metrics, name
+    # Every field line of every verdict, by the engine that read it (PaddleOCR here: no student).
+    read = {line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines() if line.startswith("oanet_worker_ocr_fields_total{")}
+    assert sum(read.values()) == 300 * 3
+    assert sum(n for labels, n in read.items() if 'field="temp"' in labels) == 300
+    assert all('engine="student"' not in labels for labels in read)
 
 
 # ------------------------------------------------------------------------------------ dead letters
