@@ -12,7 +12,7 @@ earlier line where the student read it too (a confirmation). A value the student
 where PaddleOCR read another is disputed and never used again: the student misreads something
 as it, and the two cannot be told apart. A read PaddleOCR could not parse says nothing either
 way. A misread can still pass where it yields another lot's confirmed id (a one-glyph neighbour
-of a lot this process has seen, read above the field's calibrated threshold); that is the residual
+of a lot this process has seen, read above the student's pooled threshold); that is the residual
 risk, the same kind as a digit read as another digit in a number field.
 
 Pure and in memory: each OCR process keeps its own (a lot costs each process one PaddleOCR
