@@ -60,8 +60,8 @@ class WorkerMetrics:
                                        "Share of profile fields OCR could not read, over the last verdicts", registry=r)
         self.ocr_fields = Counter("oanet_worker_ocr_fields",
                                   "Field lines of the verdicts' frames, by field and by the engine that read them "
-                                  "(student, paddleocr, paddleocr-det; none: no engine read it, e.g. a blank slot)", ["field", "engine"],
-                                  registry=r)
+                                  "(student, paddleocr, paddleocr-det; none: no engine read it, e.g. a blank slot)",
+                                  ["field", "engine"], registry=r)
         self.gate_weight = Gauge("oanet_worker_gate_weight", "Mean KL-gate weight per branch over the last verdicts",
                                  ["branch"], registry=r)
         self.model = Info("oanet_worker_model", "The model the worker serves", registry=r)
