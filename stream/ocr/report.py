@@ -114,7 +114,8 @@ def _print_calibration(threshold: float, calibration: dict[str, Any], out) -> No
         c = calibration.get(kind) or {}
         if c.get("reads"):
             print(f"calibration lines {kind}: {c['reads']} reads, {c['accepted']} accepted, "
-                  f"{c['accepted_wrong']} of them wrong, fallback to PaddleOCR {100 * c['fallback_rate']:.1f}%")
+                  f"{c['accepted_wrong']} of them wrong, fallback to PaddleOCR {100 * c['fallback_rate']:.1f}%"
+                  + (f" (every {', '.join(few)} line counted as PaddleOCR's)" if few else ""))
     print(f"recogniser: {out} (use --recognizer {out}, OANET_OCR__RECOGNIZER={out}, "
           f"or `oanet export --recognizer {out}`)")
 
