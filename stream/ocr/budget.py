@@ -29,5 +29,5 @@ EMA_DECAY: Final = 0.995
 # them (docs/benchmarks.md, "ocr19"). Measured on 18 students of line-a, line-b and line-c: the 9
 # that learnt their line 0.08-0.31%, the 9 that did not 1.97-8.7%. Number fields only: their
 # glyphs are printed on every lot, where a text field's wrong reads are mostly letters of lots the
-# student never saw (PaddleOCR reads those: `student.MIN_TEXT_VALUES`).
+# student never saw (only PaddleOCR-confirmed values of those are used: `student.MIN_TEXT_VALUES`).
 MAX_NUMBER_WRONG_RATE: Final = 0.01

@@ -489,8 +489,9 @@ def input_batch(crops: Sequence[np.ndarray], height: int, width: int) -> tuple[n
 # -- the saved student -------------------------------------------------------------------
 
 
-# A text field (a lot or batch id) is read by the student only when its calibration lines printed
-# at least this many distinct values; otherwise PaddleOCR reads it. Its confident wrong reads are
+# A text field (a lot or batch id) is read by the student on its threshold only when its calibration
+# lines printed at least this many distinct values; otherwise only for values PaddleOCR confirmed
+# (`stream.ocr.confirm`, `Student.confirmation_threshold`). Its confident wrong reads are
 # letters a new lot combines in ways the training lots did not, and a calibration part holds two
 # or three lots: on 8 unseen lots every line-a student read some lot ids wrong at up to 0.99 (14
 # to 48 wrong values in 400 frames), and line-c's batch ids likewise (docs/benchmarks.md,
