@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # oanet/ocr_settings.py -> the checkout root (editable install, as `make setup` does).
 CHECKOUT_ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,18 @@ class OcrSettings(BaseModel):
     # is not sure of. None: PaddleOCR reads every line.
     recognizer: Path | None = None
     # A text field the student's calibration could not trust (a lot id; `student.MIN_TEXT_VALUES`):
-    # the student's read of it is used once PaddleOCR read the same value on an earlier line of
-    # the same process (`stream.ocr.confirm`); the newest this many values per field are kept.
-    # 0: PaddleOCR reads such fields on every line.
+    # the student's read of it is used once PaddleOCR read that line's value on an earlier line
+    # the student read the same way, in the same process (`stream.ocr.confirm`); the newest this
+    # many reads per field are kept. 0: PaddleOCR reads such fields on every line.
     confirmed_text_values: int = Field(256, ge=0, le=65536)
+    # Every this many uses of one confirmed read, PaddleOCR reads the line again and a read it
+    # contradicts is disputed: two lots the student reads alike cost at most this many lines
+    # minus one. 0: never (a mix-up lasts as long as the lot).
+    confirmed_text_audit: int = Field(32, ge=0, le=1_000_000)
+
+    @field_validator("confirmed_text_audit")
+    @classmethod
+    def _audit_leaves_some_use(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("1 would send every line to PaddleOCR; use 0 for no audit or at least 2")
+        return value

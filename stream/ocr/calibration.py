@@ -210,7 +210,7 @@ def calibrate_outcomes(
     every field. `number_fields`: the number fields' names, whose views and wrong well-formed
     reads the stats then count (`number_views`, `number_wrong`: `unreliable`). `text_fields`: the
     text fields' names; one whose views print fewer than `MIN_TEXT_VALUES` distinct values gets
-    `NEVER` (its reads are used only for values PaddleOCR confirmed: `stream.ocr.confirm`), and the
+    `NEVER` (its reads are used only where PaddleOCR confirmed them: `stream.ocr.confirm`), and the
     stats count them (`text_values`).
 
     A field with fewer than `min_field_views` views that reach a threshold keeps the pooled one

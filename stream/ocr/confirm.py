@@ -5,74 +5,158 @@ student's calibration sees two or three such values, too few to bound its letter
 unseen lots it read "VR0359-44" as "XR0359-44" at 0.99 on every frame of the lot, a letter its
 training lots never printed (docs/benchmarks.md, "ocr19"), so such fields went to PaddleOCR on
 every line. What a lot id does offer is repetition: a value PaddleOCR read on one line is the
-value of the lot's next lines.
+value of the lot's next lines, and the student reads the lot's lines the same way, right or not.
 
-So the student's read of such a field is used only for a value PaddleOCR read the same on an
-earlier line where the student read it too (a confirmation). A value the student read on a line
-where PaddleOCR read another is disputed and never used again: the student misreads something
-as it, and the two cannot be told apart. A read PaddleOCR could not parse says nothing either
-way. A misread can still pass where it yields another lot's confirmed id (a one-glyph neighbour
-of a lot this process has seen, read above the student's pooled threshold); that is the residual
-risk, the same kind as a digit read as another digit in a number field.
+So the student's read of such a field is used only through what PaddleOCR read on an earlier
+line the student read the same way (a confirmation), as a `TextRead`:
 
-Pure and in memory: each OCR process keeps its own (a lot costs each process one PaddleOCR
-line), the newest `capacity` values per field (`OcrSettings.confirmed_text_values`).
+- a read that is a well-formed value (`well_formed_read`, ink check passed) stands for that value
+  only: PaddleOCR must have read the same value. Where it read another, the read is disputed and
+  never used again: the student misreads something as a valid id, and the two cannot be told
+  apart (a real lot with that id would get the other lot's value).
+- a read that can be no value (a letter dropped: "LOTM1038-76" for "TM1038-76", on every frame of
+  that lot) is a fingerprint of the line, not a value: it stands for the value PaddleOCR read on
+  the line that first showed it, where that value is one edit (a character dropped, added or
+  changed) from what the student read after the label. The edit bound is the second opinion a
+  well-formed read gets from being equal: a PaddleOCR misread is taken over only where the
+  student's read is within one edit of it too, not whatever the student read. Where PaddleOCR
+  later reads another value on a line the student read the same way, the fingerprint is
+  disputed: two lots look alike to the student.
+
+A read PaddleOCR could not parse says nothing either way. A wrong value can still pass where a
+new lot's read equals a read this process confirmed for another lot (a one-glyph neighbour read
+as that lot's id, or two lots whose ids differ only in a letter the student drops), above the
+student's pooled threshold: the student's read alone cannot tell them apart. So every
+`audit_every`-th use of a confirmed read goes to PaddleOCR again, and a read it contradicts is
+disputed from then on: such a mix-up costs at most `audit_every - 1` lines of a lot, where
+without the audit it would last as long as the lot.
+
+Pure and in memory: each OCR process keeps its own (each way of reading a lot costs the process
+one PaddleOCR line), the newest `capacity` reads per field (`OcrSettings.confirmed_text_values`,
+`OcrSettings.confirmed_text_audit`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from oanet.profile import FieldSpec
+from stream.ocr.ink import GlyphWidths
+from stream.ocr.parse import parse_field
+from stream.ocr.records import FieldReading
+from stream.ocr.student import StudentRead, label_text, target_text, unexplained_ink, well_formed_read
+
+
+@dataclass(frozen=True)
+class TextRead:
+    """A student's read of a text field's line, as the memo keys it."""
+
+    # The value read (well formed), else what the line read after an exact label (the whole
+    # line where the label was not read exactly).
+    text: str
+    well_formed: bool
+
+
+def text_read(read: StudentRead, spec: FieldSpec, other_labels: Sequence[str], widths: GlyphWidths | None,
+              bar: float) -> tuple[TextRead, float] | None:
+    """The memo's key for `read` of a line of text field `spec`, and its confidence; None when
+    the read is below `bar` or a well-formed read leaves ink unexplained (it can be neither the
+    value it spells nor a stable fingerprint of the line)."""
+    reading = well_formed_read(read, spec, other_labels)
+    if reading is not None:
+        if reading.confidence < bar or unexplained_ink(read, spec, widths):
+            return None
+        return TextRead(str(reading.value), True), reading.confidence
+    label = label_text(spec)
+    start = len(label) if read.text.startswith(label) else 0
+    confidence = read.confidence_from(start)
+    if confidence < bar or start == len(read.text):
+        return None
+    return TextRead(read.text[start:], False), confidence
+
+
+def confirmed_reading(spec: FieldSpec, value: str, read: StudentRead, confidence: float) -> FieldReading | None:
+    """The reading of a line whose read stands for the confirmed `value`; None where the parser
+    would not take the value back (never a missing reading in the student's name)."""
+    reading = parse_field(target_text(spec, value), spec, confidence)
+    return None if reading.missing or str(reading.value) != value else replace(reading, raw_text=read.text)
+
+
+@dataclass
+class _Confirmed:
+    value: str
+    uses: int = 0
 
 
 class ConfirmedValues:
-    """Per text field: values PaddleOCR confirmed (newest `capacity`) and values it disputed."""
+    """Per text field: what PaddleOCR read on lines the student read a given way (the newest
+    `capacity` reads), and the reads it disputed."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, audit_every: int = 0):
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
+        if audit_every < 0 or audit_every == 1:
+            raise ValueError(f"audit_every must be 0 (never) or at least 2, got {audit_every}")
         self.capacity = capacity
-        self._confirmed: dict[str, OrderedDict[str, None]] = {}
-        self._disputed: dict[str, OrderedDict[str, None]] = {}
+        self.audit_every = audit_every
+        self._confirmed: dict[str, OrderedDict[TextRead, _Confirmed]] = {}
+        self._disputed: dict[str, OrderedDict[TextRead, None]] = {}
         # Engines of one process may read from several threads; each call is short.
         self._lock = threading.Lock()
 
-    def trusts(self, field: str, value: str) -> bool:
-        """Whether the student's read `value` of `field` may be used (PaddleOCR confirmed it)."""
+    def value_for(self, field: str, read: TextRead) -> str | None:
+        """The value the student's `read` of `field` stands for; None until PaddleOCR confirmed
+        one, and on an audit turn (the line goes to PaddleOCR, whose read is then `record`ed)."""
         with self._lock:
-            confirmed = self._confirmed.get(field)
-            if confirmed is None or value not in confirmed:
-                return False
-            confirmed.move_to_end(value)
-            return True
+            entry = self._confirmed.get(field, {}).get(read)
+            if entry is None:
+                return None
+            self._confirmed[field].move_to_end(read)
+            entry.uses += 1
+            if self.audit_every and entry.uses % self.audit_every == 0:
+                return None
+            return entry.value
 
-    def record(self, field: str, student_value: str, teacher_value: str | None) -> None:
+    def record(self, field: str, read: TextRead, teacher_value: str | None) -> None:
         """PaddleOCR read `teacher_value` (None: nothing it could parse) on a line the student
-        read as `student_value`."""
+        read as `read`."""
         if teacher_value is None:
             return
         with self._lock:
-            if teacher_value == student_value:
-                if not _contains(self._disputed, field, student_value):
-                    _remember(self._confirmed, field, student_value, self.capacity)
-            else:
-                _remember(self._disputed, field, student_value, self.capacity)
-                self._confirmed.get(field, OrderedDict()).pop(student_value, None)
+            if read in self._disputed.get(field, ()):
+                return
+            confirmed = self._confirmed.setdefault(field, OrderedDict())
+            known = confirmed.get(read)
+            if (read.well_formed and teacher_value != read.text) or (known is not None and known.value != teacher_value):
+                _remember(self._disputed.setdefault(field, OrderedDict()), read, None, self.capacity)
+                confirmed.pop(read, None)
+            elif known is None and (read.well_formed or within_one_edit(read.text, teacher_value)):
+                _remember(confirmed, read, _Confirmed(teacher_value), self.capacity)
 
     def counts(self) -> dict[str, tuple[int, int]]:
-        """Field -> (confirmed, disputed) values remembered now."""
+        """Field -> (confirmed, disputed) reads remembered now."""
         with self._lock:
-            fields = set(self._confirmed) | set(self._disputed)
+            fields = {f for table in (self._confirmed, self._disputed) for f, entries in table.items() if entries}
             return {f: (len(self._confirmed.get(f, ())), len(self._disputed.get(f, ()))) for f in sorted(fields)}
 
 
-def _contains(table: dict[str, OrderedDict[str, None]], field: str, value: str) -> bool:
-    return value in table.get(field, ())
+def within_one_edit(a: str, b: str) -> bool:
+    """Whether `a` becomes `b` by dropping, adding or changing at most one character."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    head = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+    if len(a) == len(b):
+        return a[head + 1:] == b[head + 1:]
+    return a[head:] == b[head + 1:]
 
 
-def _remember(table: dict[str, OrderedDict[str, None]], field: str, value: str, capacity: int) -> None:
-    values = table.setdefault(field, OrderedDict())
-    values[value] = None
-    values.move_to_end(value)
-    while len(values) > capacity:
-        values.popitem(last=False)
+def _remember(entries: OrderedDict, read: TextRead, entry: _Confirmed | None, capacity: int) -> None:
+    entries[read] = entry
+    entries.move_to_end(read)
+    while len(entries) > capacity:
+        entries.popitem(last=False)

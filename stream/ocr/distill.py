@@ -25,7 +25,7 @@
    (`stream.ocr.ink`: a glyph left out, or read as one of another width; the widths are
    learnt on the training lines) fall back whatever their confidence, so they do not set it.
    A text field whose calibration lines print too few distinct values (lots) gets no threshold:
-   reading uses its reads only for values PaddleOCR confirmed (`student.MIN_TEXT_VALUES`,
+   reading uses its reads only where PaddleOCR confirmed them (`student.MIN_TEXT_VALUES`,
    `stream.ocr.confirm`), and a network that reads too many number lines wrong
    yet well formed did not learn the line: nothing is written (`calibration.unreliable`).
 4. Export: `recognizer.onnx` (onnxruntime at reading time) and `recognizer.json` (charset,

@@ -15,8 +15,8 @@ With a distilled recogniser (`OcrSettings.recognizer`, `oanet ocr distill`), tem
 reads every field line with it first, in one batched call, and gives PaddleOCR only the lines
 whose read is below its field's calibrated threshold (`Student.threshold_for`), that the ink
 check refuses, or that the parser rejects. A text field its calibration could not trust (a lot
-id) is used from the student only for values PaddleOCR read the same on an earlier line
-(`stream.ocr.confirm`). Each reading records the engine that produced it.
+id) is used from the student only through what PaddleOCR read on an earlier line the student
+read the same way (`stream.ocr.confirm`). Each reading records the engine that produced it.
 With `student_server` the student's network runs on Triton (`stream.ocr.student_server`); a
 call it does not answer sends those lines to PaddleOCR, with a warning at most once a minute.
 
@@ -42,7 +42,7 @@ import numpy as np
 
 from oanet.profile import LineProfile
 from stream.ocr import crops as cropping
-from stream.ocr.confirm import ConfirmedValues
+from stream.ocr.confirm import ConfirmedValues, TextRead, confirmed_reading, text_read
 from stream.ocr.errors import OcrError, StudentUnavailable
 from stream.ocr.parse import PARSER_VERSION, match_field, normalize, parse_field, parse_lines
 from stream.ocr.records import (
@@ -203,9 +203,9 @@ class OcrEngine:
         # Calls the served student did not answer since the last warning (lines went to PaddleOCR).
         self._student_misses = 0
         self._next_miss_warning = 0.0
-        # Lot ids and other text fields the student may read once PaddleOCR confirmed the value.
+        # Lot ids and other text fields the student may read once PaddleOCR confirmed its read.
         capacity = self.settings.confirmed_text_values
-        self._confirmed = ConfirmedValues(capacity) if capacity else None
+        self._confirmed = ConfirmedValues(capacity, self.settings.confirmed_text_audit) if capacity else None
         if self.mode == "template" and self.settings.recognizer is not None:
             network = TritonStudentNetwork(student_server) if student_server is not None else None
             self.student = Student(self.settings.recognizer, profile, self.settings.threads, network=network)
@@ -310,7 +310,7 @@ class OcrEngine:
                 else:
                     jobs.append((f_index, i))
                     slots.append(trimmed)
-        to_confirm: dict[tuple[int, int], str] = {}
+        to_confirm: dict[tuple[int, int], TextRead] = {}
         if self.student is not None and jobs:
             jobs, slots, to_confirm = self._read_with_student(jobs, slots, readings)
         for job, (text, score) in zip(jobs, self._recognize(slots), strict=True):
@@ -323,14 +323,14 @@ class OcrEngine:
 
     def _read_with_student(
         self, jobs: list[tuple[int, int]], slots: list[np.ndarray], readings: list[list[FieldReading | None]]
-    ) -> tuple[list[tuple[int, int]], list[np.ndarray], dict[tuple[int, int], str]]:
+    ) -> tuple[list[tuple[int, int]], list[np.ndarray], dict[tuple[int, int], TextRead]]:
         """Student reads every line at once; returns the lines left for PaddleOCR, and the text
         reads among them that PaddleOCR's read of the same line confirms or disputes."""
         assert self.student is not None
         fields = self.profile.fields
         left_jobs: list[tuple[int, int]] = []
         left_slots: list[np.ndarray] = []
-        to_confirm: dict[tuple[int, int], str] = {}
+        to_confirm: dict[tuple[int, int], TextRead] = {}
         started = time.perf_counter()
         try:
             reads = self.student.recognize(slots)
@@ -341,18 +341,25 @@ class OcrEngine:
         self._student_ms += (time.perf_counter() - started) * 1000
         for job, slot, read in zip(jobs, slots, reads, strict=True):
             f_index, i = job
-            name = fields[i].name
-            reading = well_formed_read(read, fields[i], self._other_labels[i])
+            spec = fields[i]
             memo = self._confirmed
-            confirmation_bar = self.student.confirmation_threshold(name) if memo is not None else None
-            bar = self.student.threshold_for(name) if confirmation_bar is None else confirmation_bar
-            # A read that leaves ink unexplained (a dropped digit) falls back however sure it is.
-            if reading is not None and reading.confidence >= bar and \
-                    not unexplained_ink(read, fields[i], self.student.glyph_widths):
-                if memo is None or confirmation_bar is None or memo.trusts(name, str(reading.value)):
+            confirmation_bar = self.student.confirmation_threshold(spec.name) if memo is not None else None
+            if memo is not None and confirmation_bar is not None:
+                key = text_read(read, spec, self._other_labels[i], self.student.glyph_widths, confirmation_bar)
+                if key is not None:
+                    value = memo.value_for(spec.name, key[0])
+                    confirmed = None if value is None else confirmed_reading(spec, value, read, key[1])
+                    if confirmed is not None:
+                        readings[f_index][i] = confirmed.by(ENGINE_STUDENT)
+                        continue
+                    to_confirm[job] = key[0]
+            else:
+                reading = well_formed_read(read, spec, self._other_labels[i])
+                # A read that leaves ink unexplained (a dropped digit) falls back however sure it is.
+                if reading is not None and reading.confidence >= self.student.threshold_for(spec.name) and \
+                        not unexplained_ink(read, spec, self.student.glyph_widths):
                     readings[f_index][i] = reading.by(ENGINE_STUDENT)
                     continue
-                to_confirm[job] = str(reading.value)
             left_jobs.append(job)
             left_slots.append(slot)
         return left_jobs, left_slots, to_confirm

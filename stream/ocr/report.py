@@ -101,7 +101,8 @@ def _print_calibration(threshold: float, calibration: dict[str, Any], out) -> No
     few = {name: n for name, n in (calibration.get("text_values") or {}).items() if n < MIN_TEXT_VALUES}
     if few:
         print(", ".join(f"{name} (its calibration lines print {n} distinct values)" for name, n in few.items())
-              + ": the student's reads are used once PaddleOCR read the same value on an earlier line "
+              + ": the student's reads are used once PaddleOCR read the line's value on an earlier line "
+              + "read the same way "
               + f"(a text field's reads are used on the threshold from {MIN_TEXT_VALUES} distinct values on)")
     if calibration.get("number_views"):
         print(f"number fields: {calibration['number_wrong']} of {calibration['number_views']} calibration reads wrong "

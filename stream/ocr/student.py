@@ -490,7 +490,7 @@ def input_batch(crops: Sequence[np.ndarray], height: int, width: int) -> tuple[n
 
 
 # A text field (a lot or batch id) is read by the student on its threshold only when its calibration
-# lines printed at least this many distinct values; otherwise only for values PaddleOCR confirmed
+# lines printed at least this many distinct values; otherwise only where PaddleOCR confirmed its read
 # (`stream.ocr.confirm`, `Student.confirmation_threshold`). Its confident wrong reads are
 # letters a new lot combines in ways the training lots did not, and a calibration part holds two
 # or three lots: on 8 unseen lots every line-a student read some lot ids wrong at up to 0.99 (14
@@ -642,7 +642,7 @@ class Student:
 
     def confirmation_threshold(self, name: str) -> float | None:
         """For a text field `threshold_for` refuses: the confidence its read needs to be used once
-        PaddleOCR has confirmed the value (`stream.ocr.confirm`); None for every other field.
+        PaddleOCR has confirmed the read (`stream.ocr.confirm`); None for every other field.
 
         The pooled threshold, above every wrong read of every field in calibration: the field's
         own is `NEVER`, and the letters of unseen lots it was set against are what the
