@@ -130,7 +130,8 @@ class ConfirmedValues:
                 return
             confirmed = self._confirmed.setdefault(field, OrderedDict())
             known = confirmed.get(read)
-            if (read.well_formed and teacher_value != read.text) or (known is not None and known.value != teacher_value):
+            contradicted = read.well_formed and teacher_value != read.text
+            if contradicted or (known is not None and known.value != teacher_value):
                 _remember(self._disputed.setdefault(field, OrderedDict()), read, None, self.capacity)
                 confirmed.pop(read, None)
             elif known is None and (read.well_formed or within_one_edit(read.text, teacher_value)):
