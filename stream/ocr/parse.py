@@ -102,6 +102,10 @@ def match_label(text: str, label: str) -> LabelMatch | None:
         return None
     # (folded char, index in text) for every alphanumeric character of the line.
     skeleton = [(c.upper().translate(_LABEL_FOLD), i) for i, c in enumerate(text) if c.isalnum()]
+    if len(skeleton) >= len(target) and "".join(c for c, _ in skeleton[: len(target)]) == target:
+        # The exact label: distance 0 at its own length ranks first whatever else is near. Most
+        # lines start so (every student read), and the edit distances below cost more than the rest.
+        return LabelMatch(distance=0, rest=text[skeleton[len(target) - 1][1] + 1 :])
     tolerance = _label_tolerance(len(target))
     best: tuple[int, int, int] | None = None  # (distance, |k - len|, k)
     for k in range(max(1, len(target) - tolerance), min(len(skeleton), len(target) + tolerance) + 1):
