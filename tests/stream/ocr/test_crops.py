@@ -111,3 +111,15 @@ def test_a_speck_does_not_reach_the_box() -> None:
     image = _line_image("TEMP: 172.4 C")
     image[40:42, 480] = 20  # two pixels of noise, far right
     assert crops.ink_box(image) == crops.ink_box(_line_image("TEMP: 172.4 C"))
+
+
+@pytest.mark.parametrize("channels", [0, 1, 3])
+def test_channel_medians_are_numpys_medians(channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    for _ in range(200):
+        height, width = (int(v) for v in rng.integers(1, 40, 2))
+        low = int(rng.integers(0, 255))
+        shape = (height, width) if channels == 0 else (height, width, channels)
+        image = rng.integers(low, int(rng.integers(low + 1, 257)), shape).astype(np.uint8)
+        expected = [int(v) for v in np.median(image.reshape(-1, channels or 1), axis=0)]
+        assert crops.channel_medians(image) == expected
