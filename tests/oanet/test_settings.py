@@ -64,6 +64,7 @@ def test_settings_are_frozen():
         ("OANET_KAFKA__SECURITY_PROTOCOL", "SASL_SSL", "needs sasl_mechanism"),
         ("OANET_KAFKA__SECURITY_PROTOCOL", "TLS", "kafka.security_protocol"),
         ("OANET_TOPICS__DEAD_LETTER", "aoi.frames", "different names"),
+        ("OANET_OCR__CONFIRMED_TEXT_AUDIT", "1", "ocr.confirmed_text_audit"),
     ],
 )
 def test_bad_values_are_rejected_with_one_line(monkeypatch, name, value, message):
