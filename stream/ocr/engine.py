@@ -345,14 +345,15 @@ class OcrEngine:
             memo = self._confirmed
             confirmation_bar = self.student.confirmation_threshold(spec.name) if memo is not None else None
             if memo is not None and confirmation_bar is not None:
-                key = text_read(read, spec, self._other_labels[i], self.student.glyph_widths, confirmation_bar)
-                if key is not None:
-                    value = memo.value_for(spec.name, key[0])
-                    confirmed = None if value is None else confirmed_reading(spec, value, read, key[1])
+                found = text_read(read, spec, self._other_labels[i], self.student.glyph_widths, confirmation_bar)
+                if found is not None:
+                    key, confidence = found
+                    value = memo.value_for(spec.name, key)
+                    confirmed = None if value is None else confirmed_reading(spec, value, read, confidence)
                     if confirmed is not None:
                         readings[f_index][i] = confirmed.by(ENGINE_STUDENT)
                         continue
-                    to_confirm[job] = key[0]
+                    to_confirm[job] = key
             else:
                 reading = well_formed_read(read, spec, self._other_labels[i])
                 # A read that leaves ink unexplained (a dropped digit) falls back however sure it is.
