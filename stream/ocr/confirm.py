@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 
 from oanet.profile import FieldSpec
 from stream.ocr.ink import GlyphWidths
-from stream.ocr.parse import parse_field
+from stream.ocr.parse import edit_distance, parse_field
 from stream.ocr.records import FieldReading
 from stream.ocr.student import StudentRead, label_text, target_text, unexplained_ink, well_formed_read
 
@@ -134,7 +134,7 @@ class ConfirmedValues:
             if contradicted or (known is not None and known.value != teacher_value):
                 _remember(self._disputed.setdefault(field, OrderedDict()), read, None, self.capacity)
                 confirmed.pop(read, None)
-            elif known is None and (read.well_formed or within_one_edit(read.text, teacher_value)):
+            elif known is None and (read.well_formed or edit_distance(read.text, teacher_value) <= 1):
                 _remember(confirmed, read, _Confirmed(teacher_value), self.capacity)
 
     def counts(self) -> dict[str, tuple[int, int]]:
@@ -142,18 +142,6 @@ class ConfirmedValues:
         with self._lock:
             fields = {f for table in (self._confirmed, self._disputed) for f, entries in table.items() if entries}
             return {f: (len(self._confirmed.get(f, ())), len(self._disputed.get(f, ()))) for f in sorted(fields)}
-
-
-def within_one_edit(a: str, b: str) -> bool:
-    """Whether `a` becomes `b` by dropping, adding or changing at most one character."""
-    if abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) > len(b):
-        a, b = b, a
-    head = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
-    if len(a) == len(b):
-        return a[head + 1:] == b[head + 1:]
-    return a[head:] == b[head + 1:]
 
 
 def _remember(entries: OrderedDict, read: TextRead, entry: _Confirmed | None, capacity: int) -> None:

@@ -75,7 +75,8 @@ def _label_tolerance(length: int) -> int:
     return 0 if length <= 3 else (1 if length <= 7 else 2)
 
 
-def _edit_distance(a: str, b: str) -> int:
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: characters dropped, added or changed to turn `a` into `b`."""
     previous = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         current = [i]
@@ -110,7 +111,7 @@ def match_label(text: str, label: str) -> LabelMatch | None:
     best: tuple[int, int, int] | None = None  # (distance, |k - len|, k)
     for k in range(max(1, len(target) - tolerance), min(len(skeleton), len(target) + tolerance) + 1):
         prefix = "".join(c for c, _ in skeleton[:k])
-        distance = _edit_distance(target, prefix)
+        distance = edit_distance(target, prefix)
         if distance <= tolerance:
             candidate = (distance, abs(k - len(target)), k)
             if best is None or candidate < best:
@@ -164,7 +165,7 @@ def strip_unit(text: str, unit: str | None) -> str:
         # the character is the unit's own first letter misread ("1/min" for "l/min").
         if text[start] in "0123456789.,+-" and _unit_key(text[start]) != target[0]:
             continue
-        distance = _edit_distance(target, _unit_key(text[start:]))
+        distance = edit_distance(target, _unit_key(text[start:]))
         if distance <= tolerance:
             candidate = (distance, abs(length - len(target)), start)
             if best is None or candidate < best:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from oanet.profile import FieldSpec
-from stream.ocr.confirm import ConfirmedValues, TextRead, confirmed_reading, text_read, within_one_edit
+from stream.ocr.confirm import ConfirmedValues, TextRead, confirmed_reading, text_read
+from stream.ocr.parse import edit_distance
 from stream.ocr.student import StudentRead, target_text
 
 LOT = FieldSpec(name="lot_id", label="LOT", kind="text", pattern=r"^[A-Z]{2}[0-9]{4}-[0-9]{2}$")
@@ -145,5 +146,5 @@ def test_a_fingerprint_is_confirmed_only_within_one_edit_of_what_paddleocr_read(
      ("TM1O38-76", "TM1038-76", True), ("TM1038-7", "TM1038-76", True), ("", "A", True),
      ("M1038-7", "TM1038-76", False), ("MT1038-76", "TM1038-76", False), ("AB", "ABCD", False)],
 )
-def test_within_one_edit(a: str, b: str, near: bool) -> None:
-    assert within_one_edit(a, b) is near and within_one_edit(b, a) is near
+def test_one_edit_is_the_bound_a_fingerprint_meets(a: str, b: str, near: bool) -> None:
+    assert (edit_distance(a, b) <= 1) is near and (edit_distance(b, a) <= 1) is near
