@@ -48,6 +48,9 @@ VAL_CARVE_SHARE = 0.20
 # Extra manifest keys written by `oanet synth` (other producers may omit them).
 EXTRA_SMUDGED = "smudged"  # list of field names whose printed line was smudged or occluded
 EXTRA_NUISANCE = "nuisance"  # list of nuisance kinds applied to the frame ([] for a clean frame)
+# true / false on a drawn object defect: the faint version of its kind (a 1 px scratch, a pin
+# hole) or the plain one. `oanet evaluate` reports the two apart: they are learnt very differently.
+EXTRA_SUBTLE = "subtle"
 
 Split = Literal["train", "val", "test"]
 ParamValue = float | str | None
@@ -89,6 +92,12 @@ class ManifestEntry:
     @property
     def nuisance_kinds(self) -> tuple[str, ...]:
         return tuple(self.extra.get(EXTRA_NUISANCE) or ())
+
+    @property
+    def subtle(self) -> bool | None:
+        """Whether a drawn object defect is its kind's faint version (None: not recorded)."""
+        value = self.extra.get(EXTRA_SUBTLE)
+        return None if value is None else bool(value)
 
     def to_json(self) -> dict[str, Any]:
         line = {

@@ -178,6 +178,7 @@ def run_ablation(args: argparse.Namespace, progress: bool = True) -> dict[str, A
         test_entries = bundle.dataset.split("test")
         details = {e.id: e.defect_detail for e in test_entries}
         defects = {e.id: e.defect for e in test_entries}
+        subtle = {e.id: e.subtle for e in test_entries}
         for cond, frames in corrupted.items():
             bound = recall_bound(frames.causes, [details[i] for i in frames.ids], bundle.feature_names, frames.missing)
             results.append({"encoder": encoder, "repeat": repeat, "condition": cond, "variant": BOUND,
@@ -214,7 +215,7 @@ def run_ablation(args: argparse.Namespace, progress: bool = True) -> dict[str, A
                     if cond == "clean":
                         kept_ids = [frame_id for frame_id, k in zip(frames.ids, keep, strict=True) if k]
                         record["by_defect"] = metrics_by_defect(labels, scores, [defects[i] for i in kept_ids],
-                                                                threshold)
+                                                                threshold, [subtle[i] for i in kept_ids])
                     results.append(record)
                     if repeat == 0:
                         plots[(encoder, name, cond)] = {"labels": labels, "scores": scores,

@@ -73,10 +73,11 @@ def load_frames(run: LoadedRun, data: str | Path, split: str, features: str | No
                                progress=progress, desc=f"{split} images")
 
 
-def defects_of(data: str | Path, ids: list[str]) -> list[str]:
-    """The manifest's defect string of each frame id ("none", "object:<kind>", "param:<fields>")."""
-    by_id = {entry.id: entry.defect for entry in data_mod.open_dataset(data).entries}
-    return [by_id[frame_id] for frame_id in ids]
+def defects_of(data: str | Path, ids: list[str]) -> tuple[list[str], list[bool | None]]:
+    """The manifest's defect string of each frame id ("none", "object:<kind>", "param:<fields>"),
+    and whether its object defect is the faint version (None where the manifest does not say)."""
+    by_id = {entry.id: entry for entry in data_mod.open_dataset(data).entries}
+    return [by_id[frame_id].defect for frame_id in ids], [by_id[frame_id].subtle for frame_id in ids]
 
 
 def by_defect_lines(metrics: dict[str, Any]) -> list[str]:
@@ -140,7 +141,8 @@ def main(args: argparse.Namespace) -> int:
     frames = corrupt(frames, args.ocr_missing, args.grid_mask, args.seed)
     out = predict(run.encoder, run.fusion, frames, args.device)
     models = ("image",) if args.image_only else ("params",) if args.params_only else core.BRANCHES
-    metrics = model_metrics(frames.labels, frames.causes, out, run.fusion, models, defects_of(args.data, frames.ids))
+    defects, subtle = defects_of(args.data, frames.ids)
+    metrics = model_metrics(frames.labels, frames.causes, out, run.fusion, models, defects, subtle)
     report = {
         **metrics,
         "run": str(args.run),

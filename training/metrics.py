@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -89,12 +90,19 @@ def defect_kinds(defect: str) -> list[str]:
     return [f"{cause}:{item}" for item in detail.split(",")] if detail else [cause]
 
 
+# Rows of `metrics_by_defect` pooling the object defects by severity, where the manifest records it.
+SUBTLE_OBJECTS = "object (subtle)"
+PLAIN_OBJECTS = "object (plain)"
+
+
 def metrics_by_defect(labels: np.ndarray, probs: np.ndarray, defects: list[str],
-                      threshold: float) -> dict[str, dict[str, Any]]:
+                      threshold: float, subtle: Sequence[bool | None] | None = None) -> dict[str, dict[str, Any]]:
     """Per defect kind (`defect_kinds`): `n` frames, `recall` at `threshold`, and `auroc` of those
     frames against the good frames (None without good frames). A line engineer's question is
     which kinds the model misses; the pooled AUROC hides a kind that is a small share of the
-    defects."""
+    defects. With `subtle` (per frame: whether its object defect is the faint version, None where
+    unknown), the object defects also count under SUBTLE_OBJECTS or PLAIN_OBJECTS: the faint ones
+    of every kind are a few per kind, too few to read row by row."""
     from sklearn.metrics import roc_auc_score
 
     y = np.asarray(labels).astype(int)
@@ -105,6 +113,8 @@ def metrics_by_defect(labels: np.ndarray, probs: np.ndarray, defects: list[str],
         if y[i] == 1:
             for kind in defect_kinds(defect):
                 rows.setdefault(kind, []).append(i)
+            if subtle is not None and subtle[i] is not None and defect.startswith("object"):
+                rows.setdefault(SUBTLE_OBJECTS if subtle[i] else PLAIN_OBJECTS, []).append(i)
     out: dict[str, dict[str, Any]] = {}
     for kind in sorted(rows):
         scores = p[rows[kind]]

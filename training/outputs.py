@@ -38,16 +38,18 @@ def model_scores(out: dict[str, np.ndarray], fc: core.FusionCore, name: str) -> 
 
 
 def model_metrics(labels: np.ndarray, causes: list[str], out: dict[str, np.ndarray], fc: core.FusionCore,
-                  models: tuple[str, ...] = core.BRANCHES, defects: list[str] | None = None) -> dict[str, Any]:
+                  models: tuple[str, ...] = core.BRANCHES, defects: list[str] | None = None,
+                  subtle: list[bool | None] | None = None) -> dict[str, Any]:
     """Per model (fused = the gated verdict, image, params) at its operating threshold, plus 0.5;
-    with each frame's manifest `defects`, also per defect kind (`by_defect`)."""
+    with each frame's manifest `defects`, also per defect kind (`by_defect`; with `subtle`, the
+    object defects also by severity: `metrics_by_defect`)."""
     result = {}
     for name in models:
         probs, threshold = model_scores(out, fc, name)
         entry = binary_metrics(labels, probs, threshold)
         entry.update(auroc_by_cause(labels, probs, causes))
         if defects is not None:
-            entry["by_defect"] = metrics_by_defect(labels, probs, defects, threshold)
+            entry["by_defect"] = metrics_by_defect(labels, probs, defects, threshold, subtle)
         entry["recall_by_cause"] = recall_by_cause(labels, probs, causes, threshold)
         entry["at_0.5"] = binary_metrics(labels, probs, 0.5)
         entry["at_0.5"]["recall_by_cause"] = recall_by_cause(labels, probs, causes, 0.5)

@@ -56,7 +56,7 @@ from training.fusion import (
     reference_stats,
     threshold_for_recall,
 )
-from training.metrics import binary_metrics, defect_kinds
+from training.metrics import PLAIN_OBJECTS, SUBTLE_OBJECTS, binary_metrics, defect_kinds, metrics_by_defect
 from training.train import (
     GATE_CHOICE_STATES,
     export_torchscript,
@@ -543,6 +543,18 @@ def test_a_parameter_defect_counts_under_each_of_its_fields():
     assert defect_kinds("none") == []
     assert defect_kinds("object:scratch") == ["object:scratch"]
     assert defect_kinds("param:temp,humidity") == ["param:temp", "param:humidity"]
+
+
+def test_object_defects_are_also_pooled_by_severity_where_it_is_known():
+    labels = np.array([0, 0, 1, 1, 1, 1, 1])
+    probs = np.array([0.1, 0.3, 0.9, 0.2, 0.8, 0.6, 0.7])
+    defects = ["none", "none", "object:scratch", "object:scratch", "object:void", "object:void", "param:temp"]
+    subtle = [None, None, False, True, False, None, None]
+    rows = metrics_by_defect(labels, probs, defects, 0.5, subtle)
+    assert rows[PLAIN_OBJECTS] == {"n": 2, "recall": 1.0, "auroc": 1.0}
+    assert rows[SUBTLE_OBJECTS] == {"n": 1, "recall": 0.0, "auroc": 0.5}  # 0.2: above one good frame of two
+    assert rows["object:void"]["n"] == 2  # the unknown one counts under its kind only
+    assert set(metrics_by_defect(labels, probs, defects, 0.5)) == {"object:scratch", "object:void", "param:temp"}
 
 
 def _gate_outputs(labels: np.ndarray, p_image: np.ndarray, p_params: np.ndarray) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ import pytest
 
 from oanet.cli import main
 from training.errors import ExportError, TrainingError
+from training.metrics import PLAIN_OBJECTS, SUBTLE_OBJECTS
 from triton_models.oanet_fusion import core, integrity
 
 TINY = ["--features", "truth", "--image-size", "32", "--epochs", "1", "--fusion-epochs", "3", "--tree-rounds", "10", "--mask-copies", "1",
@@ -94,7 +95,13 @@ def test_evaluate_metrics_follow_from_its_confusion_matrix_and_predictions(train
     causes = np.array([r["cause"] for r in rows])
     assert set(causes[labels == 1]) == {"object", "param"} and set(causes[labels == 0]) == {"none"}
     manifest = (e2e_dataset / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    defects = {entry["id"]: entry["defect"] for entry in map(json.loads, filter(str.strip, manifest))}
+    entries = [json.loads(line) for line in manifest if line.strip()]
+    defects = {entry["id"]: entry["defect"] for entry in entries}
+    subtle = {entry["id"]: entry.get("subtle") for entry in entries}
+    # `oanet synth` records each object defect's severity, so the object defects are also pooled by it
+    assert all(subtle[i] in (True, False) for i, d in defects.items() if d.startswith("object:"))
+    assert all(subtle[i] is None for i, d in defects.items() if not d.startswith("object:"))
+    severity_rows = {SUBTLE_OBJECTS: True, PLAIN_OBJECTS: False}
     for name in ("fused", "image", "params"):
         m = report[name]
         probs = np.array([float(r[f"{name}_probability"]) for r in rows])
@@ -112,11 +119,17 @@ def test_evaluate_metrics_follow_from_its_confusion_matrix_and_predictions(train
             assert m[f"auroc_{cause}"] == pytest.approx(roc_auc_score(labels[keep], probs[keep])), (name, cause)
         # by_defect: each defect kind's frames (a parameter defect under each of its fields)
         counted = set()
+        shown = {kind for kind, flag in severity_rows.items()
+                 if any(labels[i] == 1 and subtle[r["id"]] is flag for i, r in enumerate(rows))}
+        assert shown and shown == set(severity_rows) & set(m["by_defect"]), name
         for kind, entry in m["by_defect"].items():
-            cause, item = kind.split(":")
-            members = [i for i, r in enumerate(rows) if labels[i] == 1 and defects[r["id"]].split(":")[0] == cause
-                       and item in defects[r["id"]].split(":")[1].split(",")]
-            counted.update(members)
+            if kind in severity_rows:
+                members = [i for i, r in enumerate(rows) if labels[i] == 1 and subtle[r["id"]] is severity_rows[kind]]
+            else:
+                cause, item = kind.split(":")
+                members = [i for i, r in enumerate(rows) if labels[i] == 1 and defects[r["id"]].split(":")[0] == cause
+                           and item in defects[r["id"]].split(":")[1].split(",")]
+                counted.update(members)
             assert entry["n"] == len(members), kind
             assert entry["recall"] == pytest.approx(pred[members].mean()), (name, kind)
             keep = np.r_[np.flatnonzero(labels == 0), members]

@@ -16,7 +16,7 @@ from oanet.dataset import load_dataset
 from oanet.profile import DEFAULT_PROFILE_PATH, PRINT_FONTS, load_profile
 from training.synth.generate import FrameSpec, SynthError, generate, render_frame
 from training.synth.nuisance import NUISANCE_KINDS
-from training.synth.params import OBJECT_KINDS, object_kinds, sample_truth
+from training.synth.params import FRAMES_PER_LOT, OBJECT_KINDS, object_kinds, sample_truth
 from training.synth.panel import FONT_FACES, field_slots
 from training.synth.scene import draw_object
 
@@ -52,6 +52,12 @@ def test_output_is_a_valid_dataset_folder(small_dataset, line_profile):
         assert set(entry.nuisance_kinds) <= set(NUISANCE_KINDS)
         assert entry.smudged_fields <= set(line_profile.field_names)
         assert ("smudge" in entry.nuisance_kinds) == bool(entry.smudged_fields)
+        # the severity the generator drew for an object defect, and no severity for other frames
+        rng = np.random.default_rng([5, int(entry.id[1:])])
+        lot_rng = np.random.default_rng([5, int(entry.id[1:]) // FRAMES_PER_LOT, 7])
+        truth = sample_truth(line_profile, rng, 0.40, lot_rng, package="bga")
+        assert entry.subtle == (truth.subtle if entry.defect_cause == "object" else None)
+    assert {e.subtle for e in dataset if e.defect_cause == "object"} == {True, False}
     raw = (small_dataset / "manifest.jsonl").read_text().splitlines()[0]
     assert '"split":' in raw  # splits are written explicitly
 

@@ -23,6 +23,7 @@ import numpy as np
 from oanet.dataset import (
     EXTRA_NUISANCE,
     EXTRA_SMUDGED,
+    EXTRA_SUBTLE,
     IMAGES_DIRNAME,
     MANIFEST_FILENAME,
     ManifestEntry,
@@ -111,6 +112,8 @@ def render_frame(spec: FrameSpec, index: int, total: int) -> Frame:
     if bank is None:
         obj = scene.draw_object(ow, oh, truth.object_kind, truth.subtle, rng, package=spec.package)
         extra["package"] = spec.package
+        if truth.object_kind is not None:
+            extra[EXTRA_SUBTLE] = truth.subtle
     else:
         source = bank.pick(truth.object_kind, split, rng)
         obj = objects.place(source, ow, oh, rng)
