@@ -95,9 +95,10 @@ class ManifestEntry:
 
     @property
     def subtle(self) -> bool | None:
-        """Whether a drawn object defect is its kind's faint version (None: not recorded)."""
+        """Whether a drawn object defect is its kind's faint version (None: not recorded, or not
+        a JSON boolean: a hand-written "false" must not count as faint)."""
         value = self.extra.get(EXTRA_SUBTLE)
-        return None if value is None else bool(value)
+        return value if isinstance(value, bool) else None
 
     def to_json(self) -> dict[str, Any]:
         line = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections import Counter
@@ -58,6 +59,7 @@ def test_output_is_a_valid_dataset_folder(small_dataset, line_profile):
         truth = sample_truth(line_profile, rng, 0.40, lot_rng, package="bga")
         assert entry.subtle == (truth.subtle if entry.defect_cause == "object" else None)
     assert {e.subtle for e in dataset if e.defect_cause == "object"} == {True, False}
+    assert dataclasses.replace(dataset.entries[0], extra={"subtle": "false"}).subtle is None
     raw = (small_dataset / "manifest.jsonl").read_text().splitlines()[0]
     assert '"split":' in raw  # splits are written explicitly
 
