@@ -54,8 +54,8 @@ from stream.ocr.student import StudentRead, label_text, target_text, unexplained
 class TextRead:
     """A student's read of a text field's line, as the memo keys it."""
 
-    # The value read (well formed), else what the line read after an exact label (the whole
-    # line where the label was not read exactly).
+    # The value read (well formed), else what the line read after the label, or after the label
+    # less its first letter (the whole line where neither starts it).
     text: str
     well_formed: bool
 
@@ -70,12 +70,21 @@ def text_read(read: StudentRead, spec: FieldSpec, other_labels: Sequence[str], w
         if reading.confidence < bar or unexplained_ink(read, spec, widths):
             return None
         return TextRead(str(reading.value), True), reading.confidence
-    label = label_text(spec)
-    start = len(label) if read.text.startswith(label) else 0
+    start = _label_end(read.text, label_text(spec))
     confidence = read.confidence_from(start)
     if confidence < bar or start == len(read.text):
         return None
     return TextRead(read.text[start:], False), confidence
+
+
+def _label_end(text: str, label: str) -> int:
+    """Where a malformed read's label ends: after the label, or after the label without its first
+    letter (the left-edge defect `well_formed_read` forgives: "OTM1038-76", the "L" half seen and
+    its step unsure); 0 where neither starts the read."""
+    for prefix in (label, label[1:]):
+        if len(prefix) >= 2 and text.startswith(prefix):
+            return len(prefix)
+    return 1 if len(label) == 1 and text.startswith(label) else 0
 
 
 def confirmed_reading(spec: FieldSpec, value: str, read: StudentRead, confidence: float) -> FieldReading | None:

@@ -13,7 +13,8 @@ On the student's own input (`student.line_input`: bright ink on black, stretched
 - the runs after the label's words are the value's (with its unit). There must not be more of
   them than the read has value characters: each glyph is at least one run, and glyphs that
   touch only make fewer runs, so a surplus is ink the read left out. An explicit "+" (printed
-  before positive values of signed fields, and left to the CTC blank) may be one more run.
+  before positive values of signed fields, and left to the CTC blank) may be one more run: told
+  by its height, or where a face prints it as tall as the digits, by its shape (`is_cross`).
 
 A glyph read as another of a different width is the other dangerous read: an unseen lot's "YI"
 read "II" at 0.95. When a value's runs and characters pair one to one, each run's width (in
@@ -55,12 +56,23 @@ WORD_GAP_FACTOR = 2.0
 WORD_GAP_WIDTH_SHARE = 0.6
 
 
+# A "+" as tall as the digits (faces print it at 90% of their height and more, where `PLUS_SHARES`
+# ends) is told from a digit by its shape: ink through its middle, none in its corners (this share
+# of its height and width from each corner), and the same under a mirror either way. Measured on
+# line-a's number lines (student input, 32 rows): such pluses 0.84-1.00 alike mirrored, no corner
+# ink; the first digits of that height and width 0.48-0.68 ("4", whose corners are as empty).
+CROSS_CORNER_SHARE = 0.3
+CROSS_MAX_CORNER_INK = 0.05
+CROSS_MIN_SYMMETRY = 0.8
+
+
 @dataclass(frozen=True)
 class InkRun:
     start: int  # first input column
     end: int  # one past the last
     height: int  # rows from its first ink row to its last
     separator: bool  # ":" or "=": two or more short bands stacked
+    cross: bool = False  # shaped like a "+" (`is_cross`): measured on runs of a digit's height only
 
 
 @dataclass(frozen=True)
@@ -124,9 +136,34 @@ def ink_runs(image: np.ndarray, width: int | None = None) -> list[InkRun]:
     first_band = np.cumsum(band_count) - band_count
     longest = np.maximum.reduceat(band_end - band_start, first_band)
     separator = (band_count >= 2) & (longest < SEPARATOR_BAND_SHARE * text_height)
-    heights = band_end[first_band + band_count - 1] - band_start[first_band]
-    return [InkRun(*run) for run in zip(starts.tolist(), ends.tolist(), heights.tolist(), separator.tolist(),
+    tops = band_start[first_band]
+    heights = band_end[first_band + band_count - 1] - tops
+    runs = [InkRun(*run) for run in zip(starts.tolist(), ends.tolist(), heights.tolist(), separator.tolist(),
                                         strict=True)]
+    # Only a run that `PLUS_SHARES` finds too tall and that is as wide as a "+" needs its shape.
+    body = _body(runs)
+    for i, run in enumerate(runs):
+        if not run.separator and PLUS_SHARES[1] * body <= run.height < body and \
+                run.end - run.start >= PLUS_MIN_ASPECT * run.height:
+            box = mask[tops[i] : tops[i] + run.height, run.start : run.end]
+            if is_cross(box):
+                runs[i] = InkRun(run.start, run.end, run.height, False, True)
+    return runs
+
+
+def is_cross(box: np.ndarray) -> bool:
+    """Whether a run's ink (boolean [rows, columns], cut to its rows and columns) is a "+": ink in
+    its middle, (almost) none in its corners, alike mirrored left-right and top-bottom."""
+    rows, columns = box.shape
+    total = int(box.sum())
+    if rows < 3 or columns < 3 or not total:
+        return False
+    if not box[rows // 3 : rows - rows // 3, columns // 3 : columns - columns // 3].any():
+        return False
+    r, c = max(1, round(CROSS_CORNER_SHARE * rows)), max(1, round(CROSS_CORNER_SHARE * columns))
+    corners = int(box[:r, :c].sum() + box[:r, -c:].sum() + box[-r:, :c].sum() + box[-r:, -c:].sum())
+    alike = min(int((box & box[::-1]).sum()), int((box & box[:, ::-1]).sum()))
+    return corners <= CROSS_MAX_CORNER_INK * total and alike >= CROSS_MIN_SYMMETRY * total
 
 
 def words(runs: Sequence[InkRun]) -> list[list[InkRun]]:
@@ -173,7 +210,7 @@ def _leading_plus(found: Sequence[Sequence[InkRun]], runs: Sequence[InkRun], plu
     if not plus_allowed or not found:
         return False
     first, body = found[0][0], _body(runs)
-    return PLUS_SHARES[0] * body <= first.height < PLUS_SHARES[1] * body and \
+    return first.cross or PLUS_SHARES[0] * body <= first.height < PLUS_SHARES[1] * body and \
         first.end - first.start >= PLUS_MIN_ASPECT * first.height
 
 

@@ -180,6 +180,32 @@ def label_part_ok(prefix: str, label: str, other_labels: Sequence[str] = ()) -> 
             and not any(other == prefix or _one_substitution(prefix, other) for other in other_labels))
 
 
+def label_letters_dropped(prefix: str, label: str) -> bool:
+    """Whether a read's label part is the label with letters left out where the student drops
+    them on faces it has not seen: up to two at its start, and its last one where it touches
+    the separator ("ZOFFSE" for Z OFFSET= on a line printing "T=" as one blob, "NDFORCE" for
+    BOND FORCE). Half the label or more must remain. Only with the value's ink paired glyph by
+    glyph (`value_ink_paired`) does such a read stand: a label letter read as a digit of the
+    value ("ZOFFSE7" + "1.10") is then one character more than the value's runs."""
+    if len(prefix) < max(2, (len(label) + 1) // 2) or prefix == label:
+        return False
+    return any(prefix == label[start:end] for start in (0, 1, 2) for end in (len(label), len(label) - 1))
+
+
+def value_ink_paired(read: StudentRead, spec: FieldSpec) -> bool:
+    """Whether the value part's characters pair one to one with its ink runs (a leading "+" left
+    out; the number alone where the unit stands as its own word), and no run is left over."""
+    split = split_value(read.text, spec)
+    if read.ink is None or split is None:
+        return False
+    value, unit = split[1], unit_text(spec)
+    label_words = len(spec.label.split())
+    if count_value_ink(read.ink, label_words, value, unit, plus_possible(spec, value)).unexplained:
+        return False
+    pairs = value_glyphs(read.ink, spec, value)
+    return len(pairs) in (len(value), len(value) - len(unit)) and len(pairs) > 0
+
+
 def _one_substitution(a: str, b: str) -> bool:
     """Same length, exactly one place different."""
     return len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1
@@ -244,7 +270,9 @@ def well_formed_read(read: StudentRead, spec: FieldSpec, other_labels: Sequence[
     at its decimals, unit) and the parser must accept it; whatever the parser would have to
     forgive or correct is refused, so a confident but half-right read cannot pass. The label
     part must be the label, or show only the left-edge defect or one letter read as another
-    (`label_part_ok`; `other_labels`: the line's other labels, `other_labels_of`). The
+    (`label_part_ok`; `other_labels`: the line's other labels, `other_labels_of`); on a number
+    line it may also miss letters where students drop them (`label_letters_dropped`) when the
+    value's ink pairs with its characters glyph by glyph (`value_ink_paired`). The
     reading's confidence is the value part's (`StudentRead.confidence_from`): the field is
     known from its ROI, and the label's letters say nothing about the value.
     """
@@ -253,7 +281,8 @@ def well_formed_read(read: StudentRead, spec: FieldSpec, other_labels: Sequence[
         return None
     prefix, value_part = split
     label = label_text(spec)
-    if not label_part_ok(prefix, label, other_labels):
+    if not label_part_ok(prefix, label, other_labels) and not (
+            spec.kind == "number" and label_letters_dropped(prefix, label) and value_ink_paired(read, spec)):
         return None
     text = label + value_part
     reading = parse_field(text, spec, read.confidence_from(len(prefix)))

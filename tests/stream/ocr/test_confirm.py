@@ -99,9 +99,14 @@ def test_the_key_of_a_read() -> None:
     # confidence does not count.
     dropped = StudentRead("LOTM1038-76", (0.3, 0.3, 0.3) + (0.95,) * 8, 0.95)
     assert text_read(dropped, LOT, (), None, 0.9) == (_fingerprint("M1038-76"), 0.95)
+    # The label's first letter half seen (the left-edge defect): its unsure step does not count.
+    edge = StudentRead("OTM1038-76", (0.56,) + (0.95,) * 9, 0.95)
+    assert text_read(edge, LOT, (), None, 0.9) == (_fingerprint("M1038-76"), 0.95)
+    assert text_read(StudentRead("OTM1038-76", (0.95, 0.95, 0.56) + (0.95,) * 7, 0.95), LOT, (), None, 0.9) is None
     # The label not read exactly: the whole line is the key, with the whole line's confidence.
     garbled = StudentRead("L0TM1038-76", (0.95,) * 11, 0.95)
     assert text_read(garbled, LOT, (), None, 0.9) == (_fingerprint("L0TM1038-76"), 0.95)
+    assert text_read(StudentRead("0TM1038-76", (0.3,) + (0.95,) * 9, 0.95), LOT, (), None, 0.9) is None
     assert text_read(StudentRead("LOT", (0.99,) * 3, 0.99), LOT, (), None, 0.9) is None  # nothing after it
 
 

@@ -10,9 +10,11 @@ from oanet.profile import FieldSpec, LineProfile
 from stream.ocr.crops import trim_to_ink
 from stream.ocr.ink import (
     MIN_WIDTH_SAMPLES,
+    PLUS_SHARES,
     InkRun,
     count_value_ink,
     ink_runs,
+    is_cross,
     learn_glyph_widths,
     misfit_glyphs,
     paired_glyphs,
@@ -196,6 +198,78 @@ def test_a_leading_plus_is_left_out_of_the_pairs() -> None:
     assert [c for c, _ in pairs] == list("1.59um")
     widths = dict(pairs)
     assert widths["1"] < widths["5"] and widths["."] < widths["5"]
+
+
+@pytest.mark.parametrize(("line", "value"), [("Z OFFSET= 1.10 um", "1.10"), ("Z OFFSET=+1.10 um", "1.10"),
+                                             ("Z OFFSET 1.10um", "1.10"), ("Z OFFSET: -1.10 um", "-1.10")])
+def test_a_label_missing_its_last_letter_stands_only_with_every_value_glyph_paired(
+        z_offset: FieldSpec, line: str, value: str) -> None:
+    """Students drop a label's last letter where it touches the separator ("ZOFFSE" for "T="), a
+    read the label rule alone refuses. With the ink it stands when each value glyph has its own
+    run; the same read with the dropped "T" turned into a digit of the value does not."""
+    image, steps = printed(line, thickness=1)
+    right = read_of(f"ZOFFSE{value}um", image, steps)
+    reading = well_formed_read(right, z_offset)
+    assert reading is not None and reading.value == pytest.approx(float(value)) and reading.raw_text == right.text
+    assert unexplained_ink(right, z_offset) == 0
+    for wrong in (f"ZOFFSE7{value}um", f"ZOFFSE1{value}um"):
+        assert well_formed_read(read_of(wrong, image, steps), z_offset) is None, wrong
+    # Without the ink measured, the label rule alone decides (refused).
+    assert well_formed_read(StudentRead.uniform(right.text, 0.99), z_offset) is None
+
+
+def test_dropped_label_letters_are_bounded(line_profile: LineProfile, lot: FieldSpec) -> None:
+    bond = line_profile.field("bond_force")
+    image, steps = printed("BOND FORCE: 30.1 gf", thickness=1)
+    for text, value in (("NDFORCE30.1gf", 30.1), ("NDFORC30.1gf", 30.1), ("ONDFORC30.1gf", 30.1)):
+        reading = well_formed_read(read_of(text, image, steps), bond)
+        assert reading is not None and reading.value == pytest.approx(value), text
+    # Three letters off the start, a letter off the middle, the label's first half alone: refused.
+    for text in ("DFORCE30.1gf", "BONDFRCE30.1gf", "BOND30.1gf", "BONDFOR30.1gf"):
+        assert well_formed_read(read_of(text, image, steps), bond) is None, text
+    # Text fields keep the label rule alone: "LO" + "TL3961-89" could borrow the label's "T".
+    image, steps = printed("LOT: IL3961-89", thickness=1)
+    assert well_formed_read(read_of("LOIL3961-89", image, steps), lot) is None
+
+
+def _tall_plus_line(share: float) -> tuple[np.ndarray, int]:
+    """ "Z OFFSET: +2.61 um" with a "+" `share` of the digits' height (faces that print it tall)."""
+    canvas = np.full((48, 640), 20, np.uint8)
+    cv2.putText(canvas, "Z OFFSET:", (8, 34), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 235, 2, cv2.LINE_AA)
+    (digits_w, digits_h), _ = cv2.getTextSize("2", cv2.FONT_HERSHEY_SIMPLEX, 0.8, 2)
+    size = int(round(share * (digits_h + 1)))
+    left, top = 150, 34 - digits_h + (digits_h - size) // 2
+    cv2.line(canvas, (left, top + size // 2), (left + size, top + size // 2), 235, 2)
+    cv2.line(canvas, (left + size // 2, top), (left + size // 2, top + size), 235, 2)
+    cv2.putText(canvas, "2.61 um", (left + size + 8, 34), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 235, 2, cv2.LINE_AA)
+    trimmed = trim_to_ink(canvas)
+    assert trimmed is not None
+    return line_input(trimmed, HEIGHT, WIDTH), line_steps(trimmed, HEIGHT, WIDTH)
+
+
+def test_a_plus_as_tall_as_the_digits_is_told_by_its_shape(z_offset: FieldSpec) -> None:
+    image, steps = _tall_plus_line(0.95)
+    runs = ink_runs(image, steps * TIME_STRIDE)
+    first = value_words(runs, 2)[0][0]
+    assert first.cross and first.height >= PLUS_SHARES[1] * sorted(r.height for r in runs)[len(runs) // 2]
+    assert unexplained_ink(read_of("ZOFFSET2.61um", image, steps), z_offset) == 0
+    # A minus before the same digits is no plus: dropping it changes the value.
+    image, steps = printed("Z OFFSET: -2.61 um")
+    assert unexplained_ink(read_of("ZOFFSET2.61um", image, steps), z_offset) == 1
+
+
+@pytest.mark.parametrize("font", FACES)
+def test_no_digit_is_taken_for_a_tall_plus(z_offset: FieldSpec, font: int) -> None:
+    """A dropped leading digit taken for a "+" would pass the count: no digit of any face is a cross."""
+    for digit in "0123456789":
+        image, steps = printed(f"Z OFFSET: {digit}2.61 um", font=font, thickness=1)
+        runs = ink_runs(image, steps * TIME_STRIDE)
+        assert not any(r.cross for r in runs), digit
+        assert unexplained_ink(read_of("ZOFFSET2.61um", image, steps), z_offset) == 1, digit
+    assert not is_cross(np.ones((20, 14), bool)) and not is_cross(np.zeros((20, 14), bool))
+    ring = np.zeros((20, 14), bool)
+    ring[[0, -1], 2:-2] = ring[2:-2, [0, -1]] = True  # an "0": symmetric, but hollow and cornered
+    assert not is_cross(ring)
 
 
 def test_runs_of_a_known_input() -> None:
