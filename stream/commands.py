@@ -251,8 +251,10 @@ def _ocr(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
+    from oanet.allocator import keep_freed_memory
     from stream.ocr.report import distill_command
 
+    keep_freed_memory()  # its restarts' processes do the same (stream.ocr.distill)
     return distill_command(args)
 
 

@@ -245,6 +245,13 @@ class Restarts:
     below: float = 0.65
 
 
+def epochs_without_gain(best: BestEpoch, attempt: int, epoch: int) -> int:
+    """Epochs of `attempt` up to `epoch` (1-based) since its best validation AUROC: all of them
+    while the attempt has not beaten an earlier attempt's best. Read from the best epoch alone, so
+    a resumed run counts as the uninterrupted one would."""
+    return epoch - best.epoch if best.attempt == attempt else epoch
+
+
 def reinitialise(model: torch.nn.Module, seed: int) -> None:
     """Fresh initial weights for every layer, drawn from `seed`."""
     torch.manual_seed(seed)
@@ -280,6 +287,7 @@ def train_cnn(
     attempt: int = 0,
     best: BestEpoch | None = None,
     synthetic_anomalies: float = 0.0,
+    patience: int = 0,
 ) -> list[dict[str, Any]]:
     """Train for epochs [start_epoch, epochs) of attempt `attempt`; calls on_epoch(epoch, record)
     after each (epoch 0-based within the attempt; record["attempt"] says which).
@@ -291,8 +299,11 @@ def train_cnn(
 
     `best` (updated in place; a fresh one when None) keeps the weights of the epoch with the best
     validation AUROC of the target, which the model holds when this returns. `restarts` (None:
-    none) re-draws the weights of an attempt that stays near chance. A resumed run passes the
-    attempt, start epoch and best epoch of its checkpoint.
+    none) re-draws the weights of an attempt that stays near chance. `patience` > 0 ends training
+    once that many epochs of the attempt have passed without a better validation AUROC
+    (`epochs_without_gain`; the record says `stopped`): the kept weights are the best epoch's
+    either way, so the epochs after it only cost time. A resumed run passes the attempt, start
+    epoch and best epoch of its checkpoint.
     """
     from tqdm import tqdm
 
@@ -345,7 +356,12 @@ def train_cnn(
         restart = (restarts is not None and attempt < restarts.count and epoch + 1 == restarts.after
                    and epoch + 1 < epochs and attempt_best < restarts.below)
         record["restart"] = restart
+        record["stopped"] = stopped = (not restart and patience > 0 and epoch + 1 < epochs
+                                       and epochs_without_gain(best, attempt, epoch + 1) >= patience)
         history.append(record)
+        if stopped and progress:
+            print(f"cnn: no better validation AUROC in {patience} epochs (best {best.auroc:.3f}, epoch "
+                  f"{best.epoch}): stopped after epoch {epoch + 1} of {epochs}")
         if restart:
             if progress:
                 print(f"cnn: validation AUROC {attempt_best:.2f} < {restarts.below} after {epoch + 1} epochs: "
@@ -359,6 +375,8 @@ def train_cnn(
         if on_epoch is not None:
             # After a restart the checkpoint holds the fresh weights at epoch 0 of the new attempt.
             on_epoch(epoch - 1, record)
+        if stopped:
+            break
     if best.state is not None:
         model.load_state_dict(best.state)
     return history

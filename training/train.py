@@ -61,7 +61,7 @@ RUN_ARGS = (
     "gate_weights", "ocr_mask_rate", "grid_mask", "mask_copies", "target_recall", "min_precision", "folds", "tree_kinds",
     "tree_rounds", "features", "fusion_epochs", "image_target", "image_pos_weight", "augment", "cnn_grid_mask",
     "grid_mask_warmup",
-    "spec_features", "crossfit_folds", "cnn_restarts", "synthetic_anomalies", "patch_memory",
+    "spec_features", "crossfit_folds", "cnn_restarts", "synthetic_anomalies", "patch_memory", "cnn_patience",
 )
 
 
@@ -89,6 +89,7 @@ def validate_args(args: argparse.Namespace) -> None:
         (args.image_size <= 1024, "--image-size must be at most 1024"),
         (args.epochs >= 1, "--epochs must be at least 1"),
         (args.cnn_restarts >= 0, "--cnn-restarts must be >= 0"),
+        (args.cnn_patience >= 0, "--cnn-patience must be >= 0 (0: off)"),
         (args.batch_size >= 2, "--batch-size must be at least 2"),
         (args.embedding_dim >= 2, "--embedding-dim must be at least 2"),
         (args.refine_rounds >= 0, "--refine-rounds must be >= 0"),
@@ -234,7 +235,8 @@ def cnn_options(args: argparse.Namespace) -> dict[str, Any]:
     return dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, grid_mask_p=args.cnn_grid_mask,
                 seed=args.seed, device=args.device, target=args.image_target, pos_weight=image_pos_weight(args),
                 augment=args.augment, grid_mask_warmup=args.grid_mask_warmup,
-                restarts=Restarts(count=args.cnn_restarts), synthetic_anomalies=args.synthetic_anomalies)
+                restarts=Restarts(count=args.cnn_restarts), synthetic_anomalies=args.synthetic_anomalies,
+                patience=args.cnn_patience)
 
 
 def resolve_augment(args: argparse.Namespace, train: Frames) -> str | None:
@@ -287,6 +289,8 @@ def image_stage(bundle: DataBundle, args: argparse.Namespace, *, checkpoint: Pat
         best = BestEpoch.from_checkpoint(resume.get("best"))
         if history:
             attempt = int(history[-1].get("attempt", 0)) + int(bool(history[-1].get("restart")))
+            if history[-1].get("stopped"):  # stopped early (--cnn-patience): no epoch is left to train
+                start = args.epochs
 
     def save(epoch: int, record: dict) -> None:
         history.append(record)
@@ -544,6 +548,8 @@ def prepare_run(args: argparse.Namespace) -> tuple[Path, dict | None]:
             args.cnn_grid_mask = state["args"]["grid_mask"]
         if "patch_memory" not in state["args"]:  # a run from before the patch memory was served without one
             args.patch_memory = 0
+        if "cnn_patience" not in state["args"]:  # a run from before early stopping trains every epoch
+            args.cnn_patience = 0
         if state["stage"] == "done":
             return run, {**state, "epoch": args.epochs}
         return run, state
@@ -630,7 +636,9 @@ def cnn_summary(history: list[dict[str, Any]], best: BestEpoch) -> str:
     kept = "no epoch scored" if best.auroc is None else (
         f"kept epoch {best.epoch}" + (f" of restart {best.attempt}" if best.attempt else "")
         + f" (validation AUROC {best.auroc:.3f})")
-    return f"  cnn: {kept}; {restarts} restart(s)"
+    stopped = next((r for r in history if r.get("stopped")), None)
+    early = "" if stopped is None else f"; stopped early after epoch {stopped['epoch']} (--cnn-patience)"
+    return f"  cnn: {kept}; {restarts} restart(s){early}"
 
 
 def image_branch_note(best: BestEpoch) -> str | None:

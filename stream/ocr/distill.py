@@ -544,6 +544,9 @@ def train_restarts(config: DistillConfig, progress: Callable[[TrainProgress], No
 
 def _train_weights(config: DistillConfig, inputs: dict[str, Any]):
     """`train` in a restart's process -> (weights as numpy arrays, TrainResult): plain data to send back."""
+    from oanet.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the parent did (oanet/allocator.py): a spawned process starts with glibc's defaults
     net, result = train(config=config, **inputs)
     return {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}, result
 
