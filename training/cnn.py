@@ -356,7 +356,8 @@ def train_cnn(
         restart = (restarts is not None and attempt < restarts.count and epoch + 1 == restarts.after
                    and epoch + 1 < epochs and attempt_best < restarts.below)
         record["restart"] = restart
-        record["stopped"] = stopped = (not restart and patience > 0 and epoch + 1 < epochs
+        # Without a validation score (no object defect among the validation frames) there is no gain to wait for.
+        record["stopped"] = stopped = (not restart and patience > 0 and epoch + 1 < epochs and best.auroc is not None
                                        and epochs_without_gain(best, attempt, epoch + 1) >= patience)
         history.append(record)
         if stopped and progress:

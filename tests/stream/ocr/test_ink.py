@@ -9,6 +9,7 @@ import pytest
 from oanet.profile import FieldSpec, LineProfile
 from stream.ocr.crops import trim_to_ink
 from stream.ocr.ink import (
+    INK_LEVEL,
     MIN_WIDTH_SAMPLES,
     PLUS_SHARES,
     InkRun,
@@ -266,6 +267,11 @@ def test_no_digit_is_taken_for_a_tall_plus(z_offset: FieldSpec, font: int) -> No
         runs = ink_runs(image, steps * TIME_STRIDE)
         assert not any(r.cross for r in runs), digit
         assert unexplained_ink(read_of("ZOFFSET2.61um", image, steps), z_offset) == 1, digit
+        # The shape alone, whatever the digit's height (only runs of 90-100% of it are measured).
+        first = value_words(runs, 2)[0][0]
+        box = image[:, first.start : first.end] > INK_LEVEL
+        rows = np.flatnonzero(box.any(axis=1))
+        assert not is_cross(box[rows[0] : rows[-1] + 1]), digit
     assert not is_cross(np.ones((20, 14), bool)) and not is_cross(np.zeros((20, 14), bool))
     ring = np.zeros((20, 14), bool)
     ring[[0, -1], 2:-2] = ring[2:-2, [0, -1]] = True  # an "0": symmetric, but hollow and cornered
