@@ -192,13 +192,13 @@ def label_letters_dropped(prefix: str, label: str) -> bool:
     return any(prefix == label[start:end] for start in (0, 1, 2) for end in (len(label), len(label) - 1))
 
 
-def value_ink_paired(read: StudentRead, spec: FieldSpec) -> bool:
-    """Whether the value part's characters pair one to one with its ink runs (a leading "+" left
-    out; the number alone where the unit stands as its own word), and no run is left over."""
-    split = split_value(read.text, spec)
-    if read.ink is None or split is None:
+def value_ink_paired(read: StudentRead, spec: FieldSpec, value: str) -> bool:
+    """Whether the value part `value` (with its unit, as `split_value` cut it) pairs one to one
+    with its ink runs (a leading "+" left out; the number alone where the unit stands as its own
+    word), and no run is left over."""
+    if read.ink is None:
         return False
-    value, unit = split[1], unit_text(spec)
+    unit = unit_text(spec)
     label_words = len(spec.label.split())
     if count_value_ink(read.ink, label_words, value, unit, plus_possible(spec, value)).unexplained:
         return False
@@ -282,7 +282,8 @@ def well_formed_read(read: StudentRead, spec: FieldSpec, other_labels: Sequence[
     prefix, value_part = split
     label = label_text(spec)
     if not label_part_ok(prefix, label, other_labels) and not (
-            spec.kind == "number" and label_letters_dropped(prefix, label) and value_ink_paired(read, spec)):
+            spec.kind == "number" and label_letters_dropped(prefix, label)
+            and value_ink_paired(read, spec, value_part)):
         return None
     text = label + value_part
     reading = parse_field(text, spec, read.confidence_from(len(prefix)))
