@@ -23,6 +23,11 @@ line the student read the same way (a confirmation), as a `TextRead`:
   later reads another value on a line the student read the same way, the fingerprint is
   disputed: two lots look alike to the student.
 
+A read is a key at or above the student's pooled threshold, or below it where the only doubt
+is whether one glyph is there at all (`StudentRead.doubts_one_glyph_only`): unseen lots' first
+letters come out as "X or nothing" at 0.6 / 0.4, each reading its own key, while a letter that
+may be another letter is no key.
+
 A read PaddleOCR could not parse says nothing either way. A wrong value can still pass where a
 new lot's read equals a read this process confirmed for another lot (a one-glyph neighbour read
 as that lot's id, or two lots whose ids differ only in a letter the student drops), above the
@@ -47,7 +52,8 @@ from oanet.profile import FieldSpec
 from stream.ocr.ink import GlyphWidths
 from stream.ocr.parse import edit_distance, parse_field
 from stream.ocr.records import FieldReading
-from stream.ocr.student import StudentRead, label_text, target_text, unexplained_ink, well_formed_read
+from stream.ocr.student import (StudentRead, label_text, split_value, target_text, unexplained_ink,
+                                well_formed_read)
 
 
 @dataclass(frozen=True)
@@ -63,18 +69,23 @@ class TextRead:
 def text_read(read: StudentRead, spec: FieldSpec, other_labels: Sequence[str], widths: GlyphWidths | None,
               bar: float) -> tuple[TextRead, float] | None:
     """The memo's key for `read` of a line of text field `spec`, and its confidence; None when
-    the read is below `bar` or a well-formed read leaves ink unexplained (it can be neither the
-    value it spells nor a stable fingerprint of the line)."""
+    the read is below `bar` in more than whether one glyph is there, or a well-formed read leaves
+    ink unexplained (it can be neither the value it spells nor a stable fingerprint of the line)."""
     reading = well_formed_read(read, spec, other_labels)
     if reading is not None:
-        if reading.confidence < bar or unexplained_ink(read, spec, widths):
+        start = len(split_value(read.text, spec)[0])  # type: ignore[index]  (well formed: it splits)
+        key = TextRead(str(reading.value), True)
+        if unexplained_ink(read, spec, widths):
             return None
-        return TextRead(str(reading.value), True), reading.confidence
-    start = _label_end(read.text, label_text(spec))
+    else:
+        start = _label_end(read.text, label_text(spec))
+        key = TextRead(read.text[start:], False)
+        if start == len(read.text):
+            return None
     confidence = read.confidence_from(start)
-    if confidence < bar or start == len(read.text):
+    if confidence < bar and not read.doubts_one_glyph_only(start, bar):
         return None
-    return TextRead(read.text[start:], False), confidence
+    return key, confidence
 
 
 def _label_end(text: str, label: str) -> int:

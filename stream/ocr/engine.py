@@ -61,7 +61,8 @@ from stream.ocr.records import (
     ParameterRecord,
 )
 from stream.ocr.settings import OcrMode, OcrSettings
-from stream.ocr.student import Student, other_labels_of, student_digest, unexplained_ink, well_formed_read
+from stream.ocr.student import (Student, label_alone, other_labels_of, student_digest, unexplained_ink,
+                                well_formed_read)
 from stream.ocr.student_server import StudentServer, TritonStudentNetwork, served_meta
 from stream.ocr_models import DET_MODEL, MODEL_FILE, REC_MODEL, model_dirs
 
@@ -342,6 +343,13 @@ class OcrEngine:
         for job, slot, read in zip(jobs, slots, reads, strict=True):
             f_index, i = job
             spec = fields[i]
+            if label_alone(read, spec, self.student.threshold):
+                # A value nothing can read: missing in the student's name, as PaddleOCR's read of
+                # the label would parse (its reason decides the detection retry as before).
+                hidden = parse_field(read.text, spec, read.confidence)
+                if hidden.missing:
+                    readings[f_index][i] = hidden.by(ENGINE_STUDENT)
+                    continue
             memo = self._confirmed
             confirmation_bar = self.student.confirmation_threshold(spec.name) if memo is not None else None
             if memo is not None and confirmation_bar is not None:

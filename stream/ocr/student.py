@@ -219,12 +219,16 @@ class StudentRead:
     character j's last step; the blanks before a character count, so a character half seen
     and dropped there lowers it. `tail_confidence`: the least sure step after the last one.
     `ink`: the ink runs of the input the read came from (`stream.ocr.ink`; None: not measured).
+    `char_identity[j]`: how sure the read is that character j is no other character, its doubt
+    whether a glyph is there at all left out (`step_confidence(presence_free=True)` over its
+    span); None: not measured.
     """
 
     text: str
     char_confidence: tuple[float, ...]
     tail_confidence: float
     ink: tuple[InkRun, ...] | None = None
+    char_identity: tuple[float, ...] | None = None
 
     @property
     def confidence(self) -> float:
@@ -234,6 +238,13 @@ class StudentRead:
     def confidence_from(self, start: int) -> float:
         """The least sure time step from character `start` (its blanks before it) to the end."""
         return min((*self.char_confidence[start:], self.tail_confidence))
+
+    def doubts_one_glyph_only(self, start: int, bar: float) -> bool:
+        """From character `start` on: below `bar` only in whether one glyph is there at all (a
+        letter dropped or kept, once), and at least `bar` sure that no character is another."""
+        if self.char_identity is None or min(self.char_identity[start:], default=1.0) < bar:
+            return False
+        return sum(c < bar for c in (*self.char_confidence[start:], self.tail_confidence)) == 1
 
     @classmethod
     def uniform(cls, text: str, confidence: float) -> StudentRead:
@@ -290,6 +301,16 @@ def well_formed_read(read: StudentRead, spec: FieldSpec, other_labels: Sequence[
     if reading.missing or reading.value is None or text != target_text(spec, reading.value):
         return None
     return replace(reading, raw_text=read.text)
+
+
+def label_alone(read: StudentRead, spec: FieldSpec, bar: float) -> bool:
+    """The read is the line's label, or the start of it, and at least `bar` sure of every step,
+    the steps after it included: no value shows (a stain or a cable over it). PaddleOCR reads
+    such lines as the label too, and the parser finds no value in either read; on students'
+    reads of the lines of 8 unseen lots of three layouts it held only for smudged lines
+    (docs/benchmarks.md, "ocr23")."""
+    label = label_text(spec)
+    return len(read.text) >= min(2, len(label)) and label.startswith(read.text) and read.confidence >= bar
 
 
 def other_labels_of(profile: LineProfile, spec: FieldSpec) -> tuple[str, ...]:
@@ -353,13 +374,18 @@ def _emitted(held: np.ndarray, before: np.ndarray, after: np.ndarray) -> tuple[n
     return np.where(here >= 0, here, there), np.where(here >= 0, there, -1)
 
 
-def step_confidence(probs: np.ndarray, path: Sequence[int] | np.ndarray) -> np.ndarray:
+def step_confidence(probs: np.ndarray, path: Sequence[int] | np.ndarray, presence_free: bool = False) -> np.ndarray:
     """Per time step: the probability of every class that would leave the decoded text as it is.
 
     A step on the border of a character is often blank or that character at about 0.5 each:
     where CTC places a character, not what it reads. Those classes (blank, the previous and
     the next step's class) count for the step when putting one of them there changes nothing
     after collapsing; any other class would add, drop or change a character.
+
+    `presence_free`: the probability that no character is read as another. A blank on a
+    character's step and any class on a blank step can only drop or add a character (is a
+    glyph there at all, or a letter doubled); those count too, so what is left is a character
+    read as another (`StudentRead.char_identity`).
 
     `probs` [..., T, C] and `path` [..., T]: a line, or lines of one length at once (steps of
     `probs` past the path's are not its).
@@ -378,10 +404,14 @@ def step_confidence(probs: np.ndarray, path: Sequence[int] | np.ndarray) -> np.n
         return np.where(candidate & (emitted[0] == same[0]) & (emitted[1] == same[1]), mass(other), 0.0)
 
     # The candidates are a set: blank, the previous and the next step's class, less the step's own.
-    blank = counted(np.zeros_like(path), path != 0)
+    if presence_free:
+        blank = np.where(path != 0, mass(np.zeros_like(path)), 0.0)
+    else:
+        blank = counted(np.zeros_like(path), path != 0)
     previous = counted(before, (before != 0) & (before != path))
     following = counted(after, (after != 0) & (after != path) & (after != before))
-    return mass(path) + blank + previous + following
+    kept = mass(path) + blank + previous + following
+    return np.where(path == 0, 1.0, kept) if presence_free else kept
 
 
 def ctc_decode(
@@ -431,6 +461,9 @@ def ctc_decode(
     span_sure = np.minimum(np.minimum.reduceat(sure.ravel(), bounds), 1.0)
     confidence = np.minimum(span_sure, np.maximum.reduceat(held.ravel(), bounds)).tolist()
     span_sure = span_sure.tolist()
+    letter_sure = np.ones((count, width))
+    letter_sure[:, :-1] = np.where(on_line, step_confidence(probs, path, presence_free=True), 1.0)
+    identity = np.minimum(np.minimum.reduceat(letter_sure.ravel(), bounds), 1.0).tolist()
     codes = path[emitting & (path != before)].tolist()
     out = []
     done = 0  # characters of the lines before: line i's spans start at done + i
@@ -438,7 +471,8 @@ def ctc_decode(
         text = "".join(charset[k - 1] for k in codes[done : done + chars])
         tail = done + i + chars
         ink = None if inputs is None else tuple(ink_runs(inputs[i].reshape(inputs.shape[-2:]), n * TIME_STRIDE))
-        out.append(StudentRead(text, tuple(confidence[done + i : tail]), span_sure[tail], ink))
+        out.append(StudentRead(text, tuple(confidence[done + i : tail]), span_sure[tail], ink,
+                               tuple(identity[done + i : tail])))
         done += chars
     return out
 

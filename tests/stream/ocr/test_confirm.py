@@ -110,6 +110,29 @@ def test_the_key_of_a_read() -> None:
     assert text_read(StudentRead("LOT", (0.99,) * 3, 0.99), LOT, (), None, 0.9) is None  # nothing after it
 
 
+def test_a_key_doubted_only_in_whether_one_glyph_is_there() -> None:
+    """Unseen lots' first letters: the student is sure which letter it sees, not that it sees
+    one ("X" at 0.59, blank 0.39, every other letter 0.01). Such a read is a key; two such
+    doubts, or a letter that may be another, are not."""
+    sure = (0.99,) * 8
+    one_doubt = StudentRead("LOTDX2675-77", (0.99,) * 4 + (0.59,) + sure[:7], 0.99, None, (0.99,) * 12)
+    assert text_read(one_doubt, LOT, (), None, 0.78) == (_value("DX2675-77"), 0.59)
+    dropped = StudentRead("LOTD2675-77", (0.99,) * 4 + (0.51,) + sure[:6], 0.99, None, (0.99,) * 11)
+    assert text_read(dropped, LOT, (), None, 0.78) == (_fingerprint("D2675-77"), 0.51)
+    # The doubt in the label does not count, so a doubt in the value's first letter is the one.
+    assert text_read(StudentRead("LOTDX2675-77", (0.5, 0.99, 0.99, 0.99, 0.59) + sure[:7], 0.99, None,
+                                 (0.99,) * 12), LOT, (), None, 0.78) == (_value("DX2675-77"), 0.59)
+    two_doubts = StudentRead("LOTDX2675-77", (0.99,) * 4 + (0.59, 0.6) + sure[:6], 0.99, None, (0.99,) * 12)
+    assert text_read(two_doubts, LOT, (), None, 0.78) is None
+    a_letter_left_after = StudentRead("LOTDX2675-77", (0.99,) * 4 + (0.59,) + sure[:7], 0.6, None, (0.99,) * 12)
+    assert text_read(a_letter_left_after, LOT, (), None, 0.78) is None
+    maybe_another = StudentRead("LOTDX2675-77", (0.99,) * 4 + (0.59,) + sure[:7], 0.99, None,
+                                (0.99,) * 4 + (0.6,) + (0.99,) * 7)  # "X" or "K"
+    assert text_read(maybe_another, LOT, (), None, 0.78) is None
+    # Not measured (a read built without its time steps): the bar alone, as before.
+    assert text_read(StudentRead("LOTDX2675-77", (0.99,) * 4 + (0.59,) + sure[:7], 0.99), LOT, (), None, 0.78) is None
+
+
 def test_the_reading_a_confirmed_read_stands_for() -> None:
     read = StudentRead("LOTM1038-76", (0.95,) * 11, 0.95)
     reading = confirmed_reading(LOT, "TM1038-76", read, 0.95)

@@ -204,6 +204,33 @@ def test_student_reads_first_and_paddleocr_takes_what_it_is_not_sure_of(
     assert "student" in record.timings_ms
 
 
+def test_a_label_the_student_reads_alone_and_sure_is_missing_without_paddleocr(
+    line_profile: LineProfile, ocr_settings, make_frame
+) -> None:
+    from stream.ocr.records import ENGINE_PADDLE, ENGINE_PADDLE_DETECTION, ENGINE_STUDENT
+    from stream.ocr.student import label_text, target_text
+
+    frame, params = make_frame(6)
+    fields = line_profile.fields
+    reads = [(target_text(f, params[f.name]), 0.99) for f in fields]
+    reads[2] = (label_text(fields[2]), 0.99)  # a stain over the value, as the student sees it
+    reads[3] = (label_text(fields[3])[:4], 0.99)  # ... over the label's end too
+    reads[4] = (label_text(fields[4]), 0.5)  # unsure that nothing follows: PaddleOCR reads the line
+    engine = OcrEngine(line_profile, ocr_settings)
+    engine.student = _ScriptedStudent(reads)  # type: ignore[assignment]
+    record = engine.read(frame)
+    # The whole label: missing, never a value, in the student's name (the frame prints one: the
+    # script hides it), with the reason PaddleOCR's read of the label gets: nothing retries it.
+    hidden = record.readings[2]
+    assert hidden.missing and hidden.value is None and hidden.engine == ENGINE_STUDENT, hidden
+    assert (hidden.raw_text, hidden.reason) == (reads[2][0], REASON_NO_TEXT)
+    # Part of the label: its reason (no label found) sends the slot to detection, as after
+    # PaddleOCR's read of the same text, and detection finds the printed line.
+    assert record.readings[3].engine == ENGINE_PADDLE_DETECTION and not record.readings[3].missing
+    assert record.readings[4].engine == ENGINE_PADDLE and not record.readings[4].missing
+    assert _accuracy(line_profile, [record], [params]) == pytest.approx((len(fields) - 1) / len(fields))
+
+
 def test_a_lot_id_is_read_by_the_student_only_once_paddleocr_confirmed_its_read(
     line_profile: LineProfile, ocr_settings, make_frame
 ) -> None:

@@ -13,6 +13,7 @@ from stream.ocr.student import (
     ctc_decode,
     encode_text,
     input_batch,
+    label_alone,
     label_part_ok,
     line_input,
     line_steps,
@@ -102,26 +103,69 @@ def test_a_read_is_as_sure_as_its_value_part(line_profile: LineProfile) -> None:
         assert read.text == "TEMP172.4C" and well_formed_read(read, temp).confidence < 0.2, step
 
 
+def _probs(rows: list[dict[int, float]]) -> np.ndarray:
+    """Per-step class probabilities over 4 classes (0 = blank) from {class: probability} rows."""
+    out = np.zeros((len(rows), 4))
+    for t, row in enumerate(rows):
+        for k, p in row.items():
+            out[t, k] = p
+    return out
+
+
 def test_where_a_character_starts_is_not_doubt_about_what_it_is() -> None:
     """Blank against the neighbouring character on a character's border changes nothing
     once collapsed; blank in a one-step character, a split run or a new character does."""
-    def probs(rows: list[dict[int, float]]) -> np.ndarray:
-        out = np.zeros((len(rows), 4))
-        for t, row in enumerate(rows):
-            for k, p in row.items():
-                out[t, k] = p
-        return out
-
     # Path 1 1 _ 2: step 1 may be blank, step 2 may be 1 or 2, nothing else.
     path = [1, 1, 0, 2]
-    border = probs([{1: 1.0}, {1: 0.5, 0: 0.5}, {0: 0.5, 2: 0.3, 3: 0.2}, {2: 1.0}])
+    border = _probs([{1: 1.0}, {1: 0.5, 0: 0.5}, {0: 0.5, 2: 0.3, 3: 0.2}, {2: 1.0}])
     assert step_confidence(border, path).tolist() == pytest.approx([1.0, 1.0, 0.8, 1.0])
     # A one-step character that may be blank: it may be dropped.
-    assert step_confidence(probs([{0: 1.0}, {1: 0.5, 0: 0.5}, {0: 1.0}]), [0, 1, 0])[1] == pytest.approx(0.5)
+    assert step_confidence(_probs([{0: 1.0}, {1: 0.5, 0: 0.5}, {0: 1.0}]), [0, 1, 0])[1] == pytest.approx(0.5)
     # The middle of a run turned blank would read the character twice.
-    assert step_confidence(probs([{1: 1.0}, {1: 0.6, 0: 0.4}, {1: 1.0}]), [1, 1, 1])[1] == pytest.approx(0.6)
+    assert step_confidence(_probs([{1: 1.0}, {1: 0.6, 0: 0.4}, {1: 1.0}]), [1, 1, 1])[1] == pytest.approx(0.6)
     # Between two equal characters only a blank keeps them apart.
-    assert step_confidence(probs([{1: 1.0}, {0: 0.6, 1: 0.4}, {1: 1.0}]), [1, 0, 1])[1] == pytest.approx(0.6)
+    assert step_confidence(_probs([{1: 1.0}, {0: 0.6, 1: 0.4}, {1: 1.0}]), [1, 0, 1])[1] == pytest.approx(0.6)
+
+
+def test_doubt_whether_a_glyph_is_there_is_not_doubt_which_it_is() -> None:
+    # A one-step character that may be blank: it may be dropped, it is no other character.
+    maybe_dropped = _probs([{0: 1.0}, {1: 0.6, 0: 0.4}, {0: 1.0}])
+    assert step_confidence(maybe_dropped, [0, 1, 0])[1] == pytest.approx(0.6)
+    assert step_confidence(maybe_dropped, [0, 1, 0], presence_free=True)[1] == pytest.approx(1.0)
+    # A blank step that may hold a character: one may be added, none is changed.
+    maybe_added = _probs([{1: 1.0}, {0: 0.55, 3: 0.45}, {2: 1.0}])
+    assert step_confidence(maybe_added, [1, 0, 2])[1] == pytest.approx(0.55)
+    assert step_confidence(maybe_added, [1, 0, 2], presence_free=True)[1] == pytest.approx(1.0)
+    # A character that may be another: doubt either way.
+    maybe_another = _probs([{0: 1.0}, {1: 0.6, 2: 0.3, 0: 0.1}, {0: 1.0}])
+    assert step_confidence(maybe_another, [0, 1, 0], presence_free=True)[1] == pytest.approx(0.7)
+
+
+def test_a_read_keeps_both_doubts_apart(line_profile: LineProfile) -> None:
+    charset = profile_charset(line_profile)
+    logits = _logits_for("LOTDX2675-77", charset)
+    x = 2 * len("LOTD")
+    logits[0, x, 0] = logits[0, x, charset.index("X") + 1] - 0.4  # "X" or nothing, 0.6 / 0.4
+    [read] = ctc_decode(logits, charset)
+    assert read.text == "LOTDX2675-77" and 0.55 < read.char_confidence[4] < 0.65
+    assert read.char_identity is not None and min(read.char_identity) > 0.99
+    assert read.doubts_one_glyph_only(3, 0.8) and not read.doubts_one_glyph_only(3, 0.5)  # nothing below 0.5
+    logits[0, x, charset.index("K") + 1] = logits[0, x, charset.index("X") + 1] - 0.4  # "X" or "K" too
+    [read] = ctc_decode(logits, charset)
+    assert read.text == "LOTDX2675-77" and read.char_identity[4] < 0.8 and not read.doubts_one_glyph_only(3, 0.8)
+
+
+def test_a_label_read_alone_and_sure_is_a_hidden_value(line_profile: LineProfile) -> None:
+    speed = line_profile.field("speed")
+    assert label_alone(StudentRead.uniform("SPEED", 0.99), speed, 0.8)
+    assert label_alone(StudentRead.uniform("SPE", 0.99), speed, 0.8)  # the stain covers the label's end too
+    # Unsure of a step, the tail included: something may follow.
+    assert not label_alone(StudentRead("SPEED", (0.99,) * 5, 0.5), speed, 0.8)
+    assert not label_alone(StudentRead.uniform("SPEED", 0.7), speed, 0.8)
+    # Anything that is not the label's start, a value included, is not a hidden value.
+    for text in ("SPEED4", "SPEED45.0mm/s", "SPFED", "PEED", "S", ""):
+        assert not label_alone(StudentRead.uniform(text, 0.99), speed, 0.8), text
+    assert label_alone(StudentRead.uniform("ZOFFSE", 0.99), line_profile.field("z_offset"), 0.8)
 
 
 def test_a_character_seen_only_by_half_is_unsure(line_profile: LineProfile) -> None:
