@@ -161,6 +161,18 @@ def _peak(profile: torch.Tensor, low: int) -> torch.Tensor:
     return (low + index + offset.clamp(-0.5, 0.5)).squeeze(1).float()
 
 
+def shifted_grid(dx: torch.Tensor, dy: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[M] shifts -> the [M, h, w, 2] sampling grid of `F.affine_grid` (align_corners=False) for
+    pure translations, built as its base grid plus the shift. The same numbers to the bit
+    (x * 1 + y * 0 + dx is x + dx), without affine_grid's batched matrix product over every
+    pixel, which cost an eighth of the served CNN's time per frame."""
+    xs = torch.linspace(-1, 1, w, dtype=dx.dtype, device=dx.device) * (w - 1) / w
+    ys = torch.linspace(-1, 1, h, dtype=dy.dtype, device=dy.device) * (h - 1) / h
+    gx = (xs.view(1, 1, w) + dx.view(-1, 1, 1)).expand(-1, h, w)
+    gy = (ys.view(1, h, 1) + dy.view(-1, 1, 1)).expand(-1, h, w)
+    return torch.stack([gx, gy], dim=-1)
+
+
 class CellComparison(nn.Module):
     """[N, C, H, W] normalised ROIs -> [N, C + 1, H, W]: the ROI plus how unlike its neighbouring
     cells each pixel is, for parts that repeat a cell (a BGA's balls, dies, an LED array).
@@ -185,14 +197,11 @@ class CellComparison(nn.Module):
         low_y, high_y = max(2, int(h * PITCH_RANGE[0])), max(4, int(h * PITCH_RANGE[1]))
         pitch_x = _peak(correlation[:, 0, low_x - 1 : high_x + 1], low_x)
         pitch_y = _peak(correlation[:, low_y - 1 : high_y + 1, 0], low_y)
-        # affine_grid's translation is in units of half the image side.
+        # grid_sample's coordinates are in units of half the image side.
         tx, ty = 2 * pitch_x / w, 2 * pitch_y / h
-        zero, one = torch.zeros_like(tx), torch.ones_like(tx)
-        thetas = [torch.stack([torch.stack([one, zero, dx], 1), torch.stack([zero, one, dy], 1)], 1)
-                  for dx, dy in ((tx, zero), (-tx, zero), (zero, ty), (zero, -ty))]
-        theta = torch.cat(thetas, dim=0)
+        zero = torch.zeros_like(tx)
         repeated = x.repeat(4, 1, 1, 1)
-        grid = F.affine_grid(theta, [4 * n, c, h, w], align_corners=False)
+        grid = shifted_grid(torch.cat([tx, -tx, zero, zero]), torch.cat([zero, zero, ty, -ty]), h, w)
         shifted = F.grid_sample(repeated, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         difference = (repeated - shifted).abs().sum(dim=1).reshape(4, n, h, w)
         # Channels last, as the uint8 NHWC input arrives: the convolutions keep the memory format

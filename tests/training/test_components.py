@@ -44,6 +44,7 @@ from training.encoders import (
     cosine_alignment_loss,
     infonce_alignment_loss,
     normalised_input,
+    shifted_grid,
 )
 from training.errors import TrainingError
 from training.fusion import (
@@ -203,6 +204,17 @@ def test_cell_comparison_finds_each_images_pitch_and_marks_only_the_missing_ball
     far = np.ones_like(difference, bool)
     far[centre[1] - pitch // 2 : centre[1] + pitch // 2, centre[0] - pitch // 2 : centre[0] + pitch // 2] = False
     assert difference[far].max() < 0.25 * difference.max()
+
+
+@pytest.mark.parametrize(("h", "w"), [(192, 192), (50, 77), (448, 448)])
+def test_the_shifted_grid_is_affine_grids_to_the_bit(h, w):
+    # Models trained with affine_grid compute the same numbers with the grid built directly.
+    torch.manual_seed(h + w)
+    dx, dy = torch.randn(8) * 0.3, torch.randn(8) * 0.3
+    one, zero = torch.ones_like(dx), torch.zeros_like(dx)
+    theta = torch.stack([torch.stack([one, zero, dx], 1), torch.stack([zero, one, dy], 1)], 1)
+    expected = torch.nn.functional.affine_grid(theta, [8, 1, h, w], align_corners=False)
+    assert torch.equal(shifted_grid(dx, dy, h, w), expected)
 
 
 def test_cell_comparison_is_per_image_in_the_traced_graph(tmp_path):
