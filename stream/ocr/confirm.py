@@ -52,7 +52,7 @@ from oanet.profile import FieldSpec
 from stream.ocr.ink import GlyphWidths
 from stream.ocr.parse import edit_distance, parse_field
 from stream.ocr.records import FieldReading
-from stream.ocr.student import (StudentRead, label_text, split_value, target_text, unexplained_ink,
+from stream.ocr.student import (StudentRead, label_text, target_text, unexplained_ink, value_text,
                                 well_formed_read)
 
 
@@ -73,7 +73,8 @@ def text_read(read: StudentRead, spec: FieldSpec, other_labels: Sequence[str], w
     ink unexplained (it can be neither the value it spells nor a stable fingerprint of the line)."""
     reading = well_formed_read(read, spec, other_labels)
     if reading is not None:
-        start = len(split_value(read.text, spec)[0])  # type: ignore[index]  (well formed: it splits)
+        # Well formed: the read ends in exactly the value part taught for its value.
+        start = len(read.text) - len(value_text(spec, str(reading.value)))
         key = TextRead(str(reading.value), True)
         if unexplained_ink(read, spec, widths):
             return None

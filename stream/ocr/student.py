@@ -390,6 +390,13 @@ def step_confidence(probs: np.ndarray, path: Sequence[int] | np.ndarray, presenc
     `probs` [..., T, C] and `path` [..., T]: a line, or lines of one length at once (steps of
     `probs` past the path's are not its).
     """
+    text_sure, letter_sure = step_confidences(probs, path)
+    return letter_sure if presence_free else text_sure
+
+
+def step_confidences(probs: np.ndarray, path: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`step_confidence` both ways at once, (text as decoded, no character read as another):
+    the terms they share are computed once (`ctc_decode` needs both for every line)."""
     path = np.asarray(path, np.intp)
     probs = probs[..., : path.shape[-1], :]
     before, after = np.zeros_like(path), np.zeros_like(path)
@@ -404,14 +411,13 @@ def step_confidence(probs: np.ndarray, path: Sequence[int] | np.ndarray, presenc
         return np.where(candidate & (emitted[0] == same[0]) & (emitted[1] == same[1]), mass(other), 0.0)
 
     # The candidates are a set: blank, the previous and the next step's class, less the step's own.
-    if presence_free:
-        blank = np.where(path != 0, mass(np.zeros_like(path)), 0.0)
-    else:
-        blank = counted(np.zeros_like(path), path != 0)
+    blank = np.zeros_like(path)
+    own = mass(path)
     previous = counted(before, (before != 0) & (before != path))
     following = counted(after, (after != 0) & (after != path) & (after != before))
-    kept = mass(path) + blank + previous + following
-    return np.where(path == 0, 1.0, kept) if presence_free else kept
+    text_sure = own + counted(blank, path != 0) + previous + following
+    letter_sure = np.where(path == 0, 1.0, own + np.where(path != 0, mass(blank), 0.0) + previous + following)
+    return text_sure, letter_sure
 
 
 def ctc_decode(
@@ -452,8 +458,9 @@ def ctc_decode(
     # blanks before it included; then the line's tail. Steps past the line's length, and one
     # more column that ends the tail on its line, are sure and hold no character.
     width = total + 1
+    text_steps, letter_steps = step_confidences(probs, path)
     sure = np.ones((count, width))
-    sure[:, :-1] = np.where(on_line, step_confidence(probs, path), 1.0)
+    sure[:, :-1] = np.where(on_line, text_steps, 1.0)
     held = np.full((count, width), -np.inf)  # each step's probability of the character it holds
     held[:, :-1] = np.where(emitting, np.take_along_axis(probs, path[..., None], axis=2)[..., 0], -np.inf)
     line, last = np.nonzero(emitting & (path != after))
@@ -462,7 +469,7 @@ def ctc_decode(
     confidence = np.minimum(span_sure, np.maximum.reduceat(held.ravel(), bounds)).tolist()
     span_sure = span_sure.tolist()
     letter_sure = np.ones((count, width))
-    letter_sure[:, :-1] = np.where(on_line, step_confidence(probs, path, presence_free=True), 1.0)
+    letter_sure[:, :-1] = np.where(on_line, letter_steps, 1.0)
     identity = np.minimum(np.minimum.reduceat(letter_sure.ravel(), bounds), 1.0).tolist()
     codes = path[emitting & (path != before)].tolist()
     out = []
