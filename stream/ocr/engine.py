@@ -14,15 +14,16 @@ Modes:
 With a distilled recogniser (`OcrSettings.recognizer`, `oanet ocr distill`), template mode
 reads every field line with it first, in one batched call, and gives PaddleOCR only the lines
 whose read is below its field's calibrated threshold (`Student.threshold_for`), that the ink
-check refuses, or that the parser rejects. A text field its calibration could not trust (a lot
-id) is used from the student only through what PaddleOCR read on an earlier line the student
-read the same way (`stream.ocr.confirm`). Each reading records the engine that produced it.
+check refuses, that the parser rejects, or, close above the threshold, that a second view of
+the line reads otherwise (`student.SECOND_VIEW_BELOW`). A text field its calibration could not
+trust (a lot id) is used from the student only through what PaddleOCR read on an earlier line
+the student read the same way (`stream.ocr.confirm`). Each reading records the engine that produced it.
 With `student_server` the student's network runs on Triton (`stream.ocr.student_server`); a
 call it does not answer sends those lines to PaddleOCR, with a warning at most once a minute.
 
 Models load once per process and are shared by every engine (one per profile).
 
-At about 400 lines on purpose: the one class that talks to PaddleOCR; parsing (parse.py), crops
+At about 500 lines on purpose: the one class that talks to PaddleOCR; parsing (parse.py), crops
 (crops.py), records (records.py) and the student (student.py) are already apart.
 """
 
@@ -61,8 +62,8 @@ from stream.ocr.records import (
     ParameterRecord,
 )
 from stream.ocr.settings import OcrMode, OcrSettings
-from stream.ocr.student import (Student, label_alone, other_labels_of, student_digest, unexplained_ink,
-                                well_formed_read)
+from stream.ocr.student import (SECOND_VIEW_BELOW, Student, label_alone, other_labels_of, second_view_agrees,
+                                student_digest, unexplained_ink, well_formed_read)
 from stream.ocr.student_server import StudentServer, TritonStudentNetwork, served_meta
 from stream.ocr_models import DET_MODEL, MODEL_FILE, REC_MODEL, model_dirs
 
@@ -332,6 +333,7 @@ class OcrEngine:
         left_jobs: list[tuple[int, int]] = []
         left_slots: list[np.ndarray] = []
         to_confirm: dict[tuple[int, int], TextRead] = {}
+        near_threshold: list[tuple[tuple[int, int], np.ndarray, FieldReading]] = []
         started = time.perf_counter()
         try:
             reads = self.student.recognize(slots)
@@ -367,11 +369,42 @@ class OcrEngine:
                 # A read that leaves ink unexplained (a dropped digit) falls back however sure it is.
                 if reading is not None and reading.confidence >= self.student.threshold_for(spec.name) and \
                         not unexplained_ink(read, spec, self.student.glyph_widths):
-                    readings[f_index][i] = reading.by(ENGINE_STUDENT)
+                    if reading.confidence < SECOND_VIEW_BELOW:
+                        near_threshold.append((job, slot, reading))
+                    else:
+                        readings[f_index][i] = reading.by(ENGINE_STUDENT)
                     continue
             left_jobs.append(job)
             left_slots.append(slot)
+        for job, slot, reading in self._second_view(near_threshold):
+            if reading is not None:
+                readings[job[0]][job[1]] = reading.by(ENGINE_STUDENT)
+            else:
+                left_jobs.append(job)
+                left_slots.append(slot)
         return left_jobs, left_slots, to_confirm
+
+    def _second_view(
+        self, near_threshold: list[tuple[tuple[int, int], np.ndarray, FieldReading]]
+    ) -> list[tuple[tuple[int, int], np.ndarray, FieldReading | None]]:
+        """Reads accepted on their threshold but below `SECOND_VIEW_BELOW`, each kept where the
+        student's second view of its line gives the same value (one network call for all), else
+        None: the line goes to PaddleOCR."""
+        if not near_threshold:
+            return []
+        assert self.student is not None
+        started = time.perf_counter()
+        try:
+            again = self.student.recognize_shifted([slot for _, slot, _ in near_threshold])
+        except StudentUnavailable as exc:
+            self._student_missed(exc, len(near_threshold))
+            again = [None] * len(near_threshold)
+        finally:
+            self._student_ms += (time.perf_counter() - started) * 1000
+        fields = self.profile.fields
+        return [(job, slot, reading if read is not None and second_view_agrees(
+                    read, reading, fields[job[1]], self._other_labels[job[1]]) else None)
+                for (job, slot, reading), read in zip(near_threshold, again, strict=True)]
 
     def _student_missed(self, exc: StudentUnavailable, lines: int) -> None:
         """The served student did not answer: its lines go to PaddleOCR (correct, slower); say so

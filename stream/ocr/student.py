@@ -35,7 +35,7 @@ import numpy as np
 from oanet.profile import FieldSpec, LineProfile
 from stream.ocr.errors import StudentError
 from stream.ocr.ink import GlyphWidths, InkRun, count_value_ink, ink_runs, misfit_glyphs, paired_glyphs
-from stream.ocr.parse import parse_field
+from stream.ocr.parse import parse_field, values_equal
 from stream.ocr.records import FieldReading
 from stream.ocr.settings import OcrSettings
 from triton_models.oanet_fusion import core
@@ -313,6 +313,15 @@ def label_alone(read: StudentRead, spec: FieldSpec, bar: float) -> bool:
     return len(read.text) >= min(2, len(label)) and label.startswith(read.text) and read.confidence >= bar
 
 
+def second_view_agrees(again: StudentRead, reading: FieldReading, spec: FieldSpec,
+                       other_labels: Sequence[str] = ()) -> bool:
+    """Whether the second view's read (`Student.recognize_shifted`) of the line `reading` came
+    from is itself a well-formed line of the same value. Any other read, a malformed one included,
+    leaves the line to PaddleOCR: the two views of one crop disagree, so the first may be wrong."""
+    again_reading = well_formed_read(again, spec, other_labels)
+    return again_reading is not None and values_equal(spec, again_reading.value, reading.value)
+
+
 def other_labels_of(profile: LineProfile, spec: FieldSpec) -> tuple[str, ...]:
     """The labels of the line's other fields as the student reads them (`label_part_ok`)."""
     return tuple(label_text(other) for other in profile.fields if other.name != spec.name)
@@ -548,6 +557,14 @@ def _percentile(values: np.ndarray, q: float) -> float:
     return float(low + (high - low) * (index - below))
 
 
+def shifted_batch(batch: np.ndarray, columns: int) -> np.ndarray:
+    """`batch` ([N, 1, height, width]) moved right by `columns`, black coming in on the left: the
+    same lines seen at another phase of the network's time steps."""
+    out = np.zeros_like(batch)
+    out[..., columns:] = batch[..., : batch.shape[-1] - columns]
+    return out
+
+
 def input_batch(crops: Sequence[np.ndarray], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """[N, 1, height, width] float32 for one network call, and each line's time steps."""
     batch = np.zeros((len(crops), 1, height, width), np.float32)
@@ -570,6 +587,18 @@ def input_batch(crops: Sequence[np.ndarray], height: int, width: int) -> tuple[n
 MIN_TEXT_VALUES = 20
 # A threshold no read reaches (a confidence is at most 1).
 NEVER = 2.0
+# A read its field's threshold accepts but that is less sure than this is read again from a second
+# view (`Student.recognize_shifted`) and used only where both views give the same value
+# (`second_view_agrees`). A threshold sits just above the most confident wrong read calibration
+# showed, and a test set's wrong reads are that tail's next draws: line-c's student read an unseen
+# frame's "O2=503 ppm" as 593 at 0.78 over its 0.70 threshold. Such reads were unstable: on 6
+# nuisance views of every number line of three 400-frame test sets (about 44,000 accepted reads),
+# the second view disagreed with 9 of the 12 wrong reads the thresholds let through, and with
+# 0.09-0.20% of the right reads as printed (0.23-0.39% of nuisance views), which PaddleOCR then
+# reads (docs/benchmarks.md, "ocr24").
+SECOND_VIEW_BELOW = 0.95
+# Half a time step: the view the network's columns-to-steps phase changes most for.
+SECOND_VIEW_SHIFT = TIME_STRIDE // 2
 
 
 @dataclass(frozen=True)
@@ -736,3 +765,13 @@ class Student:
             return []
         batch, steps = input_batch(crops, self.meta.height, self.meta.width)
         return ctc_decode(self.logits(batch), self.meta.charset, steps, batch)
+
+    def recognize_shifted(self, crops: Sequence[np.ndarray]) -> list[StudentRead]:
+        """The same lines read from a second view: each input moved right by half a time step
+        (`SECOND_VIEW_SHIFT`) and decoded over the steps of the first (one more step than the
+        line covers reads the black margin, where line-b's student wrote a stray "-")."""
+        if not crops:
+            return []
+        batch, steps = input_batch(crops, self.meta.height, self.meta.width)
+        shifted = shifted_batch(batch, SECOND_VIEW_SHIFT)
+        return ctc_decode(self.logits(shifted), self.meta.charset, steps, shifted)

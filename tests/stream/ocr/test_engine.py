@@ -143,13 +143,17 @@ class _ScriptedStudent:
     glyph_widths: dict[str, tuple[float, float]] = {}
 
     def __init__(self, reads: list, field_thresholds: dict[str, float] | None = None,
-                 confirmation: dict[str, float] | None = None):
+                 confirmation: dict[str, float] | None = None, second_view: dict[int, tuple[str, float]] | None = None):
         from stream.ocr.student import StudentRead
 
         self.reads = [r if isinstance(r, StudentRead) else StudentRead.uniform(*r) for r in reads]
         self.calls: list[int] = []
         self.field_thresholds = field_thresholds or {}
         self.confirmation = confirmation or {}  # text fields read only once PaddleOCR confirmed them
+        # line index -> its second view's read where it differs from the first
+        self.second_view = {i: StudentRead.uniform(*r) for i, r in (second_view or {}).items()}
+        self.shifted_calls: list[int] = []
+        self._last: list = []
 
     def threshold_for(self, name: str) -> float:
         from stream.ocr.student import NEVER
@@ -161,7 +165,13 @@ class _ScriptedStudent:
 
     def recognize(self, crops: list) -> list:
         self.calls.append(len(crops))
+        self._last = list(crops)
         return self.reads[: len(crops)]
+
+    def recognize_shifted(self, crops: list) -> list:
+        self.shifted_calls.append(len(crops))
+        lines = [next(i for i, c in enumerate(self._last) if c is crop) for crop in crops]
+        return [self.second_view.get(i, self.reads[i]) for i in lines]
 
 
 def test_student_reads_first_and_paddleocr_takes_what_it_is_not_sure_of(
@@ -202,6 +212,43 @@ def test_student_reads_first_and_paddleocr_takes_what_it_is_not_sure_of(
     assert engines[2] == engines[4] == engines[5] == ENGINE_PADDLE
     assert engines[0] == engines[1] == engines[3] == ENGINE_STUDENT
     assert "student" in record.timings_ms
+
+
+def test_a_read_close_above_its_threshold_is_used_only_where_a_second_view_reads_the_same(
+    line_profile: LineProfile, ocr_settings, make_frame
+) -> None:
+    from stream.ocr.records import ENGINE_PADDLE, ENGINE_STUDENT
+    from stream.ocr.student import SECOND_VIEW_BELOW, target_text
+
+    frame, params = make_frame(7)
+    fields = [f for f in line_profile.fields if f.kind == "number"]
+    indices = [line_profile.fields.index(f) for f in fields[:4]]
+    reads = [(target_text(f, params[f.name]), 0.99) for f in line_profile.fields]
+    near = (SECOND_VIEW_BELOW + 0.6) / 2  # above the pooled 0.6 below, below the second-view bar
+    for i in indices:
+        reads[i] = (reads[i][0], near)
+    first, second, third, fourth = indices
+    wrong_value = target_text(line_profile.fields[second], params[line_profile.fields[second].name] + 1)
+    engine = OcrEngine(line_profile, ocr_settings)
+    student = _ScriptedStudent(reads, second_view={
+        second: (wrong_value, 0.99),  # the second view reads another value: PaddleOCR decides
+        third: ("garbled", 0.99),  # ... or no line at all: PaddleOCR too
+        fourth: (reads[fourth][0], 0.3),  # the same value, however unsure: the first read stands
+    })
+    student.threshold = 0.6
+    engine.student = student  # type: ignore[assignment]
+    record = engine.read(frame)
+    engines = {i: record.readings[i].engine for i in indices}
+    assert engines == {first: ENGINE_STUDENT, second: ENGINE_PADDLE, third: ENGINE_PADDLE, fourth: ENGINE_STUDENT}
+    assert record.readings[fourth].confidence == pytest.approx(near, abs=1e-4)
+    # The lines near their threshold, and only those, were read again, in one call.
+    assert student.calls == [len(line_profile.fields)] and student.shifted_calls == [len(indices)]
+    assert _accuracy(line_profile, [record], [params]) == 1.0
+    # Sure reads are never read twice.
+    sure = _ScriptedStudent([(text, 0.99) for text, _ in reads])
+    engine.student = sure  # type: ignore[assignment]
+    engine.read(frame)
+    assert sure.shifted_calls == []
 
 
 def test_a_label_the_student_reads_alone_and_sure_is_missing_without_paddleocr(

@@ -19,6 +19,8 @@ from stream.ocr.student import (
     line_steps,
     other_labels_of,
     profile_charset,
+    second_view_agrees,
+    shifted_batch,
     split_value,
     step_confidence,
     target_text,
@@ -382,3 +384,49 @@ def test_a_students_text_fields_need_distinct_calibration_values(line_profile: L
         assert all(student(values).threshold_for(name) == NEVER for name in text)
         assert student(values).threshold_for(number) == 0.8
     assert all(student({name: MIN_TEXT_VALUES for name in text}).threshold_for(name) == 0.8 for name in text)
+
+
+def test_a_shifted_batch_moves_every_line_right_with_black_coming_in() -> None:
+    batch = np.arange(2 * 1 * 3 * 8, dtype=np.float32).reshape(2, 1, 3, 8) + 1
+    moved = shifted_batch(batch, 2)
+    assert moved.shape == batch.shape and moved.dtype == batch.dtype
+    assert (moved[..., :2] == 0).all()
+    np.testing.assert_array_equal(moved[..., 2:], batch[..., :6])
+
+
+def test_a_second_view_agrees_only_with_a_well_formed_read_of_the_same_value(line_profile: LineProfile) -> None:
+    temp = line_profile.field("temp")
+    reading = well_formed_read(_sure("TEMP172.4C"), temp)
+    assert reading is not None
+    assert second_view_agrees(_sure("TEMP172.4C"), reading, temp)
+    assert second_view_agrees(StudentRead.uniform("EMP172.4C", 0.2), reading, temp)  # the left-edge defect, unsure
+    for other in ("TEMP172.9C", "TEMP1724C", "TEMP172.4C-", "172.4C", ""):
+        assert not second_view_agrees(_sure(other), reading, temp), other
+
+
+def test_the_second_view_is_the_same_lines_moved_half_a_time_step(line_profile: LineProfile, tmp_path) -> None:
+    from stream.ocr.student import SECOND_VIEW_SHIFT, Student, load_meta
+    from tests.serving_fixtures import make_student
+
+    folder = make_student(line_profile, tmp_path / "s")
+    meta = load_meta(folder)
+
+    class Recording:
+        def __init__(self) -> None:
+            self.batches: list[np.ndarray] = []
+
+        def logits(self, batch: np.ndarray) -> np.ndarray:
+            self.batches.append(batch)
+            return np.zeros((len(batch), meta.width // TIME_STRIDE, len(meta.charset) + 1), np.float32)
+
+    network = Recording()
+    student = Student.from_meta(meta, line_profile, network, "d", "test")
+    crops = [np.full((20, 60), 200, np.uint8), np.full((18, 40), 30, np.uint8)]
+    crops[0][5:15, 10:30] = 20
+    crops[1][4:14, 5:25] = 220
+    student.recognize(crops)
+    student.recognize_shifted(crops)
+    first, second = network.batches
+    assert SECOND_VIEW_SHIFT == TIME_STRIDE // 2
+    np.testing.assert_array_equal(second, shifted_batch(first, SECOND_VIEW_SHIFT))
+    assert student.recognize_shifted([]) == [] and len(network.batches) == 2
