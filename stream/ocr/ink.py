@@ -9,7 +9,8 @@ too (docs/benchmarks.md). A dropped glyph leaves ink that no character of the re
 On the student's own input (`student.line_input`: bright ink on black, stretched to [0, 1]):
 - ink columns are grouped into *runs*: a glyph, or glyphs that touch;
 - runs are grouped into *words* by gaps wider than a share of the line's glyph width, and a
-  separator (":" or "=": two short bands stacked) ends a word;
+  separator (":" or "=": two short bands stacked, or one short band whose grey rows show two
+  bars) ends a word;
 - the runs after the label's words are the value's (with its unit). There must not be more of
   them than the read has value characters: each glyph is at least one run, and glyphs that
   touch only make fewer runs, so a surplus is ink the read left out. An explicit "+" (printed
@@ -41,6 +42,13 @@ MIN_RUN_PIXELS = 4
 BAND_ROW_SHARE = 0.15
 # A separator's bands are each shorter than this share of the text height (":", "=").
 SEPARATOR_BAND_SHARE = 0.5
+# A bold or blurred "=" can close the gap between its bars at `INK_LEVEL`: one band in the mask,
+# which then counted as a glyph of the value and sent right reads to PaddleOCR ("VAC = -78.6 kPa"
+# on line-b, 2026-12-04: 7 of its 160 clean vacuum lines). Its rows' mean ink still shows two
+# bars (0.93-0.98) with a dip between (0.46-0.64), where a "-" shows one bar (0.90-0.97 at its
+# middle rows, nothing between): a short run is a separator where its rows above this share of
+# its fullest row form two bands or more (docs/benchmarks.md, "ocr24").
+SEPARATOR_BAR_SHARE = 0.75
 # The explicit "+" is between these shares of the line's median run height (a digit's or a
 # capital's): measured 0.80-0.85. Taller is a glyph's body; flatter is a "-", and a dropped
 # minus changes the value.
@@ -138,6 +146,9 @@ def ink_runs(image: np.ndarray, width: int | None = None) -> list[InkRun]:
     separator = (band_count >= 2) & (longest < SEPARATOR_BAND_SHARE * text_height)
     tops = band_start[first_band]
     heights = band_end[first_band + band_count - 1] - tops
+    grey = image[:, :width] if width is not None else image
+    for i in np.flatnonzero(~separator & (heights < SEPARATOR_BAND_SHARE * text_height)):
+        separator[i] = _two_bars(grey[tops[i] : tops[i] + heights[i], starts[i] : ends[i]])
     runs = [InkRun(*run) for run in zip(starts.tolist(), ends.tolist(), heights.tolist(), separator.tolist(),
                                         strict=True)]
     # Only a run that `PLUS_SHARES` finds too tall and that is as wide as a "+" needs its shape.
@@ -149,6 +160,15 @@ def ink_runs(image: np.ndarray, width: int | None = None) -> list[InkRun]:
             if is_cross(box):
                 runs[i] = InkRun(run.start, run.end, run.height, False, True)
     return runs
+
+
+def _two_bars(box: np.ndarray) -> bool:
+    """Whether a short run's grey ink ([rows, columns] of the input, cut to the run) holds two
+    bars or more stacked: rows above `SEPARATOR_BAR_SHARE` of its fullest row's mean ink, in two
+    groups or more (a "=" whose gap the mask closed)."""
+    rows = box.mean(axis=1)
+    bars = rows >= SEPARATOR_BAR_SHARE * rows.max()
+    return int(bars[0]) + int(np.count_nonzero(bars[1:] & ~bars[:-1])) >= 2
 
 
 def is_cross(box: np.ndarray) -> bool:

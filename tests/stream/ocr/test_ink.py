@@ -291,3 +291,23 @@ def test_runs_of_a_known_input() -> None:
     assert ink_runs(image, 54) == [InkRun(2, 5, 20, False), InkRun(10, 12, 12, True), InkRun(20, 23, 20, True),
                                    InkRun(30, 32, 20, False), InkRun(50, 54, 4, False)]
     assert ink_runs(image[:, :1], None) == [] and ink_runs(np.full((3, 2), 0.5, np.float32)) == []
+
+
+def test_a_separator_whose_bars_the_mask_joins_is_still_a_separator() -> None:
+    """A bold or blurred "=": ink above `INK_LEVEL` fills the gap between its bars, so the mask sees
+    one short band; its rows' mean ink still shows two bars, where a "-" shows one, and a dip a
+    little under a bar's level is no gap."""
+    image = np.zeros((HEIGHT, 80), np.float32)
+    image[4:24, 2:8] = 1.0  # a glyph of the label: the text height, 20 rows
+    image[9:12, 14:24] = image[14:17, 14:24] = 0.95  # "=": two bars ...
+    image[12:14, 14:24] = 0.55  # ... joined at the mask's level
+    image[11:16, 30:40] = np.array([0.6, 0.95, 0.97, 0.9, 0.55], np.float32)[:, None]  # "-"
+    image[10:17, 46:56] = np.array([0.9, 0.95, 0.85, 0.8, 0.85, 0.95, 0.6], np.float32)[:, None]  # a dip, no gap
+    image[4:24, 62:68] = 1.0  # a digit
+    runs = ink_runs(image, 80)
+    assert [(r.start, r.height, r.separator) for r in runs] == [(2, 20, False), (14, 8, True), (30, 5, False),
+                                                              (46, 7, False), (62, 20, False)]
+    # The value starts after the "=", with the minus: a read that drops the minus leaves it unexplained.
+    assert [[r.start for r in word] for word in value_words(runs, label_words=1)] == [[30, 46, 62]]
+    assert count_value_ink(runs, 1, "-88", "", False).unexplained == 0
+    assert count_value_ink(runs, 1, "88", "", False).unexplained == 1
