@@ -17,7 +17,8 @@ whose read is below its field's calibrated threshold (`Student.threshold_for`), 
 check refuses, that the parser rejects, or, close above the threshold, that a second view of
 the line reads otherwise (`student.SECOND_VIEW_BELOW`). A text field its calibration could not
 trust (a lot id) is used from the student only through what PaddleOCR read on an earlier line
-the student read the same way (`stream.ocr.confirm`). Each reading records the engine that produced it.
+the student read the same way (`stream.ocr.confirm`). Each reading records the engine that
+produced it.
 With `student_server` the student's network runs on Triton (`stream.ocr.student_server`); a
 call it does not answer sends those lines to PaddleOCR, with a warning at most once a minute.
 

@@ -45,9 +45,9 @@ SEPARATOR_BAND_SHARE = 0.5
 # A bold or blurred "=" can close the gap between its bars at `INK_LEVEL`: one band in the mask,
 # which then counted as a glyph of the value and sent right reads to PaddleOCR ("VAC = -78.6 kPa"
 # on line-b, 2026-12-04: 7 of its 160 clean vacuum lines). Its rows' mean ink still shows two
-# bars (0.93-0.98) with a dip between (0.46-0.64), where a "-" shows one bar (0.90-0.97 at its
-# middle rows, nothing between): a short run is a separator where its rows above this share of
-# its fullest row form two bands or more (docs/benchmarks.md, "ocr24").
+# bars (peaks 0.97-0.98) with a dip between (0.46-0.64), where a "-" shows one bar (peak
+# 0.92-0.98, no dip): a short run is a separator where its rows above this share of its fullest
+# row form two bands or more (docs/benchmarks.md, "ocr24").
 SEPARATOR_BAR_SHARE = 0.75
 # The explicit "+" is between these shares of the line's median run height (a digit's or a
 # capital's): measured 0.80-0.85. Taller is a glyph's body; flatter is a "-", and a dropped
