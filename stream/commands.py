@@ -196,8 +196,9 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
     distill.add_argument("--batch", type=int, default=32, metavar="N", help="lines per training step (default 32)")
     distill.add_argument("--splice", type=int, default=0, metavar="N",
                          help="also train on N copies of each text-field line (lot ids) with its value redrawn from "
-                         "other glyphs of its frame, so the student sees letters its lots never print (default 0: "
-                         "none; with 2, line-a and line-b fell back on 1.2-1.3%% of unseen lots' clean lines: see "
+                         "other glyphs of its frame (an italic face cut upright), so the student sees letters its "
+                         "lots never print (default 0: none; with 2 and --restarts 4, line-a, line-b and italic "
+                         "line-c fell back on 1.2%%, 0.5%% and 4.3%% of unseen lots' clean lines: see "
                          "docs/benchmarks.md)")
     distill.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS, metavar="N",
                          help="train N networks on the same frames from different seeds, side by side in their own "

@@ -13,6 +13,13 @@ from that frame, at the same spacing; the copy's label is the new value by const
 must match the field's pattern. Glyphs come only from lines whose trimmed crop has the same
 height, so they share the copy's scale and baseline at the student's input.
 
+An italic face leans its glyphs over each other's columns: line-c's lot ids paired their runs on 4
+of its first 60 frames. A frame's lines are therefore cut upright: sheared by the one of `SHEARS`
+that pairs the most characters of its lines (0 for an upright face), and a copy is leaned back by
+as much once drawn (50 copies from those 60 frames; docs/benchmarks.md, "ocr25"). A line gives
+glyphs only where both its label's and its value's runs pair: where only one part paired, the
+count matched by chance often enough to file a "0" under "O" or a "6" under "K".
+
 Pure functions over `Line`s and arrays; `oanet ocr distill` adds the copies to its training lines
 (`DistillConfig.splice_copies`), never to the held-out ones.
 """
@@ -39,41 +46,79 @@ SOURCE_SPLICE = "splice"
 # One frame's glyphs: crop height -> character -> glyph images ([height, columns], floats)
 GlyphBank = dict[int, dict[str, list[np.ndarray]]]
 
+# Horizontal shears tried to stand a frame's glyphs upright (columns moved per row, bottom row
+# most): 0 first, so an upright face stays as printed. Line-c's italic values paired most at
+# 0.15-0.2, its labels at 0.25-0.3; at 0.4 few values paired.
+SHEARS = (0.0, 0.1, 0.2, 0.3)
+
+
+def _margin(amount: float, height: int) -> int:
+    return int(np.ceil(abs(amount) * (height - 1)))
+
+
+def shear(image: np.ndarray, amount: float) -> np.ndarray:
+    """`image` [height, columns] with row y moved right by `round(amount * y)` whole columns
+    (left where negative), widened by `_margin` columns so nothing leaves it (on the left where
+    negative). Whole columns, not interpolated: `shear(.., -amount)` gives every pixel back, so a
+    copy's label and separators stay as printed (interpolated twice, a thin "=" blurred into a
+    "-", and a student trained on such copies read the sign of X OFS values wrong)."""
+    if amount == 0.0:
+        return image
+    height, width = image.shape
+    margin = _margin(amount, height)
+    out = np.zeros((height, width + margin), image.dtype)
+    start = margin if amount < 0 else 0
+    for row, offset in enumerate(np.round(amount * np.arange(height)).astype(int)):
+        out[row, start + offset : start + offset + width] = image[row]
+    return out
+
 
 @dataclass(frozen=True)
 class CutLine:
     """A labelled line at the student's input height, unsqueezed, with its ink runs paired."""
 
     image: np.ndarray  # [height, width] float32, as `line_input` makes it
-    label: list[tuple[str, InkRun]]  # empty: the label's runs do not pair one to one
-    value: list[tuple[str, InkRun]]  # empty: the value's runs do not pair one to one
+    label: list[tuple[str, InkRun]]  # empty: the line's runs do not pair one to one
+    value: list[tuple[str, InkRun]]  # empty: the line's runs do not pair one to one
 
 
-def cut_line(line: Line, spec: FieldSpec, height: int) -> CutLine | None:
-    """`line` at the student's input height, its runs paired with its label's and value's
-    characters where they pair one to one; None for an unlabelled line."""
+def cut_line(line: Line, spec: FieldSpec, height: int, lean: float = 0.0) -> CutLine | None:
+    """`line` at the student's input height, unsqueezed and sheared by `lean`, its runs paired
+    with its label's and value's characters where both pair one to one (else neither); None for
+    an unlabelled line."""
     if line.value is None:
         return None
     trimmed = line.trimmed
     width = max(1, round(trimmed.shape[1] * height / max(1, trimmed.shape[0])))
-    image = line_input(trimmed, height, min(width, _UNSQUEEZED))
+    image = shear(line_input(trimmed, height, min(width, _UNSQUEEZED)), lean)
     runs = ink_runs(image)
     label_part, value_part = label_and_value_words(runs, len(spec.label.split()))
     label_runs = [r for word in label_part for r in word]
     value_runs = [r for word in value_part for r in word]
     label, value = label_text(spec), value_text(spec, line.value)
-    return CutLine(
-        image,
-        list(zip(label, label_runs, strict=True)) if len(label_runs) == len(label) else [],
-        list(zip(value, value_runs, strict=True)) if len(value_runs) == len(value) else [],
-    )
+    if len(label_runs) != len(label) or len(value_runs) != len(value):
+        return CutLine(image, [], [])
+    return CutLine(image, list(zip(label, label_runs, strict=True)), list(zip(value, value_runs, strict=True)))
 
 
-def glyph_bank(lines: Sequence[Line], profile: LineProfile, height: int) -> GlyphBank:
-    """The glyphs of one frame's lines, by crop height and character."""
+def paired_characters(lines: Sequence[Line], profile: LineProfile, height: int, lean: float) -> int:
+    """How many characters of `lines` their ink runs pair with, cut at `lean`."""
+    cuts = [cut_line(line, profile.fields[line.field], height, lean) for line in lines]
+    return sum(len(cut.label) + len(cut.value) for cut in cuts if cut is not None)
+
+
+def frame_lean(lines: Sequence[Line], profile: LineProfile, height: int) -> float:
+    """The shear of `SHEARS` that pairs the most characters of one frame's lines (the first of
+    equals: 0 where the face is upright)."""
+    counts = [paired_characters(lines, profile, height, lean) for lean in SHEARS]
+    return SHEARS[int(np.argmax(counts))]
+
+
+def glyph_bank(lines: Sequence[Line], profile: LineProfile, height: int, lean: float = 0.0) -> GlyphBank:
+    """The glyphs of one frame's lines, by crop height and character, cut at `lean`."""
     bank: GlyphBank = {}
     for line in lines:
-        cut = cut_line(line, profile.fields[line.field], height)
+        cut = cut_line(line, profile.fields[line.field], height, lean)
         if cut is None:
             continue
         chars = bank.setdefault(line.trimmed.shape[0], {})
@@ -92,10 +137,12 @@ def _same_kind(char: str, pool: Sequence[str], rng: np.random.Generator) -> str:
     return char
 
 
-def splice_line(line: Line, spec: FieldSpec, bank: GlyphBank, rng: np.random.Generator, height: int) -> Line | None:
-    """A copy of a text field's line with another value, drawn with the frame's glyphs (None:
-    its value's runs do not pair with its characters, or no new value matches the pattern)."""
-    cut = cut_line(line, spec, height)
+def splice_line(line: Line, spec: FieldSpec, bank: GlyphBank, rng: np.random.Generator, height: int,
+                lean: float = 0.0) -> Line | None:
+    """A copy of a text field's line with another value, drawn with the frame's glyphs cut at
+    `lean` and leaned back (None: its value's runs do not pair with its characters, or no new
+    value matches the pattern)."""
+    cut = cut_line(line, spec, height, lean)
     glyphs = bank.get(line.trimmed.shape[0], {})
     if cut is None or not cut.value or not glyphs:
         return None
@@ -110,7 +157,11 @@ def splice_line(line: Line, spec: FieldSpec, bank: GlyphBank, rng: np.random.Gen
         parts.append(pool[int(rng.integers(len(pool)))])
         gap_end = runs[i + 1].start if i + 1 < len(runs) else cut.image.shape[1]
         parts.append(np.zeros((height, max(0, gap_end - runs[i].end)), np.float32))
-    image = (np.clip(np.concatenate(parts, axis=1), 0.0, 1.0) * 255).astype(np.uint8)
+    drawn = np.concatenate(parts, axis=1)
+    if lean:
+        # Leaned back; the margin that takes on the left puts every column where it was printed.
+        drawn = shear(drawn, -lean)[:, _margin(lean, height) :]
+    image = (np.clip(drawn, 0.0, 1.0) * 255).astype(np.uint8)
     return Line(line.frame_id, line.field, image, image, new, SOURCE_SPLICE, line.nuisance)
 
 
@@ -130,10 +181,11 @@ def spliced_lines(
         texts = [x for x in frame_lines if profile.fields[x.field].kind == "text" and x.value is not None]
         if not texts:
             continue
-        bank = glyph_bank(frame_lines, profile, height)
+        lean = frame_lean(frame_lines, profile, height)
+        bank = glyph_bank(frame_lines, profile, height, lean)
         for line in texts:
             for _ in range(copies):
-                copy = splice_line(line, profile.fields[line.field], bank, rng, height)
+                copy = splice_line(line, profile.fields[line.field], bank, rng, height, lean)
                 if copy is not None:
                     out.append(copy)
     return out
