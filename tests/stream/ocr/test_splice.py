@@ -111,10 +111,10 @@ def test_an_italic_frame_is_cut_upright_and_its_copies_leaned_back(line_profile)
                                                            lean)) is not None]
     assert copies
     original = line_input(frame[0].trimmed, HEIGHT, 1024)
+    label_end = ink_runs(original)[2].end
     for copy in copies:
         image = line_input(copy.trimmed, HEIGHT, 1024)
         # Leaned back as printed: the copy's label is the original's, column for column.
-        label_end = ink_runs(original)[2].end
         assert np.abs(image[:, :label_end].astype(float) - original[:, :label_end]).max() < 0.02
         # Stood upright again, its value pairs one run per character.
         stood = shear(image, lean)
