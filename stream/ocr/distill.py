@@ -27,7 +27,9 @@
    A text field whose calibration lines print too few distinct values (lots) gets no threshold:
    reading uses its reads only where PaddleOCR confirmed them (`student.MIN_TEXT_VALUES`,
    `stream.ocr.confirm`), and a network that reads too many number lines wrong
-   yet well formed did not learn the line: nothing is written (`calibration.unreliable`).
+   yet well formed did not learn the line: the next restart the selection lines rank is
+   calibrated instead (`first_reliable`), and nothing is written when none passes
+   (`calibration.unreliable`).
 4. Export: `recognizer.onnx` (onnxruntime at reading time) and `recognizer.json` (charset,
    input geometry, threshold, profile digest, figures).
 
@@ -177,6 +179,9 @@ class DistillReport:
     calibration: dict[str, Any] = field(default_factory=dict)
     spliced: int = 0  # spliced text-field lines added to training (`stream.ocr.splice`)
     restarts: list[TrainResult] = field(default_factory=list)  # every restart's, `training` among them
+    # (seed, why) of restarts the selection lines ranked above `training` whose calibration said
+    # they did not learn the line (`calibration.unreliable`)
+    vetoed: list[tuple[int, str]] = field(default_factory=list)
 
 
 # -- labels ------------------------------------------------------------------------------
@@ -512,9 +517,9 @@ RESTART_SEED_STEP = 100
 
 
 def train_restarts(config: DistillConfig, progress: Callable[[TrainProgress], None] | None = None, **inputs):
-    """(network of the restart the selection lines liked best, its TrainResult, every restart's
-    TrainResult in seed order). `inputs` are `train`'s: lines, profile, charset, height, width,
-    selection and widths.
+    """(every restart's (network, TrainResult), best first as the selection lines rank them; every
+    restart's TrainResult in seed order). `inputs` are `train`'s: lines, profile, charset, height,
+    width, selection and widths.
 
     Restart 0 trains here with `progress`; the others at the same time in spawned processes
     (fork is unsafe once torch has threads). Without selection lines there is nothing to choose
@@ -524,7 +529,7 @@ def train_restarts(config: DistillConfig, progress: Callable[[TrainProgress], No
     selection = inputs.get("selection")
     if len(configs) == 1 or selection is None or not selection.views:
         net, result = train(config=configs[0], progress=progress, **inputs)
-        return net, result, [result]
+        return [(net, result)], [result]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -534,12 +539,34 @@ def train_restarts(config: DistillConfig, progress: Callable[[TrainProgress], No
         futures = [pool.submit(_train_weights, c, inputs) for c in configs[1:]]
         net, first = train(config=configs[0], progress=progress, **inputs)
         others = [f.result() for f in futures]
+    nets = [net]
+    for weights, _ in others:
+        other = build_network(len(inputs["charset"]) + 1, inputs["height"])
+        other.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+        nets.append(other.eval())
     results = [first, *(result for _, result in others)]
     # A tie keeps the lower seed; a restart the wall-time cap stopped before its first check ranks last.
-    chosen = min(range(len(results)), key=lambda r: results[r].best.key if results[r].best else (2.0, 2.0))
-    if chosen:
-        net.load_state_dict({k: torch.from_numpy(v) for k, v in others[chosen - 1][0].items()})
-    return net, results[chosen], results
+    order = sorted(range(len(results)), key=lambda r: results[r].best.key if results[r].best else (2.0, 2.0))
+    return [(nets[r], results[r]) for r in order], results
+
+
+def first_reliable(ranked: Sequence[tuple[Any, TrainResult]], calibrate_net: Callable[[Any], tuple[Any, dict]],
+                   max_wrong_rate: float):
+    """((network, TrainResult, thresholds, calibration stats) of the first of `ranked` whose
+    calibration does not call it unreliable, or None; [(seed, why)] of those passed over).
+
+    The selection lines rank the restarts; the calibration lines only veto one that did not learn
+    the line (a seed that reads numbers wrong with confidence), so a distillation with one such
+    seed among four still writes a student. They see one network more per veto, and set the
+    threshold of the one kept on its own reads as before."""
+    vetoed: list[tuple[int, str]] = []
+    for net, training in ranked:
+        thresholds, calibration = calibrate_net(net)
+        problem = unreliable(calibration, max_wrong_rate)
+        if problem is None:
+            return (net, training, thresholds, calibration), vetoed
+        vetoed.append((training.seed, problem))
+    return None, vetoed
 
 
 def _train_weights(config: DistillConfig, inputs: dict[str, Any]):
@@ -624,18 +651,20 @@ def distill(
                             config.height)
     # One nuisance view per selection line: the check runs ten times, calibration once.
     selection = HeldOutViews.of(select_lines, 1, config.seed + 2, config.height, width)
-    net, training, restarts = train_restarts(config, on_step, lines=[*train_lines, *spliced], profile=profile,
-                                             charset=charset, height=config.height, width=width,
-                                             selection=selection, widths=widths)
+    ranked, restarts = train_restarts(config, on_step, lines=[*train_lines, *spliced], profile=profile,
+                                      charset=charset, height=config.height, width=width,
+                                      selection=selection, widths=widths)
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
-    thresholds, calibration = calibrate(net, calib_lines or labelled, profile, charset, config.height, width,
-                                        config.seed + 1, config.min_threshold, widths)
+    chosen, vetoed = first_reliable(
+        ranked, lambda net: calibrate(net, calib_lines or labelled, profile, charset, config.height, width,
+                                      config.seed + 1, config.min_threshold, widths), config.max_wrong_rate)
     seconds["calibrate"] = time.perf_counter() - started
-    problem = unreliable(calibration, config.max_wrong_rate)
-    if problem:
-        raise StudentError(f"no student written to {out}: {problem}. Distill again with more --restarts (which seed "
+    if chosen is None:
+        why = "; ".join(f"seed {seed}: {problem}" for seed, problem in vetoed)
+        raise StudentError(f"no student written to {out}: {why}. Distill again with more --restarts (which seed "
                            "a line gets decides whether it learns: docs/benchmarks.md) or more frames")
+    net, training, thresholds, calibration = chosen
     counts = {
         SOURCE_MANIFEST: sum(1 for x in lines if x.source == SOURCE_MANIFEST),
         SOURCE_TEACHER: sum(1 for x in lines if x.source == SOURCE_TEACHER),
@@ -653,6 +682,7 @@ def distill(
         stats={"frames": len(entries), "teacher_frames": teacher_frames, "lines": len(lines), "labelled": counts,
                "split": frames, "spliced": len(spliced), "seed": config.seed, "batch": config.batch,
                "ema_decay": config.ema_decay,
+               "vetoed": [{"seed": seed, "why": why} for seed, why in vetoed],
                "restarts": [{"seed": r.seed, "kept_step": r.kept_step, "selection": dataclasses.asdict(r.best)
                              if r.best else None, "checks": [dataclasses.asdict(c) for c in r.checks]}
                             for r in restarts],
@@ -665,6 +695,7 @@ def distill(
         out=Path(out), frames=len(entries), teacher_frames=teacher_frames, lines=len(lines), labelled=counts,
         unlabelled=len(lines) - len(labelled), training=training, seconds=seconds,
         threshold=thresholds.default, calibration=calibration, spliced=len(spliced), restarts=restarts,
+        vetoed=vetoed,
     )
 
 

@@ -68,6 +68,8 @@ def distill_command(args: argparse.Namespace) -> int:
         print(f"restarts: kept seed {training.seed} of " + ", ".join(
             f"seed {r.seed} ({100 * r.best.printed:.1f}% at step {r.best.step})" if r.best else f"seed {r.seed} (none)"
             for r in report.restarts) + " (held-out selection fallback as printed)")
+    for seed, why in report.vetoed:
+        print(f"restart seed {seed} passed over: {why}")
     _print_calibration(report.threshold, report.calibration, report.out)
     if training.capped:
         warning = (f"WARNING: the --max-minutes {config.max_minutes:g} cap stopped training after {training.steps} of "

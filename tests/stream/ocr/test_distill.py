@@ -78,6 +78,7 @@ def test_distill_writes_a_student_for_the_profile(student_dir: Path, line_t_prof
     kept = next(r for r in restarts if r["seed"] == training["seed"])
     assert kept["kept_step"] == training["kept_step"]
     assert kept["selection"]["printed"] == min(r["selection"]["printed"] for r in restarts)
+    assert meta.stats["vetoed"] == []  # the selection lines' favourite passed its calibration
 
 
 def test_student_reads_are_correct_fallback_or_missing(
@@ -155,6 +156,33 @@ def test_calibrate_sets_the_thresholds_distill_set_on_the_same_frames(
     args[args.index("--limit") + 1] = str(FRAMES - 6)
     assert main(args) == 2
     assert "not the ones" in capsys.readouterr().err
+
+
+def test_a_restart_its_calibration_calls_unreliable_gives_way_to_the_next(
+    line_t_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import stream.ocr.distill as distill
+
+    # A network that did not learn, injected: the first calibrated restart is called unreliable
+    # (as each of four restarts of a line-c distillation was, docs/benchmarks.md "ocr26").
+    verdicts = ["a stand-in for 5% of number reads wrong"]
+    monkeypatch.setattr(distill, "unreliable", lambda calibration, limit: verdicts.pop(0) if verdicts else None)
+    out = tmp_path / "s"
+    args = ["ocr", "distill", "--data", str(line_t_dataset.root), "--out", str(out), "--limit", str(FRAMES),
+            "--steps", str(STEPS), "--eval-every", "3", "--cache-dir", str(tmp_path / "c"), "--threads", "1"]
+    assert main(args) == 0
+    meta = load_meta(out)
+    [vetoed] = meta.stats["vetoed"]
+    kept = meta.stats["training"]["seed"]
+    assert {vetoed["seed"], kept} == {0, 100} and vetoed["why"] == "a stand-in for 5% of number reads wrong"
+    assert f"restart seed {vetoed['seed']} passed over: a stand-in" in capsys.readouterr().out
+    # Every restart vetoed: nothing written, and the error names each seed.
+    monkeypatch.setattr(distill, "unreliable", lambda calibration, limit: "did not learn")
+    args[args.index("--out") + 1] = str(tmp_path / "none")
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "seed 0: did not learn" in error and "seed 100: did not learn" in error
+    assert not (tmp_path / "none" / STUDENT_META_FILE).exists()
 
 
 def test_a_bad_max_wrong_rate_is_one_clear_error(line_t_dataset: Dataset, tmp_path: Path, capsys) -> None:

@@ -261,6 +261,31 @@ def test_a_network_reading_numbers_wrong_too_often_is_unreliable() -> None:
     assert unreliable(calibrate_outcomes(outcomes[-50:], 0.5, number_fields={"temp"})[1]) is None
 
 
+def test_a_restart_its_calibration_calls_unreliable_is_passed_over_for_the_next_in_rank() -> None:
+    from types import SimpleNamespace
+
+    from stream.ocr.distill import first_reliable
+
+    # Three restarts best first; the networks stand in as names, each with its calibration's counts.
+    wrong = {"a": 5, "b": 1, "c": 0}
+    ranked = [(name, SimpleNamespace(seed=seed)) for name, seed in (("a", 200), ("b", 0), ("c", 100))]
+    calibrated: list[str] = []
+
+    def calibrate_net(net):
+        calibrated.append(net)
+        return f"thresholds of {net}", {"number_views": 100, "number_wrong": wrong[net]}
+
+    (net, training, thresholds, stats), vetoed = first_reliable(ranked, calibrate_net, 0.01)
+    assert (net, training.seed, thresholds) == ("b", 0, "thresholds of b") and stats["number_wrong"] == 1
+    assert [seed for seed, _ in vetoed] == [200] and "5 of the 100 calibration reads" in vetoed[0][1]
+    assert calibrated == ["a", "b"]  # the third is never calibrated: the second passed
+    chosen, vetoed = first_reliable(ranked, calibrate_net, 0.0)
+    assert chosen[0] == "c" and [seed for seed, _ in vetoed] == [200, 0]
+    wrong["c"] = 2
+    chosen, vetoed = first_reliable(ranked, calibrate_net, 0.0)
+    assert chosen is None and [seed for seed, _ in vetoed] == [200, 0, 100]  # none: distill writes nothing
+
+
 def test_a_text_field_needs_many_distinct_values_before_the_student_reads_it() -> None:
     from stream.ocr.student import MIN_TEXT_VALUES, NEVER
 
@@ -346,8 +371,9 @@ def test_restarts_train_each_seed_and_keep_the_one_the_selection_lines_like_best
     charset, width = profile_charset(line_t_profile), input_width(lines, HEIGHT)
     selection = _RatedByWeights(lines[0])
     config = DistillConfig(steps=6, batch=8, eval_every=3, restarts=3, seed=7)
-    net, kept, results = train_restarts(config, lines=lines, profile=line_t_profile, charset=charset, height=HEIGHT,
-                                        width=width, selection=selection)
+    ranked, results = train_restarts(config, lines=lines, profile=line_t_profile, charset=charset, height=HEIGHT,
+                                     width=width, selection=selection)
+    (net, kept), *others = ranked
     # Each restart (two in other processes) is what `train` gives for its seed, here.
     alone = [_train(lines, line_t_profile, selection, seed=7 + RESTART_SEED_STEP * r) for r in range(3)]
     assert [r.seed for r in results] == [7, 7 + RESTART_SEED_STEP, 7 + 2 * RESTART_SEED_STEP]
@@ -357,14 +383,20 @@ def test_restarts_train_each_seed_and_keep_the_one_the_selection_lines_like_best
     assert best != 0  # the kept weights come back from another process
     assert kept.seed == results[best].seed
     assert _same(_weights(net), _weights(alone[best][0]))
+    # The others follow in the selection lines' order, each its own seed's network, for distill
+    # to fall back on when the first one's calibration vetoes it.
+    order = sorted(range(3), key=lambda r: alone[r][1].best.key)
+    assert [r.seed for _, r in ranked] == [results[r].seed for r in order]
+    assert all(_same(_weights(n), _weights(alone[r][0])) for (n, _), r in zip(others, order[1:], strict=True))
 
 
 def test_without_selection_lines_one_network_trains(lines: list[Line], line_t_profile: LineProfile) -> None:
     from stream.ocr.distill import train_restarts
 
     config = DistillConfig(steps=3, batch=8, restarts=2)
-    net, kept, results = train_restarts(config, lines=lines, profile=line_t_profile,
-                                        charset=profile_charset(line_t_profile), height=HEIGHT,
-                                        width=input_width(lines, HEIGHT))
+    ranked, results = train_restarts(config, lines=lines, profile=line_t_profile,
+                                     charset=profile_charset(line_t_profile), height=HEIGHT,
+                                     width=input_width(lines, HEIGHT))
+    [(net, kept)] = ranked
     assert results == [kept] and kept.seed == 0 and kept.best is None
     assert _same(_weights(net), _weights(_train(lines, line_t_profile, steps=3)[0]))
