@@ -202,7 +202,8 @@ def _register_ocr(subparsers: argparse._SubParsersAction) -> None:
                          "docs/benchmarks.md)")
     distill.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS, metavar="N",
                          help="train N networks on the same frames from different seeds, side by side in their own "
-                         "processes, and keep the one the held-out selection frames like best (default "
+                         "processes, and keep the one the held-out selection frames like best, passing over any whose "
+                         "calibration says it did not learn the line (--max-wrong-rate) (default "
                          f"{DEFAULT_RESTARTS}: on 2 cores, about the wall time of one; 1: a single network)")
     distill.add_argument("--ema-decay", type=float, default=EMA_DECAY, metavar="D",
                          help="decay of the weights' moving average (a mean teacher) that guides the consistency "
