@@ -77,6 +77,9 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 AUGMENTS = ("dihedral", "flips", "none")
+# Which epoch's weights the CNN keeps (`--cnn-keep`): the best validation score, or the last epoch.
+KEEP_BEST, KEEP_LAST = "best", "last"
+KEEPS = (KEEP_BEST, KEEP_LAST)
 # `oanet train --augment auto`: dihedral or flips, by `choose_symmetries` on the good training images.
 AUTO_AUGMENT = "auto"
 # A quarter turn is a fair augmentation only where the good objects look alike turned. Their
@@ -206,17 +209,33 @@ class BestEpoch:
     The score is the validation AUROC of the image target: object defects against good frames
     for target "object", every defect for "label". The last epoch of a from-scratch CNN is not
     always its best (the score moves from epoch to epoch on a few hundred frames), and a failed
-    attempt's last epoch is worse than the learnt one before a restart."""
+    attempt's last epoch is worse than the learnt one before a restart. Where the validation split
+    holds a few object defects, one frame moves the score by several points and the best epoch is
+    mostly the luckiest: `keep` KEEP_LAST keeps the last epoch trained instead (the learning rate
+    has decayed to 0 there; docs/benchmarks.md, "The tile line's fused gap")."""
 
     attempt: int = -1
     epoch: int = -1  # 1-based within its attempt, as the history records
     auroc: float | None = None
     state: dict[str, torch.Tensor] | None = None
+    # KEEP_LAST: every epoch offered is kept (the last one trained is served), while `peak` still
+    # follows the best score, which the restart rule reads.
+    keep: str = KEEP_BEST
+    peak: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep not in KEEPS:
+            raise ValueError(f"unknown CNN epoch to keep {self.keep!r}; expected one of {', '.join(KEEPS)}")
+        if self.peak is None:
+            self.peak = self.auroc
 
     def offer(self, attempt: int, epoch: int, value: float | None, model: torch.nn.Module) -> bool:
-        if value is None or (self.auroc is not None and value <= self.auroc):
+        if value is not None and (self.peak is None or value > self.peak):
+            self.peak = float(value)
+        if self.keep == KEEP_BEST and (value is None or (self.auroc is not None and value <= self.auroc)):
             return False
-        self.attempt, self.epoch, self.auroc = attempt, epoch, float(value)
+        self.attempt, self.epoch = attempt, epoch
+        self.auroc = None if value is None else float(value)
         self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return True
 
@@ -224,13 +243,14 @@ class BestEpoch:
         return {"attempt": self.attempt, "epoch": self.epoch, "val_auroc": self.auroc}
 
     def to_checkpoint(self) -> dict[str, Any]:
-        return {**self.summary(), "model": self.state}
+        return {**self.summary(), "model": self.state, "keep": self.keep, "peak": self.peak}
 
     @classmethod
     def from_checkpoint(cls, saved: dict[str, Any] | None) -> BestEpoch:
         if not saved or saved.get("model") is None:
             return cls()
-        return cls(int(saved["attempt"]), int(saved["epoch"]), saved["val_auroc"], dict(saved["model"]))
+        return cls(int(saved["attempt"]), int(saved["epoch"]), saved["val_auroc"], dict(saved["model"]),
+                   saved.get("keep", KEEP_BEST), saved.get("peak"))
 
 
 @dataclass(frozen=True)
@@ -288,6 +308,7 @@ def train_cnn(
     best: BestEpoch | None = None,
     synthetic_anomalies: float = 0.0,
     patience: int = 0,
+    keep: str = KEEP_BEST,
 ) -> list[dict[str, Any]]:
     """Train for epochs [start_epoch, epochs) of attempt `attempt`; calls on_epoch(epoch, record)
     after each (epoch 0-based within the attempt; record["attempt"] says which).
@@ -298,7 +319,8 @@ def train_cnn(
     the loss (None: balanced, `balanced_pos_weight`).
 
     `best` (updated in place; a fresh one when None) keeps the weights of the epoch with the best
-    validation AUROC of the target, which the model holds when this returns. `restarts` (None:
+    validation AUROC of the target, which the model holds when this returns; with `keep` "last",
+    those of the last epoch trained (`BestEpoch.keep`). `restarts` (None:
     none) re-draws the weights of an attempt that stays near chance. `patience` > 0 ends training
     once that many epochs of the attempt have passed without a better validation AUROC
     (`epochs_without_gain`; the record says `stopped`): the kept weights are the best epoch's
@@ -309,6 +331,7 @@ def train_cnn(
 
     history = []
     best = best if best is not None else BestEpoch()
+    best.keep = keep
     labels = image_targets(train, target)
     if pos_weight is None:
         pos_weight = balanced_pos_weight(expected_targets(labels, synthetic_anomalies))
@@ -352,7 +375,7 @@ def train_cnn(
         record["best"] = best.offer(attempt, epoch + 1, score, model)
         # Every earlier attempt ended under `below`, so the best over all attempts is under it
         # exactly when this attempt's is (and it survives a resume, in the checkpoint).
-        attempt_best = best.auroc if best.auroc is not None else 0.5
+        attempt_best = best.peak if best.peak is not None else 0.5
         restart = (restarts is not None and attempt < restarts.count and epoch + 1 == restarts.after
                    and epoch + 1 < epochs and attempt_best < restarts.below)
         record["restart"] = restart

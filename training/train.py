@@ -33,8 +33,8 @@ from training import data as data_mod
 from training.augment import grid_mask, ocr_dropout
 from training.bagging import KINDS, TreeBag, fit_bag, frame_folds
 from training.cnn import (ANISOTROPY_LIMIT, ARRAY_PERIODICITY, AUTO_AUGMENT, AUTO_ENCODER, AUTO_ENCODER_IMAGES,
-                          BestEpoch, Restarts, build_encoder, choose_encoder, choose_symmetries, extract, image_scored,
-                          image_targets, make_optimizer, train_cnn)
+                          KEEP_BEST, BestEpoch, Restarts, build_encoder, choose_encoder, choose_symmetries, extract,
+                          image_scored, image_targets, make_optimizer, train_cnn)
 from training.crossfit import FoldEncoders, crossfit
 from training.data import DataBundle, Frames
 from training.encoders import MIN_IMAGE_SIZE, RECIPES, ImageEncoder
@@ -62,6 +62,7 @@ RUN_ARGS = (
     "tree_rounds", "features", "fusion_epochs", "image_target", "image_pos_weight", "augment", "cnn_grid_mask",
     "grid_mask_warmup",
     "spec_features", "crossfit_folds", "cnn_restarts", "synthetic_anomalies", "patch_memory", "cnn_patience",
+    "cnn_keep",
 )
 
 
@@ -90,6 +91,8 @@ def validate_args(args: argparse.Namespace) -> None:
         (args.epochs >= 1, "--epochs must be at least 1"),
         (args.cnn_restarts >= 0, "--cnn-restarts must be >= 0"),
         (args.cnn_patience >= 0, "--cnn-patience must be >= 0 (0: off)"),
+        (args.cnn_keep == KEEP_BEST or args.cnn_patience == 0,
+         "--cnn-patience stops after the best epoch, so it cannot be used with --cnn-keep last"),
         (args.batch_size >= 2, "--batch-size must be at least 2"),
         (args.embedding_dim >= 2, "--embedding-dim must be at least 2"),
         (args.refine_rounds >= 0, "--refine-rounds must be >= 0"),
@@ -236,7 +239,7 @@ def cnn_options(args: argparse.Namespace) -> dict[str, Any]:
                 seed=args.seed, device=args.device, target=args.image_target, pos_weight=image_pos_weight(args),
                 augment=args.augment, grid_mask_warmup=args.grid_mask_warmup,
                 restarts=Restarts(count=args.cnn_restarts), synthetic_anomalies=args.synthetic_anomalies,
-                patience=args.cnn_patience)
+                patience=args.cnn_patience, keep=args.cnn_keep)
 
 
 def resolve_augment(args: argparse.Namespace, train: Frames) -> str | None:
@@ -550,6 +553,8 @@ def prepare_run(args: argparse.Namespace) -> tuple[Path, dict | None]:
             args.patch_memory = 0
         if "cnn_patience" not in state["args"]:  # a run from before early stopping trains every epoch
             args.cnn_patience = 0
+        if "cnn_keep" not in state["args"]:  # a run from before --cnn-keep kept the best epoch
+            args.cnn_keep = KEEP_BEST
         if state["stage"] == "done":
             return run, {**state, "epoch": args.epochs}
         return run, state

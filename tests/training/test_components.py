@@ -19,6 +19,8 @@ from training.cnn import (
     AUGMENTS,
     AUTO_AUGMENT,
     AUTO_ENCODER,
+    KEEP_BEST,
+    KEEPS,
     BestEpoch,
     balanced_pos_weight,
     cell_periodicity,
@@ -74,6 +76,7 @@ def test_option_mirrors_match_the_modules():
     assert options.TREE_KINDS == KINDS
     assert options.FEATURE_SOURCES == FEATURE_SOURCES
     assert options.AUGMENTS == AUGMENTS
+    assert (options.KEEP_BEST, options.KEEPS) == (KEEP_BEST, KEEPS)
     assert (options.AUTO_AUGMENT, options.ANISOTROPY_LIMIT) == (AUTO_AUGMENT, ANISOTROPY_LIMIT)
     assert (options.AUTO_ENCODER, options.ARRAY_PERIODICITY) == (AUTO_ENCODER, ARRAY_PERIODICITY)
     assert options.OPTIMIZERS == OPTIMIZERS
@@ -531,6 +534,26 @@ def test_recall_at_precision_reads_the_pr_curve():
     assert recall_at_precision(labels, -scores, 0.9) == 0.0
     assert recall_at_precision(np.zeros(3), scores[:3], 0.9) is None
     assert binary_metrics(labels, scores, 0.5)["recall_at_p90"] == pytest.approx(2 / 3)
+
+
+def test_keeping_the_last_epoch_serves_it_while_the_peak_follows_the_best():
+    model = torch.nn.Linear(1, 1, bias=False)
+
+    def offers(keep: str) -> BestEpoch:
+        kept = BestEpoch(keep=keep)
+        for epoch, score in enumerate((0.7, 0.9, None, 0.6), start=1):
+            torch.nn.init.constant_(model.weight, float(epoch))
+            kept.offer(0, epoch, score, model)
+        return kept
+
+    best, last = offers(KEEP_BEST), offers("last")
+    assert (best.epoch, best.auroc, best.peak, float(best.state["weight"])) == (2, 0.9, 0.9, 2.0)
+    assert (last.epoch, last.auroc, last.peak, float(last.state["weight"])) == (4, 0.6, 0.9, 4.0)
+    restored = BestEpoch.from_checkpoint(last.to_checkpoint())
+    assert (restored.keep, restored.peak, restored.summary()) == ("last", 0.9, last.summary())
+    assert BestEpoch(0, 3, 0.8).peak == 0.8  # a checkpoint from before --cnn-keep: its best is its peak
+    with pytest.raises(ValueError, match="unknown CNN epoch to keep"):
+        BestEpoch(keep="middle")
 
 
 @pytest.mark.parametrize(("best", "warned"), [

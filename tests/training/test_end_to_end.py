@@ -290,6 +290,7 @@ def test_bad_inputs_give_one_line_errors(e2e_dataset: Path, tmp_path: Path, caps
     assert "--image-size must be at least 64" in train_error(e2e_dataset, "--encoder", "alexnet")
     assert "--crossfit-folds must be 0 (off) or at least 2" in train_error(e2e_dataset, "--crossfit-folds", "1")
     assert "--gate-weights" in train_error(e2e_dataset, "--gate-weights", "1,2")
+    assert "cannot be used with --cnn-keep last" in train_error(e2e_dataset, "--cnn-keep", "last", "--cnn-patience", "2")
 
     assert main(["evaluate", "--run", str(tmp_path / "nothing"), "--data", str(e2e_dataset)]) == 2
     assert "not a finished training run" in capsys.readouterr().err

@@ -24,13 +24,13 @@ from training.cnn import (
 
 
 def _train(bundle: data_mod.DataBundle, seed: int, epochs: int, restarts: Restarts | None, best: BestEpoch,
-           grid_mask_p: float = 0.3, patience: int = 0) -> list[dict]:
+           grid_mask_p: float = 0.3, patience: int = 0, keep: str = "best") -> list[dict]:
     torch.manual_seed(seed)
     train, val = bundle.splits["train"], bundle.splits["val"]
     model = build_encoder("compact", 16, train.rois)
     optimizer = make_optimizer(model, 2e-3, 1e-4, name="adamw")
     history = train_cnn(model, optimizer, train, val, epochs=epochs, lr=2e-3, batch_size=16, grid_mask_p=grid_mask_p,
-                        seed=seed, progress=False, restarts=restarts, best=best, patience=patience)
+                        seed=seed, progress=False, restarts=restarts, best=best, patience=patience, keep=keep)
     objects = np.array([c != "param" for c in val.causes])
     _, logit = extract(model, val.rois)
     history.append({"kept_auroc": auroc(val.labels[objects], logit[objects])})
@@ -52,6 +52,18 @@ def test_a_restart_draws_fresh_weights_and_the_best_epoch_is_kept(e2e_dataset: P
         best.attempt, best.epoch)
     restored = BestEpoch.from_checkpoint(best.to_checkpoint())
     assert restored.summary() == best.summary() and restored.state.keys() == best.state.keys()
+
+
+def test_keeping_the_last_epoch_serves_the_last_epoch_after_the_same_restarts(e2e_dataset: Path):
+    bundle = data_mod.load_bundle(e2e_dataset, 32, "truth", splits=("train", "val"), progress=False)
+    best = BestEpoch()
+    history = _train(bundle, 0, 3, Restarts(count=1, after=1, below=1.01), best, grid_mask_p=0.0, keep="last")
+    kept = history.pop()["kept_auroc"]
+    assert [(r["attempt"], r["epoch"], r["restart"]) for r in history] == [
+        (0, 1, True), (1, 1, False), (1, 2, False), (1, 3, False)]
+    assert (best.keep, best.attempt, best.epoch) == ("last", 1, 3)
+    assert kept == pytest.approx(history[-1]["val_object_auroc"]) == pytest.approx(best.auroc)
+    assert best.peak == max(r["val_object_auroc"] for r in history)
 
 
 def test_patience_ends_an_attempt_that_no_longer_gains(e2e_dataset: Path):
